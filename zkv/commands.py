@@ -1,0 +1,284 @@
+"""The command table: for each command, its arity and what the store must do, for both protocols.
+
+``dispatch(args, resp)`` turns one request into either an immediate reply (bytes), a ``Deferred``
+(store operations plus the function that encodes their results), or a ``Quit``.  Store operations
+are tiny tuples the store process understands::
+
+    ("g", key)         get        -> value or None
+    ("s", key, value)  set        -> None
+    ("d", key)         delete     -> 1 if the key existed, else 0
+    ("n",)             key count  -> int
+    ("i",)             info       -> dict
+
+Plain-text replies keep the original servers' words byte for byte (``OK``, ``VALUE v``,
+``NOT FOUND``, ``ERROR ...``); RESP replies are Redis's.  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from zkv import __version__
+from zkv.protocol import resp
+
+Op = tuple[Any, ...]
+Encoder = Callable[[list[Any]], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    ops: list[Op]
+    encode: Encoder
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    reply: bytes
+
+
+Reply = bytes | Deferred | Quit
+
+P_OK = b"OK\n"
+P_NOT_FOUND = b"NOT FOUND\n"
+P_PONG = b"PONG\n"
+
+
+def _name(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text if len(text) <= 64 else text[:64] + "..."
+
+
+def unknown(name: bytes, is_resp: bool) -> bytes:
+    if is_resp:
+        return resp.error(f"ERR unknown command '{_name(name)}'")
+    return f"ERROR unknown command '{_name(name)}'\n".encode()
+
+
+def wrong_arity(name: bytes, is_resp: bool) -> bytes:
+    if is_resp:
+        return resp.error(f"ERR wrong number of arguments for '{_name(name).lower()}' command")
+    return f"ERROR wrong number of arguments for '{_name(name).upper()}'\n".encode()
+
+
+# --- plain-text protocol (what nc and the original clients speak) --------------------------------
+def _p_get(results: list[Any]) -> bytes:
+    v = results[0]
+    return P_NOT_FOUND if v is None else b"VALUE " + v + b"\n"
+
+
+def _p_ok(_results: list[Any]) -> bytes:
+    return P_OK
+
+
+_P_ARITY = {b"SET": 3, b"GET": 2, b"DEL": 2, b"DELETE": 2, b"PING": 1, b"QUIT": 1}
+
+
+def dispatch_plain(args: list[bytes]) -> Reply:
+    name = args[0].upper()
+    want = _P_ARITY.get(name)
+    if want is None:
+        return unknown(args[0], False)
+    if len(args) != want:
+        return wrong_arity(args[0], False)
+    if name == b"GET":
+        return Deferred([("g", args[1])], _p_get)
+    if name == b"SET":
+        return Deferred([("s", args[1], args[2])], _p_ok)
+    if name == b"PING":
+        return P_PONG
+    if name == b"QUIT":
+        return Quit(P_OK)
+    return Deferred([("d", args[1])], _p_ok)  # DEL / DELETE
+
+
+# --- RESP2 ------------------------------------------------------------------------------------
+def _r_get(results: list[Any]) -> bytes:
+    return resp.bulk(results[0])
+
+
+def _r_ok(_results: list[Any]) -> bytes:
+    return resp.OK
+
+
+def _r_count(results: list[Any]) -> bytes:
+    return resp.integer(sum(results))
+
+
+def _r_exists(results: list[Any]) -> bytes:
+    return resp.integer(sum(1 for r in results if r is not None))
+
+
+def _r_int(results: list[Any]) -> bytes:
+    return resp.integer(results[0])
+
+
+def _r_array(results: list[Any]) -> bytes:
+    return resp.array(results)
+
+
+def _r_info(section: bytes | None) -> Encoder:
+    def encode(results: list[Any]) -> bytes:
+        return resp.bulk(format_info(results[0], section).encode())
+    return encode
+
+
+def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
+    """INFO text in Redis's layout: ``# Section`` headers and ``field:value`` lines."""
+    peers = info.get("peers", {})
+    vv = ",".join(f"{o}={s}" for o, s in sorted(info.get("vv", {}).items()))
+    sections = {
+        "server": [f"zkv_version:{__version__}", f"node_id:{info['id']}", "redis_mode:standalone",
+                   f"fsync:{info.get('fsync', '')}"],
+        "replication": [
+            "role:master", f"node_id:{info['id']}", f"seq:{info.get('seq', 0)}", f"vv:{vv}",
+            f"digest:{info.get('digest', '')}", f"connected_peers:{sum(1 for p in peers.values() if p['connected'])}",
+            f"peers:{len(peers)}",
+            *(f"peer{i}:id={pid},connected={int(p['connected'])},"
+              + ",".join(f"{o}={s}" for o, s in sorted(p["vv"].items()))
+              for i, (pid, p) in enumerate(sorted(peers.items()))),
+            f"syncing:{int(bool(info.get('syncing')))}",
+            *(f"{k}:{v}" for k, v in sorted(info.get("stats", {}).items())),
+        ],
+        "persistence": [f"{k}:{v}" for k, v in [*info.get("recovery", {}).items(),
+                                                 *(("snapshot_" + a, b) for a, b in info.get("snapshots", {}).items())]],
+        "keyspace": [f"db0:keys={info['keys']},expires=0,avg_ttl=0", f"tombstones:{info.get('tombstones', 0)}"],
+    }
+    wanted = section.decode("utf-8", "replace").lower() if section else None
+    out = []
+    for name, lines in sections.items():
+        if wanted in (None, "all", "everything", "default", name):
+            out.append(f"# {name.capitalize()}\r\n" + "".join(line + "\r\n" for line in lines))
+    return "\r\n".join(out)
+
+
+_HELLO = ["server", "zkv", "version", __version__, "proto", 2, "id", 0, "mode", "standalone",
+          "role", "master", "modules", []]
+
+# name -> (arity, handler); arity as in Redis: exact count if positive, minimum count if negative
+_RESP: dict[bytes, tuple[int, Callable[[list[bytes]], Reply]]] = {}
+
+
+def _cmd(name: str, arity: int) -> Callable[[Callable[[list[bytes]], Reply]], Callable[[list[bytes]], Reply]]:
+    def register(fn: Callable[[list[bytes]], Reply]) -> Callable[[list[bytes]], Reply]:
+        _RESP[name.encode()] = (arity, fn)
+        return fn
+    return register
+
+
+@_cmd("GET", 2)
+def _get(a: list[bytes]) -> Reply:
+    return Deferred([("g", a[1])], _r_get)
+
+
+@_cmd("SET", -3)
+def _set(a: list[bytes]) -> Reply:
+    if len(a) != 3:
+        return resp.error("ERR syntax error")  # EX/PX/NX/XX are not supported
+    return Deferred([("s", a[1], a[2])], _r_ok)
+
+
+@_cmd("DEL", -2)
+def _del(a: list[bytes]) -> Reply:
+    return Deferred([("d", k) for k in a[1:]], _r_count)
+
+
+_RESP[b"DELETE"] = _RESP[b"DEL"]
+
+
+@_cmd("EXISTS", -2)
+def _exists(a: list[bytes]) -> Reply:
+    return Deferred([("g", k) for k in a[1:]], _r_exists)
+
+
+@_cmd("MGET", -2)
+def _mget(a: list[bytes]) -> Reply:
+    return Deferred([("g", k) for k in a[1:]], _r_array)
+
+
+@_cmd("MSET", -3)
+def _mset(a: list[bytes]) -> Reply:
+    if len(a) % 2 != 1:
+        return wrong_arity(a[0], True)
+    return Deferred([("s", a[i], a[i + 1]) for i in range(1, len(a), 2)], _r_ok)
+
+
+@_cmd("PING", -1)
+def _ping(a: list[bytes]) -> Reply:
+    if len(a) > 2:
+        return wrong_arity(a[0], True)
+    return resp.PONG if len(a) == 1 else resp.bulk(a[1])
+
+
+@_cmd("ECHO", 2)
+def _echo(a: list[bytes]) -> Reply:
+    return resp.bulk(a[1])
+
+
+@_cmd("DBSIZE", 1)
+def _dbsize(a: list[bytes]) -> Reply:
+    return Deferred([("n",)], _r_int)
+
+
+@_cmd("INFO", -1)
+def _info(a: list[bytes]) -> Reply:
+    return Deferred([("i",)], _r_info(a[1] if len(a) > 1 else None))
+
+
+@_cmd("QUIT", -1)
+def _quit(a: list[bytes]) -> Reply:
+    return Quit(resp.OK)
+
+
+@_cmd("COMMAND", -1)
+def _command(a: list[bytes]) -> Reply:
+    sub = a[1].upper() if len(a) > 1 else b""
+    if sub == b"COUNT":
+        return resp.integer(len(_RESP))
+    return resp.EMPTY_ARRAY  # COMMAND, COMMAND DOCS ...: clients accept an empty table
+
+
+@_cmd("CONFIG", -2)
+def _config(a: list[bytes]) -> Reply:
+    if a[1].upper() == b"GET":
+        return resp.EMPTY_ARRAY
+    return resp.error("ERR CONFIG subcommands other than GET are not supported")
+
+
+@_cmd("CLIENT", -2)
+def _client(a: list[bytes]) -> Reply:
+    sub = a[1].upper()
+    if sub in (b"SETNAME", b"SETINFO", b"NO-EVICT", b"NO-TOUCH", b"REPLY"):
+        return resp.OK
+    if sub == b"GETNAME":
+        return resp.NULL_BULK
+    if sub == b"ID":
+        return resp.integer(0)
+    return resp.error(f"ERR unknown subcommand '{_name(a[1])}'")
+
+
+@_cmd("HELLO", -1)
+def _hello(a: list[bytes]) -> Reply:
+    if len(a) > 1 and a[1] not in (b"2",):
+        return resp.error("NOPROTO this server supports only RESP2")
+    return resp.array(_HELLO)
+
+
+@_cmd("SELECT", 2)
+def _select(a: list[bytes]) -> Reply:
+    return resp.OK if a[1] == b"0" else resp.error("ERR DB index is out of range")
+
+
+def dispatch_resp(args: list[bytes]) -> Reply:
+    entry = _RESP.get(args[0].upper())
+    if entry is None:
+        return unknown(args[0], True)
+    arity, fn = entry
+    if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
+        return wrong_arity(args[0], True)
+    return fn(args)
+
+
+def dispatch(args: list[bytes], is_resp: bool) -> Reply:
+    return dispatch_resp(args) if is_resp else dispatch_plain(args)

@@ -1,0 +1,184 @@
+"""Node configuration: TOML file -> frozen dataclasses, every default and every check in one place.
+
+Required keys (the stable contract other tools generate): ``id``, ``listen``, ``bus``, ``data_dir``
+and ``[[peers]]`` entries with ``id`` and ``bus``.  Everything else is optional; the defaults
+below are what a node runs with when a key is absent.  A bad config raises :class:`ConfigError`
+with one line that names the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_LINE = 1024 * 1024  # bytes in one plain-text request line
+DEFAULT_MAX_CLIENTS = 10_000
+DEFAULT_FSYNC = "everysec"
+DEFAULT_SNAPSHOT_RECORDS = 200_000  # log records that trigger a snapshot + log truncation
+DEFAULT_BACKLOG = 200_000  # events per origin kept in memory to answer catch-up requests
+DEFAULT_HEARTBEAT_MS = 200
+DEFAULT_ANTI_ENTROPY_MS = 2_000
+DEFAULT_HWM = 100_000  # ZeroMQ high-water mark of the replication PUB/SUB sockets
+FSYNC_MODES = ("always", "everysec", "no")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    id: str
+    bus: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    id: str
+    listen_host: str
+    listen_port: int
+    bus: str
+    data_dir: Path
+    peers: tuple[Peer, ...] = ()
+    fsync: str = DEFAULT_FSYNC
+    max_line: int = DEFAULT_MAX_LINE
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    snapshot_records: int = DEFAULT_SNAPSHOT_RECORDS
+    backlog: int = DEFAULT_BACKLOG
+    heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
+    anti_entropy_ms: int = DEFAULT_ANTI_ENTROPY_MS
+    hwm: int = DEFAULT_HWM
+    source: str = field(default="", compare=False)
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+    @property
+    def bus_host(self) -> str:
+        return parse_tcp_endpoint(self.bus)[0]
+
+    @property
+    def all_ids(self) -> tuple[str, ...]:
+        return (self.id, *(p.id for p in self.peers))
+
+
+def parse_host_port(text: str, what: str) -> tuple[str, int]:
+    """``"127.0.0.1:7000"`` / ``"[::1]:7000"`` / ``"localhost:7000"`` -> (host, port)."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text)
+    if not m:
+        raise ConfigError(f"{what}: cannot parse address {text!r} (expected HOST:PORT)")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 < port < 65536:
+        raise ConfigError(f"{what}: port {port} out of range in {text!r}")
+    return host, port
+
+
+def parse_tcp_endpoint(text: str, what: str = "bus") -> tuple[str, int]:
+    """``"tcp://127.0.0.1:7100"`` -> (host, port); only tcp endpoints can be reached by peers."""
+    if not isinstance(text, str) or not text.startswith("tcp://"):
+        raise ConfigError(f"{what}: cannot parse endpoint {text!r} (expected tcp://HOST:PORT)")
+    return parse_host_port(text[len("tcp://"):], what)
+
+
+def _require(raw: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in raw:
+        raise ConfigError(f"{where}: missing required key '{key}'")
+    value = raw[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{where}: key '{key}' must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _optional_int(raw: dict[str, Any], key: str, default: int, minimum: int, where: str) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{where}: key '{key}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+_KNOWN_KEYS = {
+    "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
+    "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
+}
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document.  ``data_dir`` is relative to the working directory."""
+    unknown = sorted(set(raw) - _KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'")
+    node_id = _require(raw, "id", str, where)
+    if not _ID_RE.match(node_id):
+        raise ConfigError(f"{where}: id {node_id!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    host, port = parse_host_port(_require(raw, "listen", str, where), f"{where}: listen")
+    bus = _require(raw, "bus", str, where)
+    parse_tcp_endpoint(bus, f"{where}: bus")
+    data_dir = Path(_require(raw, "data_dir", str, where))
+    if base_dir is not None and not data_dir.is_absolute():
+        data_dir = base_dir / data_dir
+    peers_raw = raw.get("peers", [])
+    if not isinstance(peers_raw, list):
+        raise ConfigError(f"{where}: 'peers' must be an array of tables ([[peers]])")
+    peers: list[Peer] = []
+    seen_ids = {node_id}
+    seen_bus = {bus}
+    for i, p in enumerate(peers_raw):
+        pw = f"{where}: peers[{i}]"
+        if not isinstance(p, dict):
+            raise ConfigError(f"{pw}: must be a table with 'id' and 'bus'")
+        extra = sorted(set(p) - {"id", "bus"})
+        if extra:
+            raise ConfigError(f"{pw}: unknown key '{extra[0]}'")
+        pid = _require(p, "id", str, pw)
+        pbus = _require(p, "bus", str, pw)
+        parse_tcp_endpoint(pbus, f"{pw}: bus")
+        if pid in seen_ids:
+            raise ConfigError(f"{pw}: duplicate id {pid!r}")
+        if pbus in seen_bus:
+            raise ConfigError(f"{pw}: duplicate bus {pbus!r}")
+        seen_ids.add(pid)
+        seen_bus.add(pbus)
+        peers.append(Peer(pid, pbus))
+    fsync = raw.get("fsync", DEFAULT_FSYNC)
+    if fsync not in FSYNC_MODES:
+        raise ConfigError(f"{where}: fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
+    return Config(
+        id=node_id,
+        listen_host=host,
+        listen_port=port,
+        bus=bus,
+        data_dir=data_dir,
+        peers=tuple(peers),
+        fsync=fsync,
+        max_line=_optional_int(raw, "max_line", DEFAULT_MAX_LINE, 16, where),
+        max_clients=_optional_int(raw, "max_clients", DEFAULT_MAX_CLIENTS, 1, where),
+        snapshot_records=_optional_int(raw, "snapshot_records", DEFAULT_SNAPSHOT_RECORDS, 100, where),
+        backlog=_optional_int(raw, "backlog", DEFAULT_BACKLOG, 10, where),
+        heartbeat_ms=_optional_int(raw, "heartbeat_ms", DEFAULT_HEARTBEAT_MS, 10, where),
+        anti_entropy_ms=_optional_int(raw, "anti_entropy_ms", DEFAULT_ANTI_ENTROPY_MS, 50, where),
+        hwm=_optional_int(raw, "hwm", DEFAULT_HWM, 1, where),
+        source=where,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return config_from_dict(raw, where=str(p))

@@ -1,0 +1,189 @@
+"""Client connections: bytes in, requests to the store, replies out in request order.
+
+One ``ClientConnection`` per TCP connection.  Each chunk of input is parsed into requests
+(``zkv.protocol.requests``), each request into a reply or store work (``zkv.commands``); the
+store work of a chunk travels as one submission on the shared ``StoreLink``.  Replies leave in
+request order even when some are immediate and some wait for the store.  A client that sends
+faster than it reads is paused (transport flow control) rather than buffered without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from zkv.commands import Deferred, Quit, dispatch
+from zkv.config import Config
+from zkv.frontend.storelink import StoreLink
+from zkv.protocol.requests import parse_requests
+
+log = logging.getLogger("zkv.frontend")
+
+MAX_QUEUED_GROUPS = 256  # reply groups waiting per connection before we stop reading from it
+
+
+class _Group:
+    """The replies owed for one chunk of input, in order; ``out`` is set when all are known."""
+
+    __slots__ = ("parts", "out")
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+        self.out: bytes | None = None
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.link = server.link
+        self.max_line = server.cfg.max_line
+        self.buf = bytearray()
+        self.queue: deque[_Group] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closing = False  # stop reading; close once every owed reply is written
+        self.paused_writing = False
+        self.paused_reading = False
+
+    # --- asyncio callbacks ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.clients.add(self)
+        if len(self.server.clients) > self.server.cfg.max_clients:
+            transport.write(b"ERROR max number of clients reached\n")
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.clients.discard(self)
+        self.closing = True
+        self.queue.clear()
+
+    def eof_received(self) -> bool:
+        """The client half-closed (``nc -N``, ``printf ... | nc``): answer what it sent, then close."""
+        self.closing = True
+        if not self.queue and self.transport is not None:
+            self.transport.close()
+        return True  # keep the transport open for the replies still owed
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        buf = self.buf
+        if buf:
+            buf += data
+            parsed = parse_requests(buf, self.max_line)
+            del buf[:parsed.consumed]
+        else:
+            parsed = parse_requests(data, self.max_line)
+            if parsed.consumed < len(data):
+                buf += data[parsed.consumed:]
+        parts: list[Any] = []
+        ops: list[Any] = []
+        for req in parsed.requests:
+            r = dispatch(req.args, req.resp)
+            if r.__class__ is Deferred:
+                ops.extend(r.ops)  # type: ignore[union-attr]
+                parts.append(r)
+            elif r.__class__ is Quit:
+                parts.append(r.reply)  # type: ignore[union-attr]
+                self.closing = True
+                break
+            else:
+                parts.append(r)
+        if parsed.fatal is not None and not self.closing:
+            parts.append(parsed.fatal)
+            self.closing = True
+        if not parts:
+            return
+        group = _Group(parts)
+        if ops:
+            self.queue.append(group)
+            self.link.submit(ops, lambda results: self._complete(group, results))
+            self._update_reading()
+        elif self.queue:
+            group.out = b"".join(parts)
+            self.queue.append(group)
+        else:
+            self._write(b"".join(parts))
+
+    # --- replies ------------------------------------------------------------------------------
+    def _complete(self, group: _Group, results: list[Any]) -> None:
+        if not self.queue:  # connection gone
+            return
+        out = []
+        i = 0
+        for p in group.parts:
+            if p.__class__ is Deferred:
+                n = len(p.ops)
+                out.append(p.encode(results[i:i + n]))
+                i += n
+            else:
+                out.append(p)
+        group.out = b"".join(out)
+        queue = self.queue
+        if queue[0] is group and len(queue) == 1:
+            queue.clear()
+            self._write(group.out)
+            self._update_reading()
+            return
+        ready = []
+        while queue and queue[0].out is not None:
+            ready.append(queue.popleft().out)
+        if ready:
+            self._write(b"".join(ready))  # type: ignore[arg-type]
+        self._update_reading()
+
+    def _write(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        t.write(data)
+        if self.closing and not self.queue:
+            t.close()
+
+    def _update_reading(self) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        want_pause = self.paused_writing or len(self.queue) > MAX_QUEUED_GROUPS
+        if want_pause and not self.paused_reading:
+            self.paused_reading = True
+            t.pause_reading()
+        elif not want_pause and self.paused_reading:
+            self.paused_reading = False
+            t.resume_reading()
+
+
+class Server:
+    def __init__(self, cfg: Config, store_endpoint: str) -> None:
+        self.cfg = cfg
+        self.store_endpoint = store_endpoint
+        self.clients: set[ClientConnection] = set()
+        self.link: StoreLink  # set in serve()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        self.link = StoreLink(loop, self.store_endpoint)
+        server = await loop.create_server(
+            lambda: ClientConnection(self), self.cfg.listen_host, self.cfg.listen_port,
+            reuse_address=True, backlog=4096,
+        )
+        log.info("serving clients on %s", self.cfg.listen)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            for c in list(self.clients):
+                if c.transport is not None:
+                    c.transport.close()
+            await server.wait_closed()
+            self.link.close()

@@ -1,0 +1,74 @@
+"""The frontend's one ZeroMQ DEALER to its store, batched per event-loop turn.
+
+Every ``submit`` made during one turn of the event loop, from any number of connections, leaves
+as ONE message at the end of the turn; the store answers each message with one message of
+results, in order, so replies are matched first-in first-out.  That keeps the frontend<->store
+hop to about one send and one receive per loop turn, however many requests it carries.
+
+ZeroMQ's file descriptor is edge-triggered: after every send and every wake-up the socket's
+EVENTS must be drained, or a reply can sit unnoticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import zmq
+
+Callback = Callable[[list[Any]], None]
+
+
+class StoreLink:
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str) -> None:
+        self.loop = loop
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.sndhwm = 0
+        self.sock.rcvhwm = 0
+        self.sock.connect(endpoint)
+        self._ops: list[Any] = []
+        self._cbs: list[tuple[Callback, int]] = []
+        self._inflight: deque[list[tuple[Callback, int]]] = deque()
+        self._scheduled = False
+        self._packer = msgpack.Packer(use_bin_type=True)
+        loop.add_reader(self.sock.FD, self._drain)
+
+    def submit(self, ops: list[Any], callback: Callback) -> None:
+        """Queue store operations; ``callback(results)`` runs when the store has answered."""
+        self._ops.extend(ops)
+        self._cbs.append((callback, len(ops)))
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._cbs:
+            return
+        ops, self._ops = self._ops, []
+        cbs, self._cbs = self._cbs, []
+        self._inflight.append(cbs)
+        self.sock.send(self._packer.pack(ops), copy=False)
+        self._drain()
+
+    def _drain(self) -> None:
+        sock = self.sock
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            results = msgpack.unpackb(sock.recv(zmq.NOBLOCK), raw=False)
+            cbs = self._inflight.popleft()
+            if len(cbs) == 1:
+                cbs[0][0](results)
+                continue
+            i = 0
+            for cb, n in cbs:
+                cb(results[i:i + n])
+                i += n
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.FD)
+        self.sock.close(0)

@@ -1,0 +1,115 @@
+"""``zkv node``: starts and supervises a node's two processes, the store and the frontend.
+
+Start order: the store first (it recovers its data and binds the bus, then says "ready" on a
+pipe), then the frontend, so an open client port means the node can answer.  The two talk over
+an abstract-namespace ipc endpoint ``ipc://@zkv-<node id>-<supervisor pid>`` (nothing on disk,
+no path-length limit, gone when they exit).  If either child exits, the other is stopped and
+``zkv node`` exits non-zero; SIGTERM/SIGINT stop both cleanly (the store writes a snapshot).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from zkv.config import Config
+
+log = logging.getLogger("zkv.node")
+
+STOP_GRACE = 30.0  # seconds a child gets to exit after SIGTERM before SIGKILL
+
+
+def internal_endpoint(cfg: Config) -> str:
+    return f"ipc://@zkv-{cfg.id}-{os.getpid()}"
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, config_path: str) -> None:
+        self.cfg = cfg
+        self.config_path = str(Path(config_path).resolve())
+        self.endpoint = internal_endpoint(cfg)
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def _spawn(self, role: str, extra: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", f"zkv.{role}_main", self.config_path, self.endpoint, *extra]
+        return subprocess.Popen(cmd, pass_fds=pass_fds)
+
+    def start(self) -> int:
+        """Start both children; returns 0 when they are up, else an exit code."""
+        rfd, wfd = os.pipe()
+        self.children["store"] = self._spawn("store", [str(wfd)], pass_fds=(wfd,))
+        os.close(wfd)
+        with os.fdopen(rfd, "rb") as ready:
+            line = ready.readline()  # EOF if the store died during start-up
+        if line.strip() != b"ready":
+            code = self.children["store"].wait()
+            log.error("store failed to start (exit code %s)", code)
+            return code or 1
+        self.children["frontend"] = self._spawn("frontend", [])
+        return 0
+
+    def wait(self) -> int:
+        """Block until a signal or a child's death; then stop everything. Returns the exit code."""
+        sel = selectors.DefaultSelector()
+        rsig, wsig = os.pipe()
+        os.set_blocking(wsig, False)
+        signal.set_wakeup_fd(wsig)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        sel.register(rsig, selectors.EVENT_READ)
+        code = 0
+        while not self.stopping:
+            sel.select(timeout=0.2)
+            try:
+                os.read(rsig, 512)
+            except BlockingIOError:
+                pass
+            for role, child in self.children.items():
+                rc = child.poll()
+                if rc is not None and not self.stopping:
+                    log.error("%s process exited with code %s; stopping the node", role, rc)
+                    code = rc or 1
+                    self.stopping = True
+        self.stop()
+        return code
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def stop(self) -> None:
+        """Frontend first (no new writes), then the store (final snapshot)."""
+        for role in ("frontend", "store"):
+            child = self.children.get(role)
+            if child is None or child.poll() is not None:
+                continue
+            child.terminate()
+            try:
+                child.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop in %.0fs; killing it", role, STOP_GRACE)
+                child.kill()
+                child.wait()
+
+
+def run_node(cfg: Config, config_path: str) -> int:
+    from zkv.proc import setup_logging
+
+    setup_logging(cfg.id, "node")
+    sup = Supervisor(cfg, config_path)
+    signal.signal(signal.SIGINT, lambda *_: setattr(sup, "stopping", True))
+    signal.signal(signal.SIGTERM, lambda *_: setattr(sup, "stopping", True))
+    t0 = time.perf_counter()
+    code = sup.start()
+    if code:
+        sup.stop()
+        return code
+    log.info("node %s up in %.2fs: clients on %s, bus %s, data in %s", cfg.id,
+             time.perf_counter() - t0, cfg.listen, cfg.bus, cfg.data_dir)
+    return sup.wait()

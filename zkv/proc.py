@@ -1,0 +1,31 @@
+"""Process plumbing shared by the node's two children: logging format, dying with the parent."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+
+
+def setup_logging(node_id: str, role: str, level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format=f"%(asctime)s {node_id} {role} %(levelname)s %(message)s",
+    )
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM us if the supervising ``zkv node`` dies (even by SIGKILL)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: the supervisor's own cleanup still stops us on a normal exit
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,265 @@
+"""What a store keeps on disk: write-ahead log segments and snapshots, and recovery from them.
+
+Files in ``data_dir``::
+
+    wal-000001.log ...   write-ahead log segments (framed msgpack records, crc32 each)
+    snapshot.zkv         the last complete snapshot: every entry + the version vector it covers
+    LOCK                 held (flock) while a store runs, so two stores never share a directory
+
+A log record is one of
+    ``b"E" + batch``  a batch of events (local or replicated), exactly as published, or
+    ``b"R" + msgpack([vv, horizon, entries])``  entries merged by a state transfer or
+    anti-entropy repair, with the version vector the transfer covered (or None).
+
+Snapshots run in a forked child (copy-on-write view, as Redis does): the parent only rotates
+to a new segment and forks, so client requests pause for the fork alone.  When the child has
+written the snapshot, the segments before the rotation are deleted.  Recovery loads the
+snapshot, then replays the remaining segments; a torn or corrupt tail is cut off and reported.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from zkv.clock import HybridClock
+from zkv.events import Batch, decode_batch
+from zkv.store.keyspace import Keyspace
+from zkv.store.snapshot import SnapshotError, read_snapshot, write_snapshot
+from zkv.store.wal import WalWriter, read_wal, truncate_to
+
+log = logging.getLogger("zkv.store")
+
+SNAPSHOT = "snapshot.zkv"
+_SEGMENT_RE = re.compile(r"^wal-(\d{6,})\.log$")
+
+Entries = list[tuple[bytes, int, str, bytes | None]]
+
+
+def encode_event_record(batch_payload: bytes) -> bytes:
+    return b"E" + batch_payload
+
+
+def encode_repair_record(vv: dict[str, int] | None, horizon: int, entries: Entries) -> bytes:
+    return b"R" + msgpack.packb([vv, horizon, entries], use_bin_type=True)
+
+
+class DataDirInUse(Exception):
+    """Another store holds this data directory."""
+
+
+@dataclass(slots=True)
+class Recovered:
+    keyspace: Keyspace
+    vv: dict[str, int]
+    max_hlc: int
+    gc_horizon: int
+    seconds: float
+    snapshot_entries: int
+    log_records: int
+    dropped_bytes: int
+
+
+class Durability:
+    """Owns the files in ``data_dir``; the store calls it, nothing else touches them."""
+
+    def __init__(self, data_dir: Path, node_id: str, fsync: str) -> None:
+        self.dir = Path(data_dir)
+        self.node_id = node_id
+        self.fsync = fsync
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise DataDirInUse(f"data_dir {self.dir} is in use by another running store") from None
+        self._wal: WalWriter | None = None
+        self._segment = 0
+        self.records_since_snapshot = 0
+        self._child: int | None = None
+        self._child_started = 0.0
+        self._child_segment = 0
+        self.last_fork_pause_ms = 0.0
+        self.last_snapshot_seconds = 0.0
+        self.snapshots_taken = 0
+
+    # --- recovery ----------------------------------------------------------------------------
+    def _segments(self) -> list[tuple[int, Path]]:
+        out = []
+        for p in self.dir.iterdir():
+            m = _SEGMENT_RE.match(p.name)
+            if m:
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+    def _segment_path(self, n: int) -> Path:
+        return self.dir / f"wal-{n:06d}.log"
+
+    def recover(self) -> Recovered:
+        t0 = time.perf_counter()
+        ks = Keyspace()
+        vv: dict[str, int] = {}
+        max_hlc = 0
+        horizon = 0
+        first_segment = 0
+        snap_entries = 0
+        snap = self.dir / SNAPSHOT
+        if snap.exists():
+            try:
+                meta, chunks = read_snapshot(snap)
+                owner = meta.get("id")
+                if owner not in (None, self.node_id):
+                    raise SnapshotError(f"snapshot belongs to node {owner!r}, not {self.node_id!r}")
+                for chunk in chunks:
+                    for key, hlc, origin, value in chunk:
+                        ks.apply(key, hlc, origin, value)
+                        snap_entries += 1
+                vv = {str(k): int(v) for k, v in meta.get("vv", {}).items()}
+                max_hlc = int(meta.get("hlc", 0))
+                horizon = int(meta.get("gc_horizon", 0))
+                first_segment = int(meta.get("segment", 0))
+            except SnapshotError as exc:
+                aside = snap.with_name(f"{SNAPSHOT}.corrupt-{int(time.time())}")
+                os.replace(snap, aside)
+                log.error("snapshot unusable (%s); moved to %s, recovering from the log and peers",
+                          exc, aside.name)
+                ks, vv, max_hlc, horizon, first_segment, snap_entries = Keyspace(), {}, 0, 0, 0, 0
+        records = 0
+        dropped = 0
+        for n, path in self._segments():
+            if n < first_segment:
+                path.unlink()  # covered by the snapshot; its deletion was interrupted
+                continue
+            result = read_wal(path)
+            if result.dropped_bytes:
+                log.warning("%s: dropped a torn/corrupt tail of %d bytes (%s); kept %d records",
+                            path.name, result.dropped_bytes, result.reason, len(result.payloads))
+                truncate_to(path, result.valid_bytes)
+                dropped += result.dropped_bytes
+            for payload in result.payloads:
+                records += 1
+                max_hlc = max(max_hlc, _replay(ks, vv, payload))
+            self._segment = n
+        self.records_since_snapshot = records
+        self._open_segment(max(self._segment, first_segment, 1))
+        return Recovered(ks, vv, max_hlc, horizon, time.perf_counter() - t0, snap_entries, records, dropped)
+
+    # --- writing -----------------------------------------------------------------------------
+    def _open_segment(self, n: int) -> None:
+        if self._wal is not None:
+            self._wal.close()
+        self._segment = n
+        self._wal = WalWriter(self._segment_path(n), fsync=self.fsync)
+
+    def append(self, records: list[bytes]) -> None:
+        """Append records; with fsync=always they are on disk when this returns."""
+        assert self._wal is not None
+        self._wal.append(records)
+        self.records_since_snapshot += len(records)
+
+    def sync(self) -> None:
+        """Called once a second: makes everysec mean what it says."""
+        if self._wal is not None and self.fsync == "everysec":
+            self._wal.sync()
+
+    # --- snapshots ---------------------------------------------------------------------------
+    @property
+    def snapshot_running(self) -> bool:
+        return self._child is not None
+
+    def _meta(self, vv: dict[str, int], hlc: int, horizon: int, segment: int) -> dict:
+        return {"id": self.node_id, "vv": dict(vv), "hlc": hlc, "gc_horizon": horizon,
+                "segment": segment, "written": time.time()}
+
+    def start_snapshot(self, ks: Keyspace, vv: dict[str, int], hlc: int, horizon: int) -> bool:
+        """Fork a child that writes the snapshot; returns False if one is already running."""
+        if self._child is not None:
+            return False
+        t0 = time.perf_counter()
+        self._open_segment(self._segment + 1)  # everything before this segment is in the view
+        meta = self._meta(vv, hlc, horizon, self._segment)
+        pid = os.fork()
+        if pid == 0:  # child: write and leave without running any of the parent's cleanup
+            code = 0
+            try:
+                write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta)
+            except BaseException:  # noqa: BLE001 - report through the exit code
+                code = 1
+            os._exit(code)
+        self.last_fork_pause_ms = (time.perf_counter() - t0) * 1000
+        self._child, self._child_started, self._child_segment = pid, time.perf_counter(), self._segment
+        self.records_since_snapshot = 0
+        return True
+
+    def poll_snapshot(self, block: bool = False) -> bool | None:
+        """Reap a finished snapshot child: True ok, False failed, None still running/none."""
+        if self._child is None:
+            return None
+        pid, status = os.waitpid(self._child, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return None
+        self._child = None
+        ok = os.waitstatus_to_exitcode(status) == 0
+        self.last_snapshot_seconds = time.perf_counter() - self._child_started
+        if ok:
+            self.snapshots_taken += 1
+            for n, path in self._segments():
+                if n < self._child_segment:
+                    path.unlink()
+        else:
+            log.error("snapshot child failed (status %s); the log is kept", status)
+        return ok
+
+    def snapshot_now(self, ks: Keyspace, vv: dict[str, int], hlc: int, horizon: int) -> None:
+        """Synchronous snapshot (clean shutdown): the next start reads no log at all."""
+        self.poll_snapshot(block=True)
+        self._open_segment(self._segment + 1)
+        write_snapshot(self.dir / SNAPSHOT, ks.entries(), self._meta(vv, hlc, horizon, self._segment))
+        for n, path in self._segments():
+            if n < self._segment:
+                path.unlink()
+        self.records_since_snapshot = 0
+
+    def close(self) -> None:
+        if self._wal is not None:
+            self._wal.sync()
+            self._wal.close()
+            self._wal = None
+        os.close(self._lock_fd)
+
+
+def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes) -> int:
+    """Apply one log record; returns the highest timestamp in it."""
+    kind, body = payload[:1], payload[1:]
+    top = 0
+    if kind == b"E":
+        batch: Batch = decode_batch(body)
+        for hlc, key, value in batch.items:
+            ks.apply(key, hlc, batch.origin, value)
+            top = hlc if hlc > top else top
+        if batch.last_seq > vv.get(batch.origin, 0):
+            vv[batch.origin] = batch.last_seq
+    elif kind == b"R":
+        rvv, _horizon, entries = msgpack.unpackb(body, raw=False)
+        for key, hlc, origin, value in entries:
+            ks.apply(key, hlc, origin, value)
+            top = hlc if hlc > top else top
+        for origin, seq in (rvv or {}).items():
+            if seq > vv.get(origin, 0):
+                vv[origin] = seq
+    else:
+        log.warning("skipping a log record of unknown kind %r", kind)
+    return top
+
+
+def clock_after(recovered: Recovered) -> HybridClock:
+    """A clock that will stamp above everything recovered."""
+    return HybridClock(last=recovered.max_hlc)

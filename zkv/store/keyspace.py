@@ -1,0 +1,134 @@
+"""The keyspace and its conflict rule: a last-writer-wins map with tombstones and a digest.
+
+Every entry carries the version of the write that produced it, ``(hlc, origin)``.  A write is
+applied only if its version is greater than the entry's current one, so applying the same set of
+writes in any order, any number of times, ends in the same map (the rule is commutative,
+associative and idempotent).  A delete leaves a *tombstone* (value ``None``) carrying its
+version, so an older SET that arrives later cannot bring the key back; tombstones are collected
+only once every node has passed their timestamp (``collect_tombstones``).
+
+The digest is an XOR of a 64-bit hash of each live entry, kept per bucket (bucket = crc32 of
+the key) and updated on every change, so comparing two nodes costs one heartbeat and locating
+a difference costs one bucket exchange.  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+from hashlib import blake2b
+
+# key -> (hlc, origin, value or None for a tombstone)
+Entry = tuple[int, str, bytes | None]
+BUCKETS = 1024
+
+
+def bucket_of(key: bytes) -> int:
+    return zlib.crc32(key) & (BUCKETS - 1)
+
+
+def entry_hash(key: bytes, hlc: int, origin: str, value: bytes) -> int:
+    h = blake2b(b"%d:%d:%s:" % (hlc, len(key), origin.encode()), digest_size=8)
+    h.update(key)
+    h.update(value)
+    return int.from_bytes(h.digest(), "little")
+
+
+def wins(hlc: int, origin: str, current: Entry | None) -> bool:
+    """The conflict rule: does a write stamped (hlc, origin) beat the current entry?"""
+    if current is None:
+        return True
+    return hlc > current[0] or (hlc == current[0] and origin > current[1])
+
+
+class Keyspace:
+    """The data of one node.  ``apply`` is the only way in."""
+
+    __slots__ = ("_data", "_tombstones", "_buckets")
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, Entry] = {}
+        self._tombstones: dict[bytes, int] = {}
+        self._buckets: list[int] = [0] * BUCKETS
+
+    # --- reads -------------------------------------------------------------------------------
+    def get(self, key: bytes) -> bytes | None:
+        e = self._data.get(key)
+        return None if e is None else e[2]
+
+    def entry(self, key: bytes) -> Entry | None:
+        return self._data.get(key)
+
+    def __len__(self) -> int:
+        """Number of live keys (tombstones excluded)."""
+        return len(self._data) - len(self._tombstones)
+
+    @property
+    def tombstones(self) -> int:
+        return len(self._tombstones)
+
+    def items(self) -> Iterator[tuple[bytes, Entry]]:
+        return iter(self._data.items())
+
+    def entries(self) -> Iterator[tuple[bytes, int, str, bytes | None]]:
+        """Every entry, tombstones included, as flat tuples (snapshot/transfer format)."""
+        for k, (h, o, v) in self._data.items():
+            yield k, h, o, v
+
+    # --- writes ------------------------------------------------------------------------------
+    def apply(self, key: bytes, hlc: int, origin: str, value: bytes | None) -> bool:
+        """Apply one write under the conflict rule; True if it changed the map."""
+        data = self._data
+        cur = data.get(key)
+        if cur is not None:
+            if hlc < cur[0] or (hlc == cur[0] and origin <= cur[1]):
+                return False
+            if cur[2] is not None:
+                self._buckets[bucket_of(key)] ^= entry_hash(key, cur[0], cur[1], cur[2])
+            else:
+                del self._tombstones[key]
+        data[key] = (hlc, origin, value)
+        if value is None:
+            self._tombstones[key] = hlc
+        else:
+            self._buckets[bucket_of(key)] ^= entry_hash(key, hlc, origin, value)
+        return True
+
+    def collect_tombstones(self, horizon: int) -> int:
+        """Forget tombstones stamped before ``horizon``; returns how many were dropped.
+
+        Safe only when every node has applied every write stamped before ``horizon``: then no
+        older write of those keys is still on its way anywhere.
+        """
+        old = [k for k, h in self._tombstones.items() if h < horizon]
+        for k in old:
+            del self._tombstones[k]
+            del self._data[k]
+        return len(old)
+
+    def drop_absent(self, present: set[bytes], horizon: int) -> int:
+        """After merging a peer's full snapshot taken with GC horizon ``horizon``: a local key the
+        snapshot lacks, stamped before that horizon, was deleted and collected there; drop it."""
+        gone = [k for k, (h, _o, _v) in self._data.items() if h < horizon and k not in present]
+        for k in gone:
+            h, o, v = self._data.pop(k)
+            if v is None:
+                del self._tombstones[k]
+            else:
+                self._buckets[bucket_of(k)] ^= entry_hash(k, h, o, v)
+        return len(gone)
+
+    # --- digest ------------------------------------------------------------------------------
+    def digest(self) -> bytes:
+        h = blake2b(digest_size=16)
+        for b in self._buckets:
+            h.update(b.to_bytes(8, "little"))
+        return h.digest()
+
+    def bucket_hashes(self) -> list[int]:
+        return list(self._buckets)
+
+    def bucket_entries(self, buckets: Iterable[int]) -> list[tuple[bytes, int, str, bytes | None]]:
+        """Every entry (tombstones included) whose key falls in one of ``buckets``."""
+        wanted = set(buckets)
+        return [(k, h, o, v) for k, (h, o, v) in self._data.items() if bucket_of(k) in wanted]

@@ -1,0 +1,598 @@
+"""The store process: one loop that owns the keyspace, its log, and every replication socket.
+
+Sockets, by role (all set up in ``_bind``):
+
+    clients    ROUTER  bound on the node's internal ipc endpoint; the frontend's batches
+    publisher  PUB     bound on ``bus``: our own event batches and heartbeats
+    subscriber SUB     connected to every peer's ``bus``
+    catchup    ROUTER  bound on ``tcp://<bus host>:<random port>``, advertised in heartbeats:
+                       serves "events of X after N", full snapshots, bucket digests
+    fetchers   DEALER  one per peer, connected to that peer's advertised catchup endpoint
+
+One event travels one way: local write -> keyspace -> log -> PUB -> peer SUB -> peer inbox ->
+peer keyspace -> peer log.  Anything a SUB misses (slow joiner, high-water mark, restart) shows up
+as a gap in sequence numbers or as a peer's heartbeat announcing more than we have, and is
+pulled from any peer that has it; when nobody still holds it, a full state transfer follows.
+The loop is single-threaded, so no state here needs a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import zmq
+
+from zkv.config import Config
+from zkv.events import (
+    TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError, Heartbeat, decode_batch,
+    decode_heartbeat, encode_batch, encode_heartbeat,
+)
+from zkv.replication.backlog import Backlog, TooOld
+from zkv.replication.inbox import Inbox
+from zkv.store.durability import (
+    SNAPSHOT, Durability, Recovered, clock_after, encode_event_record, encode_repair_record,
+)
+from zkv.store.keyspace import BUCKETS, Keyspace, bucket_of
+from zkv.store.snapshot import decode_chunk, read_snapshot_raw
+
+log = logging.getLogger("zkv.store")
+
+FETCH_TIMEOUT = 3.0  # seconds without an answer before a pull is asked of someone else
+SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandoned
+MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+@dataclass(slots=True)
+class PeerView:
+    hb: Heartbeat
+    seen: float
+
+
+@dataclass(slots=True)
+class FullSync:
+    peer: str
+    keys: set[bytes]
+    last_chunk: float
+    entries: int = 0
+
+
+class Store:
+    def __init__(self, cfg: Config, clients_endpoint: str) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.clients_endpoint = clients_endpoint
+        self.peer_ids = {p.id for p in cfg.peers}
+        self.running = True
+        self.disk = Durability(cfg.data_dir, cfg.id, cfg.fsync)
+        rec = self.disk.recover()
+        self.recovered: Recovered = rec
+        self.ks: Keyspace = rec.keyspace
+        self.clock = clock_after(rec)
+        self.inbox = Inbox(rec.vv)
+        self.gc_horizon = rec.gc_horizon
+        self.backlog = Backlog(cfg.backlog)
+        self.peers: dict[str, PeerView] = {}
+        self.fetching: dict[str, tuple[str, float]] = {}  # origin -> (peer asked, when)
+        self.frontier: dict[str, int] = {}  # origin -> time below which we have all its events
+        self.announced: dict[str, tuple[int, int]] = {}  # origin -> (seq, hlc) of its last heartbeat
+        self.sync: FullSync | None = None
+        self.snap_waiters: list[bytes] = []  # catchup identities waiting for a snapshot
+        self.streams: list[tuple[bytes, Iterator[bytes], dict]] = []
+        self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
+                      "tombstones_collected": 0, "local_writes": 0, "remote_events": 0}
+        self._ae_turn = 0
+        self.ctx = zmq.Context.instance()
+        self._bind()
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _bind(self) -> None:
+        ctx, cfg = self.ctx, self.cfg
+        self.clients = ctx.socket(zmq.ROUTER)
+        self.clients.linger = 0
+        self.clients.bind(self.clients_endpoint)
+        self.publisher = ctx.socket(zmq.PUB)
+        self.publisher.linger = 0
+        self.publisher.sndhwm = cfg.hwm
+        self.publisher.bind(cfg.bus)
+        self.subscriber = ctx.socket(zmq.SUB)
+        self.subscriber.linger = 0
+        self.subscriber.rcvhwm = cfg.hwm
+        self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        for p in cfg.peers:
+            self.subscriber.connect(p.bus)
+        self.catchup = ctx.socket(zmq.ROUTER)
+        self.catchup.linger = 0
+        self.catchup.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        host = cfg.bus_host
+        port = self.catchup.bind_to_random_port(f"tcp://[{host}]" if ":" in host else f"tcp://{host}")
+        self.catchup_endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+        self.fetchers: dict[str, tuple[str, zmq.Socket]] = {}  # peer -> (endpoint, DEALER)
+        self.poller = zmq.Poller()
+        for s in (self.clients, self.subscriber, self.catchup):
+            self.poller.register(s, zmq.POLLIN)
+
+    def _fetcher(self, peer: str, endpoint: str) -> zmq.Socket:
+        cur = self.fetchers.get(peer)
+        if cur is not None and cur[0] == endpoint:
+            return cur[1]
+        if cur is not None:
+            self.poller.unregister(cur[1])
+            cur[1].close(0)
+        s = self.ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.connect(endpoint)
+        self.poller.register(s, zmq.POLLIN)
+        self.fetchers[peer] = (endpoint, s)
+        return s
+
+    # --- main loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        hb_every = self.cfg.heartbeat_ms / 1000
+        ae_every = self.cfg.anti_entropy_ms / 1000
+        next_hb = next_sync = next_ae = time.monotonic()
+        fetcher_socks: dict[zmq.Socket, str] = {}
+        while self.running:
+            now = time.monotonic()
+            if now >= next_hb:
+                self._heartbeat()
+                self._expire_fetches(now)
+                next_hb = now + hb_every
+            if now >= next_sync:
+                self.disk.sync()
+                self._after_snapshot(self.disk.poll_snapshot())
+                next_sync = now + 1.0
+            if now >= next_ae:
+                self._anti_entropy()
+                self._collect_tombstones()
+                next_ae = now + ae_every
+            if self.disk.records_since_snapshot >= self.cfg.snapshot_records and self.sync is None:
+                self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
+            timeout = 0 if self.streams else max(0, int(1000 * (min(next_hb, next_sync, next_ae) - time.monotonic())) + 1)
+            ready = dict(self.poller.poll(timeout))
+            if self.clients in ready:
+                self._serve_clients()
+            if self.subscriber in ready:
+                self._receive_bus()
+            if self.catchup in ready:
+                self._serve_catchup()
+            if len(ready) > 3 or (ready and not ready.keys() <= {self.clients, self.subscriber, self.catchup}):
+                fetcher_socks = {s: p for p, (_e, s) in self.fetchers.items()}
+                for sock, peer in fetcher_socks.items():
+                    if sock in ready:
+                        self._receive_fetch(peer, sock)
+            if self.streams:
+                self._advance_streams()
+
+    def shutdown(self) -> None:
+        """Clean stop: a snapshot, so the next start replays no log."""
+        t0 = time.perf_counter()
+        try:
+            self.disk.snapshot_now(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
+            log.info("clean shutdown: snapshot of %d keys written in %.2fs", len(self.ks), time.perf_counter() - t0)
+        finally:
+            self.disk.close()
+            for s in [self.clients, self.publisher, self.subscriber, self.catchup,
+                      *(s for _e, s in self.fetchers.values())]:
+                s.close(0)
+
+    # --- local writes and reads from the frontend --------------------------------------------
+    def _serve_clients(self) -> None:
+        """Take every batch the frontend has queued, apply it, log once, publish once, reply."""
+        clients = self.clients
+        msgs = []
+        for _ in range(MAX_CLIENT_MSGS_PER_TURN):
+            try:
+                msgs.append(clients.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        ks, clock, me = self.ks, self.clock, self.id
+        items: list[tuple[int, bytes, bytes | None]] = []
+        replies = []
+        for frames in msgs:
+            ident, payload = frames[0], frames[-1]
+            try:
+                ops = unpack(payload)
+            except Exception:
+                log.error("dropping an undecodable batch from the frontend")
+                continue
+            results: list[Any] = []
+            for op in ops:
+                code = op[0]
+                if code == "g":
+                    results.append(ks.get(op[1]))
+                elif code == "s":
+                    hlc = clock.now()
+                    ks.apply(op[1], hlc, me, op[2])
+                    items.append((hlc, op[1], op[2]))
+                    results.append(None)
+                elif code == "d":
+                    existed = ks.get(op[1]) is not None
+                    hlc = clock.now()
+                    ks.apply(op[1], hlc, me, None)
+                    items.append((hlc, op[1], None))
+                    results.append(1 if existed else 0)
+                elif code == "n":
+                    results.append(len(ks))
+                elif code == "i":
+                    results.append(self.info())
+                else:
+                    results.append(None)
+            replies.append((ident, results))
+        if items:
+            first = self.inbox.vv.get(me, 0) + 1
+            batch = Batch(me, first, items)
+            payload = encode_batch(batch)
+            self.disk.append([encode_event_record(payload)])  # fsync=always: on disk after this
+            self.backlog.add(me, first, batch.last_seq, payload)
+            self.inbox.applied(me, batch.last_seq)
+            self.stats["local_writes"] += len(items)
+            try:
+                self.publisher.send_multipart([TOPIC_EVENTS, payload], zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # peers will see the gap and pull it
+        for ident, results in replies:
+            clients.send_multipart([ident, pack(results)])
+
+    # --- replication: receiving --------------------------------------------------------------
+    def _receive_bus(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.subscriber.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                continue
+            topic, payload = frames
+            try:
+                if topic == TOPIC_EVENTS:
+                    batch = decode_batch(payload)
+                    if batch.origin != self.id:
+                        self._offer(batch, payload, via=batch.origin)
+                elif topic == TOPIC_HEARTBEAT:
+                    self._on_heartbeat(decode_heartbeat(payload))
+            except DecodeError as exc:
+                log.warning("ignoring a malformed bus message: %s", exc)
+
+    def _offer(self, batch: Batch, payload: bytes | None, via: str) -> None:
+        ready, gap = self.inbox.offer(batch)
+        if ready:
+            self._apply_remote(ready, payload if len(ready) == 1 and ready[0] is batch else None)
+        if gap and batch.origin not in self.fetching:
+            self.stats["gaps"] += 1
+            log.warning("gap in %s's events: have %d, got %d..%d; pulling the missing ones",
+                        batch.origin, self.inbox.vv.get(batch.origin, 0), batch.first_seq, batch.last_seq)
+            self._pull(batch.origin, via)
+
+    def _apply_remote(self, batches: list[Batch], payload: bytes | None) -> None:
+        ks, clock = self.ks, self.clock
+        records = []
+        for b in batches:
+            origin = b.origin
+            for hlc, key, value in b.items:
+                ks.apply(key, hlc, origin, value)
+                clock.observe(hlc)
+            data = payload if payload is not None else encode_batch(b)
+            records.append(encode_event_record(data))
+            self.backlog.add(origin, b.first_seq, b.last_seq, data)
+            self.inbox.applied(origin, b.last_seq)
+            self.stats["remote_events"] += len(b.items)
+            self._advance_frontier(origin)
+        self.disk.append(records)
+
+    def _advance_frontier(self, origin: str) -> None:
+        ann = self.announced.get(origin)
+        if ann is not None and self.inbox.vv.get(origin, 0) >= ann[0]:
+            self.frontier[origin] = max(self.frontier.get(origin, 0), ann[1])
+
+    def _on_heartbeat(self, hb: Heartbeat) -> None:
+        if hb.id == self.id:
+            return
+        self.peers[hb.id] = PeerView(hb, time.monotonic())
+        self._fetcher(hb.id, hb.catchup)
+        self.clock.observe(hb.hlc)
+        self.announced[hb.id] = (hb.seq, hb.hlc)
+        self._advance_frontier(hb.id)
+        for origin, seq in hb.vv.items():
+            if seq > self.inbox.vv.get(origin, 0) and origin not in self.fetching and self.sync is None:
+                self._pull(origin, hb.id)
+
+    def _pull(self, origin: str, peer: str) -> None:
+        """Ask ``peer`` for ``origin``'s events after what we have."""
+        view = self.peers.get(peer)
+        if view is None or view.hb.vv.get(origin, 0) <= self.inbox.vv.get(origin, 0):
+            # That peer has not announced what we need; ask one that has.
+            best = max(self.peers.values(), key=lambda v: v.hb.vv.get(origin, 0), default=None)
+            if best is None or best.hb.vv.get(origin, 0) <= self.inbox.vv.get(origin, 0):
+                return
+            peer = best.hb.id
+        sock = self.fetchers[peer][1]
+        sock.send_multipart([b"pull", origin.encode(), b"%d" % self.inbox.vv.get(origin, 0)])
+        self.fetching[origin] = (peer, time.monotonic())
+
+    def _expire_fetches(self, now: float) -> None:
+        for origin, (_peer, since) in list(self.fetching.items()):
+            if now - since > FETCH_TIMEOUT:
+                del self.fetching[origin]
+        if self.sync is not None and now - self.sync.last_chunk > SYNC_TIMEOUT:
+            log.warning("full state transfer from %s stalled; abandoning it", self.sync.peer)
+            self.sync = None
+
+    def _receive_fetch(self, peer: str, sock: zmq.Socket) -> None:
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._on_fetch_reply(peer, frames)
+            except (DecodeError, ValueError, TypeError, KeyError) as exc:
+                log.warning("ignoring a malformed reply from %s: %s", peer, exc)
+
+    def _on_fetch_reply(self, peer: str, frames: list[bytes]) -> None:
+        verb = frames[0]
+        if verb == b"events":
+            origin, more = frames[1].decode(), frames[2] == b"1"
+            for payload in frames[3:]:
+                batch = decode_batch(payload)
+                self.stats["pulled_events"] += len(batch.items)
+                ready, _gap = self.inbox.offer(batch)
+                if ready:
+                    self._apply_remote(ready, None)
+            if more:
+                self._pull(origin, peer)
+            else:
+                self.fetching.pop(origin, None)
+                self._pull(origin, peer)  # only sends if the peer announced still more
+        elif verb == b"tooold":
+            origin = frames[1].decode()
+            self.fetching.pop(origin, None)
+            if self.sync is None:
+                log.warning("%s no longer holds %s's events after %d; full state transfer from it",
+                            peer, origin, self.inbox.vv.get(origin, 0))
+                self.sync = FullSync(peer, set(), time.monotonic())
+                self.stats["full_syncs"] += 1
+                self.fetchers[peer][1].send_multipart([b"snap"])
+        elif verb == b"snapchunk":
+            if self.sync is not None and self.sync.peer == peer:
+                entries = decode_chunk(frames[1])
+                for key, hlc, origin, value in entries:
+                    self.ks.apply(key, hlc, origin, value)
+                    self.clock.observe(hlc)
+                    self.sync.keys.add(key)
+                self.sync.entries += len(entries)
+                self.sync.last_chunk = time.monotonic()
+                self.disk.append([encode_repair_record(None, 0, entries)])
+        elif verb == b"snapend":
+            if self.sync is not None and self.sync.peer == peer:
+                meta = unpack(frames[1])
+                dropped = self.ks.drop_absent(self.sync.keys, int(meta.get("gc_horizon", 0)))
+                vv = {str(k): int(v) for k, v in meta["vv"].items()}
+                self.inbox.advance(vv)
+                self.disk.append([encode_repair_record(vv, 0, [])])
+                for origin in list(vv):
+                    rel = self.inbox.release(origin)
+                    if rel:
+                        self._apply_remote(rel, None)
+                log.info("full state transfer from %s done: %d entries, %d stale keys dropped",
+                         peer, self.sync.entries, dropped)
+                self.sync = None
+                # Make the transfer durable as a whole (the log alone cannot replay the drops).
+                self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
+        elif verb == b"snapfail":
+            self.sync = None
+        elif verb == b"buckets":
+            vv, hashes = unpack(frames[1])
+            if vv == self.inbox.vv:
+                mine = self.ks.bucket_hashes()
+                diff = [i for i in range(BUCKETS) if hashes[i] != mine[i]][:64]
+                if diff:
+                    self.fetchers[peer][1].send_multipart([b"entries", pack(diff)])
+        elif verb == b"entries":
+            horizon, buckets, entries = unpack(frames[1])
+            self._repair(peer, horizon, set(buckets), entries)
+
+    def _repair(self, peer: str, horizon: int, buckets: set[int], entries: list) -> None:
+        changed = []
+        present = set()
+        for key, hlc, origin, value in entries:
+            present.add(key)
+            if self.ks.apply(key, hlc, origin, value):
+                changed.append((key, hlc, origin, value))
+        stale = [k for k, (h, _o, _v) in self.ks.items()
+                 if h < horizon and k not in present and bucket_of(k) in buckets]
+        dropped = self.ks.drop_absent(present | (set(k for k, _ in self.ks.items()) - set(stale)), horizon) if stale else 0
+        if changed or dropped:
+            self.stats["repaired_keys"] += len(changed) + dropped
+            self.disk.append([encode_repair_record(None, horizon, changed)])
+            log.warning("anti-entropy with %s repaired %d keys (%d dropped) in %d buckets",
+                        peer, len(changed), dropped, len(buckets))
+
+    # --- replication: serving ----------------------------------------------------------------
+    def _serve_catchup(self) -> None:
+        for _ in range(100):
+            try:
+                frames = self.catchup.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident, verb, args = frames[0], frames[1], frames[2:]
+            try:
+                reply = self._catchup_reply(ident, verb, args)
+                if reply is not None:
+                    self.catchup.send_multipart([ident, *reply])
+            except zmq.ZMQError:
+                pass  # the asker went away
+            except (ValueError, IndexError, UnicodeDecodeError) as exc:
+                log.warning("ignoring a malformed catch-up request: %s", exc)
+
+    def _catchup_reply(self, ident: bytes, verb: bytes, args: list[bytes]) -> list[bytes] | None:
+        if verb == b"pull":
+            origin, after = args[0].decode(), int(args[1])
+            try:
+                payloads, more = self.backlog.since(origin, after)
+            except TooOld:
+                return [b"tooold", args[0]]
+            if not payloads and self.inbox.vv.get(origin, 0) > after:
+                return [b"tooold", args[0]]  # we have them, but only in the snapshot
+            return [b"events", args[0], b"1" if more else b"0", *payloads]
+        if verb == b"snap":
+            self.snap_waiters.append(ident)
+            if not self.disk.snapshot_running:
+                self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
+            return None
+        if verb == b"buckets":
+            return [b"buckets", pack([self.inbox.vv, self.ks.bucket_hashes()])]
+        if verb == b"entries":
+            buckets = [int(b) for b in unpack(args[0])][:BUCKETS]
+            return [b"entries", pack([self.gc_horizon, buckets, self.ks.bucket_entries(buckets)])]
+        if verb == b"info":
+            return [b"info", pack(self.info())]
+        return [b"error", b"unknown verb"]
+
+    def _after_snapshot(self, ok: bool | None) -> None:
+        if ok is None:
+            return
+        log.info("snapshot written in %.2fs (fork pause %.1f ms)",
+                 self.disk.last_snapshot_seconds, self.disk.last_fork_pause_ms)
+        waiters, self.snap_waiters = self.snap_waiters, []
+        if not waiters:
+            return
+        if not ok:
+            for ident in waiters:
+                self._send_quiet(ident, [b"snapfail"])
+            return
+        path = self.cfg.data_dir / SNAPSHOT
+        for ident in waiters:
+            meta, frames = read_snapshot_raw(path)  # one open file: meta and chunks agree
+            self.streams.append((ident, iter(frames), meta))
+
+    def _advance_streams(self) -> None:
+        """Send a few chunks of each running snapshot transfer per loop turn."""
+        still = []
+        for ident, frames, meta in self.streams:
+            done = False
+            try:
+                for _ in range(4):
+                    chunk = next(frames, None)
+                    if chunk is None:
+                        self.catchup.send_multipart([ident, b"snapend", pack(meta)])
+                        done = True
+                        break
+                    self.catchup.send_multipart([ident, b"snapchunk", chunk])
+            except zmq.ZMQError:
+                done = True  # asker gone (ROUTER_MANDATORY) - drop the stream
+            if not done:
+                still.append((ident, frames, meta))
+        self.streams = still
+
+    def _send_quiet(self, ident: bytes, frames: list[bytes]) -> None:
+        try:
+            self.catchup.send_multipart([ident, *frames])
+        except zmq.ZMQError:
+            pass
+
+    # --- heartbeat, tombstones, anti-entropy -------------------------------------------------
+    def _stable(self) -> int:
+        """A time below which we hold every event of every configured node."""
+        t = self.clock.now()
+        for p in self.peer_ids:
+            t = min(t, self.frontier.get(p, 0))
+        return t
+
+    def _heartbeat(self) -> None:
+        hb = Heartbeat(
+            id=self.id, seq=self.inbox.vv.get(self.id, 0), hlc=self.clock.now(), vv=dict(self.inbox.vv),
+            stable=self._stable(), digest=self.ks.digest(), keys=len(self.ks),
+            catchup=self.catchup_endpoint, peers=sorted(self.peer_ids),
+        )
+        try:
+            self.publisher.send_multipart([TOPIC_HEARTBEAT, encode_heartbeat(hb)], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _collect_tombstones(self) -> None:
+        if not self.ks.tombstones:
+            return
+        known = self.peer_ids | {self.id}
+        if any(o not in known for o in self.inbox.vv):
+            return  # writes from a node we do not track: we cannot tell when deletes are stable
+        horizon = self._stable()
+        for p in self.peer_ids:
+            view = self.peers.get(p)
+            if view is None:
+                return
+            horizon = min(horizon, view.hb.stable)
+        if horizon > self.gc_horizon:
+            self.gc_horizon = horizon
+            n = self.ks.collect_tombstones(horizon)
+            self.stats["tombstones_collected"] += n
+
+    def _anti_entropy(self) -> None:
+        """Compare digests with one peer per round; on a mismatch at equal vectors, ask for buckets."""
+        fresh = [v for v in self.peers.values()
+                 if time.monotonic() - v.seen < 5 * self.cfg.heartbeat_ms / 1000 and v.hb.id in self.fetchers]
+        if not fresh or self.sync is not None:
+            return
+        self._ae_turn += 1
+        view = fresh[self._ae_turn % len(fresh)]
+        if view.hb.vv == self.inbox.vv and view.hb.digest != self.ks.digest():
+            self.fetchers[view.hb.id][1].send_multipart([b"buckets"])
+
+    def info(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "id": self.id, "keys": len(self.ks), "tombstones": self.ks.tombstones,
+            "seq": self.inbox.vv.get(self.id, 0), "vv": dict(self.inbox.vv),
+            "digest": self.ks.digest().hex(), "gc_horizon": self.gc_horizon, "fsync": self.cfg.fsync,
+            "peers": {p: {"connected": p in self.peers and now - self.peers[p].seen < 2.0,
+                          "vv": dict(self.peers[p].hb.vv) if p in self.peers else {}}
+                      for p in sorted(self.peer_ids)},
+            "syncing": self.sync is not None, "stats": dict(self.stats),
+            "recovery": {"seconds": round(self.recovered.seconds, 3),
+                         "snapshot_entries": self.recovered.snapshot_entries,
+                         "log_records": self.recovered.log_records,
+                         "dropped_bytes": self.recovered.dropped_bytes},
+            "snapshots": {"taken": self.disk.snapshots_taken,
+                          "last_fork_pause_ms": round(self.disk.last_fork_pause_ms, 2),
+                          "last_seconds": round(self.disk.last_snapshot_seconds, 3)},
+        }
+
+
+def main(cfg: Config, clients_endpoint: str, ready_fd: int | None) -> int:
+    """Entry point of the store process (see zkv.node)."""
+    from zkv.proc import die_with_parent, setup_logging
+
+    setup_logging(cfg.id, "store")
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
+    store = Store(cfg, clients_endpoint)
+    rec = store.recovered
+    log.info("recovered %d keys (%d snapshot entries, %d log records) in %.2fs; vv=%s",
+             len(store.ks), rec.snapshot_entries, rec.log_records, rec.seconds, store.inbox.vv)
+
+    def stop(_sig: int, _frm: object) -> None:
+        store.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+    try:
+        store.run()
+    finally:
+        store.shutdown()
+    return 0

@@ -1,0 +1,114 @@
+"""``zkv verify``: do the nodes agree?  Compares heartbeats (version vector + digest) of each.
+
+Each store announces on its bus, several times a second, its version vector and a digest of its
+data taken at the same instant.  Nodes agree when they have applied the same events (equal
+vectors) and hold the same data (equal digests).  While writes are flowing the vectors differ
+briefly, so verify keeps listening until they agree or ``timeout`` passes; on disagreement it
+asks the nodes' catch-up sockets for per-bucket hashes and names the buckets and keys that differ.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import msgpack
+import zmq
+
+from zkv.events import TOPIC_HEARTBEAT, DecodeError, Heartbeat, decode_heartbeat
+
+
+@dataclass
+class Verdict:
+    agree: bool
+    heartbeats: dict[str, Heartbeat]
+    missing: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+def collect(buses: list[str], timeout: float) -> Verdict:
+    """Listen to every bus until all nodes agree, or until ``timeout``."""
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, TOPIC_HEARTBEAT)
+    for b in buses:
+        sub.connect(b)
+    latest: dict[str, Heartbeat] = {}
+    by_bus_count = len(buses)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sub.poll(100):
+                continue
+            topic, payload = sub.recv_multipart()
+            try:
+                hb = decode_heartbeat(payload)
+            except DecodeError:
+                continue
+            latest[hb.id] = hb
+            if len(latest) >= by_bus_count and _agree(latest):
+                return Verdict(True, latest)
+    finally:
+        sub.close(0)
+    return Verdict(False, latest)
+
+
+def _agree(hbs: dict[str, Heartbeat]) -> bool:
+    first = next(iter(hbs.values()))
+    return all(h.vv == first.vv and h.digest == first.digest for h in hbs.values())
+
+
+def _ask(endpoint: str, frames: list[bytes], timeout: float = 3.0) -> list[bytes] | None:
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.linger = 0
+    s.connect(endpoint)
+    try:
+        s.send_multipart(frames)
+        if not s.poll(int(timeout * 1000)):
+            return None
+        return s.recv_multipart()
+    finally:
+        s.close(0)
+
+
+def explain(v: Verdict, expected: int) -> list[str]:
+    """Human-readable lines that say where the nodes differ."""
+    lines = []
+    if len(v.heartbeats) < expected:
+        lines.append(f"heard from {len(v.heartbeats)} of {expected} nodes: {', '.join(sorted(v.heartbeats)) or 'none'}")
+    hbs = sorted(v.heartbeats.values(), key=lambda h: h.id)
+    for h in hbs:
+        vv = ",".join(f"{o}={s}" for o, s in sorted(h.vv.items()))
+        lines.append(f"{h.id}: keys={h.keys} digest={h.digest.hex()[:16]} vv={vv}")
+    if len(hbs) < 2:
+        return lines
+    tables: dict[str, list[int]] = {}
+    for h in hbs:
+        reply = _ask(h.catchup, [b"buckets"])
+        if reply and reply[0] == b"buckets":
+            tables[h.id] = msgpack.unpackb(reply[1], raw=False)[1]
+    if len(tables) >= 2:
+        ids = sorted(tables)
+        base = tables[ids[0]]
+        differing = sorted({i for n in ids[1:] for i, (a, b) in enumerate(zip(base, tables[n])) if a != b})
+        if differing:
+            lines.append(f"{len(differing)} bucket(s) differ: {differing[:20]}")
+            entries: dict[str, dict[bytes, tuple]] = {}
+            for h in hbs:
+                reply = _ask(h.catchup, [b"entries", msgpack.packb(differing[:20])])
+                if reply and reply[0] == b"entries":
+                    _hz, _b, es = msgpack.unpackb(reply[1], raw=False)
+                    entries[h.id] = {e[0]: tuple(e[1:]) for e in es}
+            keys = sorted({k for es in entries.values() for k in es})
+            shown = 0
+            for k in keys:
+                vals = {n: es.get(k) for n, es in entries.items()}
+                if len({repr(x) for x in vals.values()}) > 1 and shown < 20:
+                    shown += 1
+                    desc = "; ".join(f"{n}={'absent' if x is None else ('deleted' if x[2] is None else repr(x[2][:40]))}"
+                                     for n, x in sorted(vals.items()))
+                    lines.append(f"  key {k!r}: {desc}")
+        else:
+            lines.append("bucket hashes agree; the nodes differ only in applied events (still catching up?)")
+    return lines
