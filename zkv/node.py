@@ -59,10 +59,12 @@ class Supervisor:
         """Block until a signal or a child's death; then stop everything. Returns the exit code."""
         sel = selectors.DefaultSelector()
         rsig, wsig = os.pipe()
+        os.set_blocking(rsig, False)
         os.set_blocking(wsig, False)
-        signal.set_wakeup_fd(wsig)
+        signal.set_wakeup_fd(wsig)  # any signal, SIGCHLD included, wakes the select below
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
         sel.register(rsig, selectors.EVENT_READ)
         code = 0
         while not self.stopping:

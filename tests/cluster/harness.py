@@ -1,0 +1,223 @@
+"""Real zkv clusters for tests: subprocess nodes on free loopback ports, and a line client.
+
+Every node runs as ``python -m zkv node CONFIG`` in its own session (process group), so a test
+can SIGKILL or SIGSTOP the whole node, or one of its children, exactly as an operator could.
+Nothing here mocks a socket, a ZeroMQ endpoint or a process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+            if value:
+                return value
+        except (OSError, ConnectionError) as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class LineClient:
+    """The plain-text protocol as nc speaks it: send lines, read one reply line each."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def cmd(self, line: bytes | str) -> bytes:
+        if isinstance(line, str):
+            line = line.encode()
+        self.send(line + b"\n")
+        return self.read_line()
+
+    def pipeline(self, lines: list[bytes]) -> list[bytes]:
+        self.send(b"".join(line + b"\n" for line in lines))
+        return [self.read_line() for _ in lines]
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> LineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Node:
+    id: str
+    port: int
+    bus_port: int
+    config_path: Path
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bus(self) -> str:
+        return f"tcp://127.0.0.1:{self.bus_port}"
+
+    def start(self, wait: bool = True) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zkv", "node", str(self.config_path)],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.id} exited with {self.proc.returncode}:\n{self.log()}")
+            with LineClient(self.port, timeout=2) as c:
+                return c.cmd("PING") == b"PONG"
+        wait_until(up, timeout, what=f"{self.id} to answer PING")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole node (supervisor, store, frontend) at once."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the clean way an operator stops a node."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def children(self) -> list[int]:
+        """PIDs of the node's store and frontend processes."""
+        assert self.proc is not None
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def child_pid(self, role: str) -> int:
+        for pid in self.children():
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f"zkv.{role}_main".encode() in f.read():
+                    return pid
+        raise AssertionError(f"no {role} process under {self.id}")
+
+    def client(self) -> LineClient:
+        return LineClient(self.port)
+
+    def get(self, key: str) -> bytes:
+        with self.client() as c:
+            return c.cmd(f"GET {key}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except FileNotFoundError:
+            return ""
+
+
+class Cluster:
+    def __init__(self, root: Path, n: int = 3, **settings: Any) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.nodes: list[Node] = []
+        for i in range(n):
+            nid = f"node{i}"
+            self.nodes.append(Node(nid, free_port(), free_port(), root / f"{nid}.toml",
+                                   root / nid, root / f"{nid}.log"))
+        self.settings = settings
+        for node in self.nodes:
+            self.write_config(node)
+
+    def write_config(self, node: Node, peers: list[Node] | None = None, **overrides: Any) -> None:
+        peers = [p for p in self.nodes if p is not node] if peers is None else peers
+        lines = [f'id = "{node.id}"', f'listen = "127.0.0.1:{node.port}"', f'bus = "{node.bus}"',
+                 f'data_dir = "{node.data_dir}"']
+        for k, v in {**self.settings, **overrides}.items():
+            lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
+        for p in peers:
+            lines += ["", "[[peers]]", f'id = "{p.id}"', f'bus = "{p.bus}"']
+        node.config_path.write_text("\n".join(lines) + "\n")
+
+    def add_node(self) -> Node:
+        i = len(self.nodes)
+        node = Node(f"node{i}", free_port(), free_port(), self.root / f"node{i}.toml",
+                    self.root / f"node{i}", self.root / f"node{i}.log")
+        self.nodes.append(node)
+        self.write_config(node)
+        return node
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            node.start(wait=False)
+        for node in self.nodes:
+            node.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                try:
+                    node.signal(signal.SIGCONT)
+                    node.stop(timeout=20)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    pass
+                node.kill()
+
+    def config_paths(self, nodes: list[Node] | None = None) -> list[str]:
+        return [str(n.config_path) for n in (nodes or self.nodes)]
+
+    def verify(self, nodes: list[Node] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run ``zkv verify`` as an operator would."""
+        return subprocess.run(
+            [sys.executable, "-m", "zkv", "verify", *self.config_paths(nodes), "--timeout", str(timeout)],
+            cwd=REPO, capture_output=True, text=True, timeout=timeout + 30,
+        )
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n.id} ---\n{n.log()}" for n in self.nodes)
