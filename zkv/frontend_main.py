@@ -1,9 +1,10 @@
-"""Entry point of a node's frontend process: ``python -m zkv.frontend_main CONFIG ENDPOINT``."""
+"""Entry point of a node's frontend process: ``python -m zkv.frontend_main CONFIG ENDPOINT READY_FD``."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import signal
 import sys
 
@@ -23,7 +24,7 @@ def main() -> int:
     from zkv.frontend.server import Server
     from zkv.proc import die_with_parent, setup_logging
 
-    config_path, endpoint = sys.argv[1], sys.argv[2]
+    config_path, endpoint, ready_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
@@ -37,7 +38,11 @@ def main() -> int:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        loop.run_until_complete(Server(cfg, endpoint).serve(stop))
+        def ready() -> None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+
+        loop.run_until_complete(Server(cfg, endpoint).serve(stop, ready))
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         print(f"zkv: listen {cfg.listen}: {reason}", file=sys.stderr)

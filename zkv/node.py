@@ -41,19 +41,22 @@ class Supervisor:
         cmd = [sys.executable, "-m", f"zkv.{role}_main", self.config_path, self.endpoint, *extra]
         return subprocess.Popen(cmd, pass_fds=pass_fds)
 
-    def start(self) -> int:
-        """Start both children; returns 0 when they are up, else an exit code."""
+    def _start_child(self, role: str) -> int:
+        """Spawn one child and wait until it says "ready" on a pipe; 0, or its exit code."""
         rfd, wfd = os.pipe()
-        self.children["store"] = self._spawn("store", [str(wfd)], pass_fds=(wfd,))
+        child = self.children[role] = self._spawn(role, [str(wfd)], pass_fds=(wfd,))
         os.close(wfd)
         with os.fdopen(rfd, "rb") as ready:
-            line = ready.readline()  # EOF if the store died during start-up
+            line = ready.readline()  # EOF if the child died during start-up
         if line.strip() != b"ready":
-            code = self.children["store"].wait()
-            log.error("store failed to start (exit code %s)", code)
+            code = child.wait()
+            log.error("%s failed to start (exit code %s)", role, code)
             return code or 1
-        self.children["frontend"] = self._spawn("frontend", [])
         return 0
+
+    def start(self) -> int:
+        """Store first (recovery, bus), then the frontend (client port); 0 when both are up."""
+        return self._start_child("store") or self._start_child("frontend")
 
     def wait(self) -> int:
         """Block until a signal or a child's death; then stop everything. Returns the exit code."""

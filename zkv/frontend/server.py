@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from zkv.commands import Deferred, Quit, dispatch
@@ -170,7 +171,7 @@ class Server:
         self.clients: set[ClientConnection] = set()
         self.link: StoreLink  # set in serve()
 
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.link = StoreLink(loop, self.store_endpoint)
         server = await loop.create_server(
@@ -178,6 +179,8 @@ class Server:
             reuse_address=True, backlog=4096,
         )
         log.info("serving clients on %s", self.cfg.listen)
+        if on_ready is not None:
+            on_ready()
         try:
             await stop.wait()
         finally:

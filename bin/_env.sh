@@ -1,0 +1,20 @@
+# Sourced by bin/cluster and bin/test: make sure .venv exists and has zkv installed.
+# Re-installs only when pyproject.toml is newer than the last install.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "zkv needs Python >= 3.11 (found: $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+if [ ! -x "$ROOT/.venv/bin/python" ]; then
+    echo "creating $ROOT/.venv" >&2
+    "$PY" -m venv "$ROOT/.venv"
+fi
+STAMP="$ROOT/.venv/.zkv-installed"
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+    echo "installing zkv and its test dependencies into .venv" >&2
+    "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]"
+    touch "$STAMP"
+fi
+export PATH="$ROOT/.venv/bin:$PATH"
