@@ -19,13 +19,13 @@ def setup_logging(node_id: str, role: str, level: int = logging.INFO) -> None:
     )
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM us if the supervising ``zkv node`` dies (even by SIGKILL)."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send us ``sig`` when our parent dies (even by SIGKILL)."""
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):
         return  # not Linux: the supervisor's own cleanup still stops us on a normal exit
     if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sig)

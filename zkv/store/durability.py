@@ -20,16 +20,19 @@ snapshot, then replays the remaining segments; a torn or corrupt tail is cut off
 from __future__ import annotations
 
 import fcntl
+import signal
 import logging
 import os
 import re
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
 
 from zkv.clock import HybridClock
+from zkv.proc import die_with_parent
 from zkv.events import Batch, decode_batch
 from zkv.store.keyspace import Keyspace
 from zkv.store.snapshot import SnapshotError, read_snapshot, write_snapshot
@@ -103,7 +106,9 @@ class Durability:
     def _segment_path(self, n: int) -> Path:
         return self.dir / f"wal-{n:06d}.log"
 
-    def recover(self) -> Recovered:
+    def recover(self, on_batch: Callable[[str, int, int, bytes], None] | None = None) -> Recovered:
+        """Load the snapshot and replay the log.  ``on_batch(origin, first, last, payload)`` sees
+        every replayed event batch (the store refills its catch-up backlog from them)."""
         t0 = time.perf_counter()
         ks = Keyspace()
         vv: dict[str, int] = {}
@@ -146,7 +151,7 @@ class Durability:
                 dropped += result.dropped_bytes
             for payload in result.payloads:
                 records += 1
-                max_hlc = max(max_hlc, _replay(ks, vv, payload))
+                max_hlc = max(max_hlc, _replay(ks, vv, payload, on_batch))
             self._segment = n
         self.records_since_snapshot = records
         self._open_segment(max(self._segment, first_segment, 1))
@@ -190,6 +195,8 @@ class Durability:
         if pid == 0:  # child: write and leave without running any of the parent's cleanup
             code = 0
             try:
+                os.close(self._lock_fd)  # the lock belongs to the parent alone
+                die_with_parent(signal.SIGKILL)  # never outlive it holding its sockets' ports
                 write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta)
             except BaseException:  # noqa: BLE001 - report through the exit code
                 code = 1
@@ -236,7 +243,8 @@ class Durability:
         os.close(self._lock_fd)
 
 
-def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes) -> int:
+def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
+            on_batch: Callable[[str, int, int, bytes], None] | None) -> int:
     """Apply one log record; returns the highest timestamp in it."""
     kind, body = payload[:1], payload[1:]
     top = 0
@@ -247,6 +255,8 @@ def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes) -> int:
             top = hlc if hlc > top else top
         if batch.last_seq > vv.get(batch.origin, 0):
             vv[batch.origin] = batch.last_seq
+            if on_batch is not None:
+                on_batch(batch.origin, batch.first_seq, batch.last_seq, body)
     elif kind == b"R":
         rvv, _horizon, entries = msgpack.unpackb(body, raw=False)
         for key, hlc, origin, value in entries:

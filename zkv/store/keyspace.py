@@ -106,10 +106,12 @@ class Keyspace:
             del self._data[k]
         return len(old)
 
-    def drop_absent(self, present: set[bytes], horizon: int) -> int:
-        """After merging a peer's full snapshot taken with GC horizon ``horizon``: a local key the
-        snapshot lacks, stamped before that horizon, was deleted and collected there; drop it."""
-        gone = [k for k, (h, _o, _v) in self._data.items() if h < horizon and k not in present]
+    def drop_absent(self, present: set[bytes], horizon: int, buckets: set[int] | None = None) -> int:
+        """After merging a peer's full state (or, with ``buckets``, those buckets of it) taken with
+        GC horizon ``horizon``: a local key the peer lacks, stamped before that horizon, was
+        deleted and its tombstone collected there; drop it."""
+        gone = [k for k, (h, _o, _v) in self._data.items()
+                if h < horizon and k not in present and (buckets is None or bucket_of(k) in buckets)]
         for k in gone:
             h, o, v = self._data.pop(k)
             if v is None:

@@ -79,13 +79,13 @@ class Store:
         self.peer_ids = {p.id for p in cfg.peers}
         self.running = True
         self.disk = Durability(cfg.data_dir, cfg.id, cfg.fsync)
-        rec = self.disk.recover()
+        self.backlog = Backlog(cfg.backlog)
+        rec = self.disk.recover(on_batch=self.backlog.add)
         self.recovered: Recovered = rec
         self.ks: Keyspace = rec.keyspace
         self.clock = clock_after(rec)
         self.inbox = Inbox(rec.vv)
         self.gc_horizon = rec.gc_horizon
-        self.backlog = Backlog(cfg.backlog)
         self.peers: dict[str, PeerView] = {}
         self.fetching: dict[str, tuple[str, float]] = {}  # origin -> (peer asked, when)
         self.frontier: dict[str, int] = {}  # origin -> time below which we have all its events
@@ -413,9 +413,7 @@ class Store:
             present.add(key)
             if self.ks.apply(key, hlc, origin, value):
                 changed.append((key, hlc, origin, value))
-        stale = [k for k, (h, _o, _v) in self.ks.items()
-                 if h < horizon and k not in present and bucket_of(k) in buckets]
-        dropped = self.ks.drop_absent(present | (set(k for k, _ in self.ks.items()) - set(stale)), horizon) if stale else 0
+        dropped = self.ks.drop_absent(present, horizon, buckets)
         if changed or dropped:
             self.stats["repaired_keys"] += len(changed) + dropped
             self.disk.append([encode_repair_record(None, horizon, changed)])
