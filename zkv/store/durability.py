@@ -164,11 +164,11 @@ class Durability:
         self._segment = n
         self._wal = WalWriter(self._segment_path(n), fsync=self.fsync)
 
-    def append(self, records: list[bytes]) -> None:
-        """Append records; with fsync=always they are on disk when this returns."""
+    def append(self, records: list[bytes], writes: int) -> None:
+        """Append records holding ``writes`` writes; with fsync=always they are on disk on return."""
         assert self._wal is not None
         self._wal.append(records)
-        self.records_since_snapshot += len(records)
+        self.records_since_snapshot += writes
 
     def sync(self) -> None:
         """Called once a second: makes everysec mean what it says."""

@@ -237,7 +237,7 @@ class Store:
             first = self.inbox.vv.get(me, 0) + 1
             batch = Batch(me, first, items)
             payload = encode_batch(batch)
-            self.disk.append([encode_event_record(payload)])  # fsync=always: on disk after this
+            self.disk.append([encode_event_record(payload)], len(items))  # fsync=always: on disk now
             self.backlog.add(me, first, batch.last_seq, payload)
             self.inbox.applied(me, batch.last_seq)
             self.stats["local_writes"] += len(items)
@@ -281,6 +281,7 @@ class Store:
     def _apply_remote(self, batches: list[Batch], payload: bytes | None) -> None:
         ks, clock = self.ks, self.clock
         records = []
+        writes = 0
         for b in batches:
             origin = b.origin
             for hlc, key, value in b.items:
@@ -291,8 +292,9 @@ class Store:
             self.backlog.add(origin, b.first_seq, b.last_seq, data)
             self.inbox.applied(origin, b.last_seq)
             self.stats["remote_events"] += len(b.items)
+            writes += len(b.items)
             self._advance_frontier(origin)
-        self.disk.append(records)
+        self.disk.append(records, writes)
 
     def _advance_frontier(self, origin: str) -> None:
         ann = self.announced.get(origin)
@@ -376,14 +378,14 @@ class Store:
                     self.sync.keys.add(key)
                 self.sync.entries += len(entries)
                 self.sync.last_chunk = time.monotonic()
-                self.disk.append([encode_repair_record(None, 0, entries)])
+                self.disk.append([encode_repair_record(None, 0, entries)], len(entries))
         elif verb == b"snapend":
             if self.sync is not None and self.sync.peer == peer:
                 meta = unpack(frames[1])
                 dropped = self.ks.drop_absent(self.sync.keys, int(meta.get("gc_horizon", 0)))
                 vv = {str(k): int(v) for k, v in meta["vv"].items()}
                 self.inbox.advance(vv)
-                self.disk.append([encode_repair_record(vv, 0, [])])
+                self.disk.append([encode_repair_record(vv, 0, [])], 1)
                 for origin in list(vv):
                     rel = self.inbox.release(origin)
                     if rel:
@@ -416,7 +418,7 @@ class Store:
         dropped = self.ks.drop_absent(present, horizon, buckets)
         if changed or dropped:
             self.stats["repaired_keys"] += len(changed) + dropped
-            self.disk.append([encode_repair_record(None, horizon, changed)])
+            self.disk.append([encode_repair_record(None, horizon, changed)], len(changed) + 1)
             log.warning("anti-entropy with %s repaired %d keys (%d dropped) in %d buckets",
                         peer, len(changed), dropped, len(buckets))
 
