@@ -135,8 +135,8 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
             "role:master", f"node_id:{info['id']}", f"seq:{info.get('seq', 0)}", f"vv:{vv}",
             f"digest:{info.get('digest', '')}", f"connected_peers:{sum(1 for p in peers.values() if p['connected'])}",
             f"peers:{len(peers)}",
-            *(f"peer{i}:id={pid},connected={int(p['connected'])},"
-              + ",".join(f"{o}={s}" for o, s in sorted(p["vv"].items()))
+            *(",".join([f"peer{i}:id={pid}", f"connected={int(p['connected'])}",
+                        *(f"{o}={s}" for o, s in sorted(p["vv"].items()))])
               for i, (pid, p) in enumerate(sorted(peers.items()))),
             f"syncing:{int(bool(info.get('syncing')))}",
             *(f"{k}:{v}" for k, v in sorted(info.get("stats", {}).items())),

@@ -53,7 +53,7 @@ class StoreLink:
         ops, self._ops = self._ops, []
         cbs, self._cbs = self._cbs, []
         self._inflight.append(cbs)
-        self.sock.send(self._packer.pack(ops), copy=False)
+        self.sock.send(self._packer.pack(ops))  # copy=True: cheaper than zero-copy for small messages
         self._drain()
 
     def _drain(self) -> None:

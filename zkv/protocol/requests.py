@@ -60,7 +60,8 @@ def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 
             continue
         nl = buf.find(b"\n", pos, pos + max_line + 2)
         if nl < 0:
-            if end - pos > max_line:
+            # A full-length line may have its "\r" here and its "\n" still in flight.
+            if end - pos > max_line + 1 or (end - pos == max_line + 1 and buf[end - 1] != 13):
                 return Parsed(out, pos, b"ERROR line too long\n")
             break
         line_end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl

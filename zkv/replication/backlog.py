@@ -21,8 +21,11 @@ class _OriginLog:
 
     def trim(self, limit: int) -> None:
         drop = 0
-        while self.events > limit and drop < len(self.firsts) - 1:
-            self.events -= self.lasts[drop] - self.firsts[drop] + 1
+        while drop < len(self.firsts) - 1:
+            size = self.lasts[drop] - self.firsts[drop] + 1
+            if self.events - size < limit:  # never keep fewer than ``limit`` events
+                break
+            self.events -= size
             drop += 1
         if drop:
             del self.firsts[:drop], self.lasts[:drop], self.payloads[:drop]

@@ -33,7 +33,11 @@ class Inbox:
             return [], False
         if batch.first_seq > exp:
             pend = self._pending.setdefault(origin, {})
-            if len(pend) < self.max_pending:
+            held = pend.get(batch.first_seq)
+            if held is not None:
+                if held.last_seq < batch.last_seq:  # keep the longer of two overlapping batches
+                    pend[batch.first_seq] = batch
+            elif len(pend) < self.max_pending:
                 pend[batch.first_seq] = batch
             return [], True
         ready = [batch.slice_from(exp)]
