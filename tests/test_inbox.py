@@ -8,7 +8,6 @@ release them once the gap is filled, whether by later batches or by a full state
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -154,6 +154,34 @@ class Node:
         with self.client() as c:
             return c.cmd(f"GET {key}")
 
+    def info(self, section: str | None = None) -> dict[str, str]:
+        """``INFO`` over RESP on the client port, as ``field -> value`` (section headers dropped)."""
+        args = [b"INFO"] + ([section.encode()] if section else [])
+        req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(req)
+            buf = b""
+            while b"\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed")
+                buf += chunk
+            head, _, body = buf.partition(b"\r\n")
+            if not head.startswith(b"$"):
+                raise AssertionError(f"INFO replied {head!r}")
+            size = int(head[1:])
+            while len(body) < size + 2:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed")
+                body += chunk
+        fields: dict[str, str] = {}
+        for line in body[:size].decode("utf-8", "replace").splitlines():
+            if line and not line.startswith("#") and ":" in line:
+                k, _, v = line.partition(":")
+                fields[k] = v
+        return fields
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]

@@ -39,7 +39,7 @@ from zkv.replication.inbox import Inbox
 from zkv.store.durability import (
     SNAPSHOT, Durability, Recovered, clock_after, encode_event_record, encode_repair_record,
 )
-from zkv.store.keyspace import BUCKETS, Keyspace, bucket_of
+from zkv.store.keyspace import BUCKETS, Keyspace
 from zkv.store.snapshot import decode_chunk, read_snapshot_raw
 
 log = logging.getLogger("zkv.store")
