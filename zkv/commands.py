@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from zkv import __version__
 from zkv.protocol import resp
@@ -27,8 +27,7 @@ Op = tuple[Any, ...]
 Encoder = Callable[[list[Any]], bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class Deferred:
+class Deferred(NamedTuple):  # one per request on the hot path: a tuple is cheapest to build
     ops: list[Op]
     encode: Encoder
 

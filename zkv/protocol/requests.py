@@ -9,21 +9,19 @@ Input that cannot be parsed ends the connection: the caller sends ``fatal`` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from zkv.protocol import resp
 
 _SET = b"SET"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):  # a NamedTuple: built once per request, so it must be cheap
     args: list[bytes]
     resp: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
+class Parsed(NamedTuple):
     requests: list[Request]
     consumed: int
     fatal: bytes | None = None  # reply to send before closing, if the input is unusable
