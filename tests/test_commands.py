@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from zkv import __version__
-from zkv.commands import Deferred, Quit, dispatch, format_info, unknown, wrong_arity
+from zkv.commands import Deferred, Hello, Quit, dispatch, format_info, unknown, wrong_arity
 
 
 def plain(*args: bytes) -> Any:
@@ -221,11 +221,28 @@ def test_resp_client() -> None:
 def test_resp_hello() -> None:
     for args in ([b"HELLO"], [b"HELLO", b"2"]):
         got = resp(*args)
+        if isinstance(got, Hello):
+            assert got.proto == 2
+            got = got.reply
         assert got.startswith(b"*14\r\n")
         assert b"$6\r\nserver\r\n$3\r\nzkv\r\n" in got
         assert b"$5\r\nproto\r\n:2\r\n" in got
         assert (b"$%d\r\n%s\r\n" % (len(__version__), __version__.encode())) in got
-    assert resp(b"HELLO", b"3") == b"-NOPROTO this server supports only RESP2\r\n"
+    h3 = resp(b"HELLO", b"3")
+    assert isinstance(h3, Hello) and h3.proto == 3
+    assert h3.reply.startswith(b"%7\r\n") and b"$5\r\nproto\r\n:3\r\n" in h3.reply
+    assert resp(b"HELLO", b"4") == b"-NOPROTO unsupported protocol version\r\n"
+
+
+def test_resp3_nulls() -> None:
+    """After HELLO 3 a missing key is RESP3's null, which redis-py's RESP3 parser needs."""
+    get = dispatch([b"GET", b"k"], True, resp3=True)
+    assert isinstance(get, Deferred) and get.encode([None]) == b"_\r\n"
+    assert get.encode([b"v"]) == b"$1\r\nv\r\n"
+    mget = dispatch([b"MGET", b"a", b"b"], True, resp3=True)
+    assert isinstance(mget, Deferred) and mget.encode([b"x", None]) == b"*2\r\n$1\r\nx\r\n_\r\n"
+    assert dispatch([b"CLIENT", b"GETNAME"], True, resp3=True) == b"_\r\n"
+    assert dispatch([b"GET", b"k"], True).encode([None]) == b"$-1\r\n"  # type: ignore[union-attr]
 
 
 def test_resp_select() -> None:

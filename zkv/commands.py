@@ -37,7 +37,15 @@ class Quit:
     reply: bytes
 
 
-Reply = bytes | Deferred | Quit
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """HELLO: reply, and the protocol version the connection speaks from now on (2 or 3)."""
+
+    reply: bytes
+    proto: int
+
+
+Reply = bytes | Deferred | Quit | Hello
 
 P_OK = b"OK\n"
 P_NOT_FOUND = b"NOT FOUND\n"
@@ -265,9 +273,15 @@ def _client(a: list[bytes]) -> Reply:
 
 @_cmd("HELLO", -1)
 def _hello(a: list[bytes]) -> Reply:
-    if len(a) > 1 and a[1] not in (b"2",):
-        return resp.error("NOPROTO this server supports only RESP2")
-    return resp.array(_HELLO)
+    if len(a) == 1:
+        return resp.array(_HELLO)
+    if a[1] not in (b"2", b"3"):
+        return resp.error("NOPROTO unsupported protocol version")
+    if len(a) > 2 and a[2].upper() != b"SETNAME":
+        return resp.error("ERR AUTH is not supported: zkv has no users")
+    proto = int(a[1])
+    info = [*_HELLO[:5], proto, *_HELLO[6:]]
+    return Hello(resp.map3(info) if proto == 3 else resp.array(info), proto)
 
 
 @_cmd("SELECT", 2)
@@ -285,5 +299,28 @@ def dispatch_resp(args: list[bytes]) -> Reply:
     return fn(args)
 
 
-def dispatch(args: list[bytes], is_resp: bool) -> Reply:
-    return dispatch_resp(args) if is_resp else dispatch_plain(args)
+def _r_get3(results: list[Any]) -> bytes:
+    return resp.bulk3(results[0])
+
+
+def _r_array3(results: list[Any]) -> bytes:
+    return resp.array(results, resp.NULL3)
+
+
+# RESP3 differs from RESP2, for the commands here, only in how null is written.
+_RESP3_ENCODERS: dict[Encoder, Encoder] = {_r_get: _r_get3, _r_array: _r_array3}
+
+
+def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
+    """One request -> its reply; ``resp3`` once the connection has said HELLO 3."""
+    if not is_resp:
+        return dispatch_plain(args)
+    r = dispatch_resp(args)
+    if resp3:
+        if r.__class__ is Deferred:
+            enc = _RESP3_ENCODERS.get(r.encode)  # type: ignore[union-attr]
+            if enc is not None:
+                return Deferred(r.ops, enc)  # type: ignore[union-attr]
+        elif r is resp.NULL_BULK:
+            return resp.NULL3
+    return r

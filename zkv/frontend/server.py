@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from zkv.commands import Deferred, Quit, dispatch
+from zkv.commands import Deferred, Hello, Quit, dispatch
 from zkv.config import Config
 from zkv.frontend.storelink import StoreLink
 from zkv.protocol.requests import parse_requests
@@ -46,6 +46,7 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False  # stop reading; close once every owed reply is written
         self.paused_writing = False
         self.paused_reading = False
+        self.resp3 = False  # the client said HELLO 3: nulls are written the RESP3 way
 
     # --- asyncio callbacks ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,16 +91,19 @@ class ClientConnection(asyncio.Protocol):
         parts: list[Any] = []
         ops: list[Any] = []
         for req in parsed.requests:
-            r = dispatch(req.args, req.resp)
+            r = dispatch(req.args, req.resp, self.resp3)
             if r.__class__ is Deferred:
                 ops.extend(r.ops)  # type: ignore[union-attr]
+                parts.append(r)
+            elif r.__class__ is bytes:
                 parts.append(r)
             elif r.__class__ is Quit:
                 parts.append(r.reply)  # type: ignore[union-attr]
                 self.closing = True
                 break
-            else:
-                parts.append(r)
+            elif r.__class__ is Hello:
+                parts.append(r.reply)  # type: ignore[union-attr]
+                self.resp3 = r.proto == 3  # type: ignore[union-attr]
         if parsed.fatal is not None and not self.closing:
             parts.append(parsed.fatal)
             self.closing = True

@@ -164,30 +164,47 @@ def bulk(b: bytes | None) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
-def _encode_into(parts: list[bytes], items: list | tuple) -> None:
+def _encode_into(parts: list[bytes], items: list | tuple, null: bytes = NULL_BULK) -> None:
     parts.append(b"*%d\r\n" % len(items))
     for x in items:
         t = type(x)
         if t is bytes or t is bytearray or t is memoryview:
             parts.append(b"$%d\r\n%b\r\n" % (len(x), x))
         elif x is None:
-            parts.append(NULL_BULK)
+            parts.append(null)
         elif t is str:
             e = x.encode()
             parts.append(b"$%d\r\n%b\r\n" % (len(e), e))
         elif isinstance(x, int):
             parts.append(b":%d\r\n" % x)
         elif isinstance(x, (list, tuple)):
-            _encode_into(parts, x)
+            _encode_into(parts, x, null)
         else:
             raise TypeError(f"cannot encode {t.__name__} in a RESP array")
 
 
-def array(items: list | tuple | None) -> bytes:
-    """Array reply. Items: bytes -> bulk, None -> null bulk, int -> integer,
-    str -> bulk of its UTF-8, list/tuple -> nested array. ``array(None)`` is ``*-1\\r\\n``."""
+def array(items: list | tuple | None, null: bytes = NULL_BULK) -> bytes:
+    """Array reply. Items: bytes -> bulk, None -> ``null`` (RESP2's null bulk by default; pass
+    ``NULL3`` on a RESP3 connection), int -> integer, str -> bulk of its UTF-8, list/tuple ->
+    nested array. ``array(None)`` is ``*-1\\r\\n``."""
     if items is None:
         return NULL_ARRAY
     parts: list[bytes] = []
-    _encode_into(parts, items)
+    _encode_into(parts, items, null)
+    return b"".join(parts)
+
+
+# RESP3 (after HELLO 3): the same replies, except that null has a type of its own, and maps.
+NULL3: bytes = b"_\r\n"
+
+
+def bulk3(b: bytes | None) -> bytes:
+    return NULL3 if b is None else b"$%d\r\n%b\r\n" % (len(b), b)
+
+
+def map3(pairs: list) -> bytes:
+    """RESP3 map from a flat [key, value, key, value, ...] list."""
+    parts: list[bytes] = []
+    _encode_into(parts, pairs, NULL3)
+    parts[0] = b"%%%d\r\n" % (len(pairs) // 2)
     return b"".join(parts)
