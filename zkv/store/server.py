@@ -96,6 +96,15 @@ class Store:
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
                       "tombstones_collected": 0, "local_writes": 0, "remote_events": 0}
         self._ae_turn = 0
+        # A node that lost its disk (or the log tail of its own writes) must not reuse sequence
+        # numbers its peers already hold events for: they would drop the new writes as
+        # duplicates.  So client batches wait while a live peer announces more of our own events
+        # than we have (we pull them meanwhile) and, with an empty data dir, until a peer has
+        # been heard or five heartbeats have passed.
+        empty = rec.snapshot_entries == 0 and rec.log_records == 0
+        self.own_wait_until = (time.monotonic() + 5 * cfg.heartbeat_ms / 1000
+                               if empty and self.peer_ids else 0.0)
+        self.clients_paused = False
         self.ctx = zmq.Context.instance()
         self._bind()
 
@@ -151,6 +160,7 @@ class Store:
             if now >= next_hb:
                 self._heartbeat()
                 self._expire_fetches(now)
+                self._pause_clients_if_behind_self(now)
                 next_hb = now + hb_every
             if now >= next_sync:
                 self.disk.sync()
@@ -177,6 +187,20 @@ class Store:
                         self._receive_fetch(peer, sock)
             if self.streams:
                 self._advance_streams()
+
+    def _pause_clients_if_behind_self(self, now: float) -> None:
+        mine = self.inbox.vv.get(self.id, 0)
+        fresh = [v for v in self.peers.values() if now - v.seen < 2.0]
+        paused = (any(v.hb.vv.get(self.id, 0) > mine for v in fresh)
+                  or (not fresh and now < self.own_wait_until))
+        if paused != self.clients_paused:
+            self.clients_paused = paused
+            self.poller.modify(self.clients, 0 if paused else zmq.POLLIN)
+            if paused:
+                log.warning("peers hold more of %s's own events than its log (or it has no data "
+                            "yet); client requests wait until it has them", self.id)
+            else:
+                log.info("serving client requests")
 
     def shutdown(self) -> None:
         """Clean stop: a snapshot, so the next start replays no log."""
