@@ -246,16 +246,20 @@ def _command(a: list[bytes]) -> Reply:
     return resp.EMPTY_ARRAY  # COMMAND, COMMAND DOCS ...: clients accept an empty table
 
 
+def _config_get_pairs(a: list[bytes]) -> list[bytes]:
+    # redis-benchmark and others ask for persistence settings; answer the ones that map.
+    known = {b"save": b"", b"appendonly": b"no"}
+    pairs: list[bytes] = []
+    for pattern in a[2:]:
+        if pattern.lower() in known:
+            pairs += [pattern.lower(), known[pattern.lower()]]
+    return pairs
+
+
 @_cmd("CONFIG", -2)
 def _config(a: list[bytes]) -> Reply:
     if a[1].upper() == b"GET":
-        # redis-benchmark and others ask for persistence settings; answer the ones that map.
-        known = {b"save": b"", b"appendonly": b"no"}
-        pairs: list[bytes] = []
-        for pattern in a[2:]:
-            if pattern.lower() in known:
-                pairs += [pattern.lower(), known[pattern.lower()]]
-        return resp.array(pairs)
+        return resp.array(_config_get_pairs(a))
     return resp.error("ERR CONFIG subcommands other than GET are not supported")
 
 
@@ -323,4 +327,6 @@ def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
                 return Deferred(r.ops, enc)  # type: ignore[union-attr]
         elif r is resp.NULL_BULK:
             return resp.NULL3
+        elif len(args) > 1 and args[0].upper() == b"CONFIG" and args[1].upper() == b"GET":
+            return resp.map3(_config_get_pairs(args))  # RESP3: CONFIG GET is a map, as in Redis
     return r

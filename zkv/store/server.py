@@ -46,6 +46,11 @@ log = logging.getLogger("zkv.store")
 
 FETCH_TIMEOUT = 3.0  # seconds without an answer before a pull is asked of someone else
 SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandoned
+# Local events are published at most PUBLISH_DELAY after they are applied, coalesced: under
+# load this cuts the messages every peer must wake up for by an order of magnitude, at the cost
+# of under a millisecond of replication lag.
+PUBLISH_DELAY = 0.0005
+PUBLISH_MAX_EVENTS = 4096
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
 
 
@@ -105,6 +110,10 @@ class Store:
         self.own_wait_until = (time.monotonic() + 5 * cfg.heartbeat_ms / 1000
                                if empty and self.peer_ids else 0.0)
         self.clients_paused = False
+        self._unpublished: list[tuple[int, bytes, bytes | None]] = []  # local events, in seq order
+        self._unpublished_first = 0
+        self._unpublished_payload: bytes | None = None  # their encoding, if they are one batch
+        self._unpublished_since = 0.0
         self.ctx = zmq.Context.instance()
         self._bind()
 
@@ -158,6 +167,8 @@ class Store:
         while self.running:
             now = time.monotonic()
             if now >= next_hb:
+                if self._unpublished:
+                    self._publish()  # a heartbeat never announces events not yet sent
                 self._heartbeat()
                 self._expire_fetches(now)
                 self._pause_clients_if_behind_self(now)
@@ -172,7 +183,14 @@ class Store:
                 next_ae = now + ae_every
             if self.disk.records_since_snapshot >= self.cfg.snapshot_records and self.sync is None:
                 self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
-            timeout = 0 if self.streams else max(0, int(1000 * (min(next_hb, next_sync, next_ae) - time.monotonic())) + 1)
+            wake = min(next_hb, next_sync, next_ae)
+            if self._unpublished:
+                publish_at = self._unpublished_since + PUBLISH_DELAY
+                if now >= publish_at:
+                    self._publish()
+                else:
+                    wake = min(wake, publish_at)
+            timeout = 0 if self.streams else max(0, int(1000 * (wake - time.monotonic())) + 1)
             ready = dict(self.poller.poll(timeout))
             if self.clients in ready:
                 self._serve_clients()
@@ -205,6 +223,8 @@ class Store:
     def shutdown(self) -> None:
         """Clean stop: a snapshot, so the next start replays no log."""
         t0 = time.perf_counter()
+        if self._unpublished:
+            self._publish()
         try:
             self.disk.snapshot_now(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
             log.info("clean shutdown: snapshot of %d keys written in %.2fs", len(self.ks), time.perf_counter() - t0)
@@ -265,12 +285,30 @@ class Store:
             self.backlog.add(me, first, batch.last_seq, payload)
             self.inbox.applied(me, batch.last_seq)
             self.stats["local_writes"] += len(items)
-            try:
-                self.publisher.send_multipart([TOPIC_EVENTS, payload], zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # peers will see the gap and pull it
+            if self._unpublished:
+                self._unpublished.extend(items)
+                self._unpublished_payload = None
+            else:
+                self._unpublished = items
+                self._unpublished_first = first
+                self._unpublished_payload = payload
+                self._unpublished_since = time.monotonic()
+            if len(self._unpublished) >= PUBLISH_MAX_EVENTS:
+                self._publish()
         for ident, results in replies:
             clients.send_multipart([ident, pack(results)])
+
+    def _publish(self) -> None:
+        """Send the local events not yet published as one batch (see PUBLISH_DELAY)."""
+        payload = self._unpublished_payload
+        if payload is None:
+            payload = encode_batch(Batch(self.id, self._unpublished_first, self._unpublished))
+        self._unpublished = []
+        self._unpublished_payload = None
+        try:
+            self.publisher.send_multipart([TOPIC_EVENTS, payload], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # peers will see the gap and pull it
 
     # --- replication: receiving --------------------------------------------------------------
     def _receive_bus(self) -> None:
