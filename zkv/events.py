@@ -69,15 +69,15 @@ def encode_batch(batch: Batch) -> bytes:
 
 def decode_batch(payload: bytes) -> Batch:
     try:
-        origin, first_seq, items = msgpack.unpackb(payload, raw=False, use_list=True)
+        origin, first_seq, items = msgpack.unpackb(payload, raw=False, use_list=False)
+        items = list(items)  # a list of (hlc, key, value) tuples
         if not isinstance(origin, str) or not isinstance(first_seq, int) or first_seq < 1:
             raise DecodeError("bad batch header")
-        for item in items:
-            if len(item) != 3 or not isinstance(item[0], int) or not isinstance(item[1], bytes):
+        for hlc, key, value in items:  # a wrong-length item raises ValueError here
+            if hlc.__class__ is not int or key.__class__ is not bytes or (
+                    value is not None and value.__class__ is not bytes):
                 raise DecodeError("bad batch item")
-            if item[2] is not None and not isinstance(item[2], bytes):
-                raise DecodeError("bad batch value")
-        return Batch(origin, first_seq, [tuple(i) for i in items])  # type: ignore[misc]
+        return Batch(origin, first_seq, items)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises several types for garbage

@@ -22,7 +22,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def main() -> int:
     from zkv.frontend.server import Server
-    from zkv.proc import die_with_parent, setup_logging
+    from zkv.proc import die_with_parent, setup_logging, tune_gc
 
     config_path, endpoint, ready_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
     try:
@@ -33,6 +33,7 @@ def main() -> int:
     setup_logging(cfg.id, "frontend")
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_gc()
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()

@@ -27,11 +27,26 @@ def bucket_of(key: bytes) -> int:
     return zlib.crc32(key) & (BUCKETS - 1)
 
 
-def entry_hash(key: bytes, hlc: int, origin: str, value: bytes) -> int:
-    h = blake2b(b"%d:%d:%s:" % (hlc, len(key), origin.encode()), digest_size=8)
-    h.update(key)
-    h.update(value)
-    return int.from_bytes(h.digest(), "little")
+_MASK64 = (1 << 64) - 1
+_origin_crcs: dict[str, int] = {}
+
+
+def _origin_crc(origin: str) -> int:
+    c = _origin_crcs.get(origin)
+    if c is None:
+        c = _origin_crcs[origin] = zlib.crc32(origin.encode())
+    return c
+
+
+def entry_hash(key: bytes, hlc: int, origin: str, value: bytes, key_crc: int | None = None) -> int:
+    """64-bit hash of one live entry: crc32 of the key and of origin+value, mixed with the
+    timestamp by a multiplicative (Fibonacci) hash.  It is on every write's path, so it is
+    built from C-speed crc32 rather than a cryptographic hash: it detects divergence, it does
+    not resist an adversary (who could write to the bus anyway)."""
+    kc = zlib.crc32(key) if key_crc is None else key_crc
+    h = ((kc << 32) | zlib.crc32(value, _origin_crc(origin))) ^ hlc
+    h = (h * 0x9E3779B97F4A7C15) & _MASK64
+    return h ^ (h >> 29)
 
 
 def wins(hlc: int, origin: str, current: Entry | None) -> bool:
@@ -80,18 +95,19 @@ class Keyspace:
         """Apply one write under the conflict rule; True if it changed the map."""
         data = self._data
         cur = data.get(key)
+        kc = zlib.crc32(key)
         if cur is not None:
             if hlc < cur[0] or (hlc == cur[0] and origin <= cur[1]):
                 return False
             if cur[2] is not None:
-                self._buckets[bucket_of(key)] ^= entry_hash(key, cur[0], cur[1], cur[2])
+                self._buckets[kc & (BUCKETS - 1)] ^= entry_hash(key, cur[0], cur[1], cur[2], kc)
             else:
                 del self._tombstones[key]
         data[key] = (hlc, origin, value)
         if value is None:
             self._tombstones[key] = hlc
         else:
-            self._buckets[bucket_of(key)] ^= entry_hash(key, hlc, origin, value)
+            self._buckets[kc & (BUCKETS - 1)] ^= entry_hash(key, hlc, origin, value, kc)
         return True
 
     def collect_tombstones(self, horizon: int) -> int:

@@ -636,12 +636,13 @@ class Store:
 
 def main(cfg: Config, clients_endpoint: str, ready_fd: int | None) -> int:
     """Entry point of the store process (see zkv.node)."""
-    from zkv.proc import die_with_parent, setup_logging
+    from zkv.proc import die_with_parent, setup_logging, tune_gc
 
     setup_logging(cfg.id, "store")
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
     store = Store(cfg, clients_endpoint)
+    tune_gc()
     rec = store.recovered
     log.info("recovered %d keys (%d snapshot entries, %d log records) in %.2fs; vv=%s",
              len(store.ks), rec.snapshot_entries, rec.log_records, rec.seconds, store.inbox.vv)
