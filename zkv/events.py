@@ -74,7 +74,7 @@ def decode_batch(payload: bytes) -> Batch:
         if not isinstance(origin, str) or not isinstance(first_seq, int) or first_seq < 1:
             raise DecodeError("bad batch header")
         for hlc, key, value in items:  # a wrong-length item raises ValueError here
-            if hlc.__class__ is not int or key.__class__ is not bytes or (
+            if hlc.__class__ is not int or hlc < 0 or key.__class__ is not bytes or (
                     value is not None and value.__class__ is not bytes):
                 raise DecodeError("bad batch item")
         return Batch(origin, first_seq, items)

@@ -14,6 +14,7 @@ a difference costs one bucket exchange.  Pure: no I/O.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from hashlib import blake2b
@@ -38,7 +39,8 @@ def _origin_crc(origin: str) -> int:
     return c
 
 
-def entry_hash(key: bytes, hlc: int, origin: str, value: bytes, key_crc: int | None = None) -> int:
+def entry_hash(key: bytes, hlc: int, origin: str, value: bytes | memoryview,
+               key_crc: int | None = None) -> int:
     """64-bit hash of one live entry: crc32 of the key and of origin+value, mixed with the
     timestamp by a multiplicative (Fibonacci) hash.  It is on every write's path, so it is
     built from C-speed crc32 rather than a cryptographic hash: it detects divergence, it does
@@ -56,23 +58,54 @@ def wins(hlc: int, origin: str, current: Entry | None) -> bool:
     return hlc > current[0] or (hlc == current[0] and origin > current[1])
 
 
-class Keyspace:
-    """The data of one node.  ``apply`` is the only way in."""
+_HEADER = struct.Struct(">QH")  # hlc, origin index (high bit set: tombstone)
+_HDR = _HEADER.size
+_TOMB = 0x8000
 
-    __slots__ = ("_data", "_tombstones", "_buckets")
+
+class Keyspace:
+    """The data of one node.  ``apply`` is the only way in.
+
+    Each entry is stored as ONE bytes object: a 10-byte header (timestamp, index of the origin in
+    this keyspace's own table of node ids, tombstone flag) followed by the value.  A tuple of
+    (int, str, bytes) would cost about 100 bytes more per key; memory per key is what limits a
+    store that keeps everything in RAM.  The origin index never leaves this object: entries go
+    out (``entries``, ``entry``) with the origin's name.
+    """
+
+    __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index")
 
     def __init__(self) -> None:
-        self._data: dict[bytes, Entry] = {}
+        self._data: dict[bytes, bytes] = {}
         self._tombstones: dict[bytes, int] = {}
         self._buckets: list[int] = [0] * BUCKETS
+        self._origins: list[str] = []
+        self._origin_index: dict[str, int] = {}
+
+    def _index(self, origin: str) -> int:
+        i = self._origin_index.get(origin)
+        if i is None:
+            i = len(self._origins)
+            if i >= _TOMB:
+                raise ValueError("too many distinct origins")
+            self._origins.append(origin)
+            self._origin_index[origin] = i
+        return i
+
+    def _decode(self, e: bytes) -> Entry:
+        hlc, oi = _HEADER.unpack_from(e)
+        return hlc, self._origins[oi & ~_TOMB], None if oi & _TOMB else e[_HDR:]
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
         e = self._data.get(key)
-        return None if e is None else e[2]
+        if e is None or e[8] & 0x80:
+            return None
+        return e[_HDR:]
 
     def entry(self, key: bytes) -> Entry | None:
-        return self._data.get(key)
+        e = self._data.get(key)
+        return None if e is None else self._decode(e)
 
     def __len__(self) -> int:
         """Number of live keys (tombstones excluded)."""
@@ -83,11 +116,15 @@ class Keyspace:
         return len(self._tombstones)
 
     def items(self) -> Iterator[tuple[bytes, Entry]]:
-        return iter(self._data.items())
+        decode = self._decode
+        for k, e in self._data.items():
+            yield k, decode(e)
 
     def entries(self) -> Iterator[tuple[bytes, int, str, bytes | None]]:
         """Every entry, tombstones included, as flat tuples (snapshot/transfer format)."""
-        for k, (h, o, v) in self._data.items():
+        decode = self._decode
+        for k, e in self._data.items():
+            h, o, v = decode(e)
             yield k, h, o, v
 
     # --- writes ------------------------------------------------------------------------------
@@ -97,16 +134,23 @@ class Keyspace:
         cur = data.get(key)
         kc = zlib.crc32(key)
         if cur is not None:
-            if hlc < cur[0] or (hlc == cur[0] and origin <= cur[1]):
+            chlc, coi = _HEADER.unpack_from(cur)
+            if hlc < chlc:
                 return False
-            if cur[2] is not None:
-                self._buckets[kc & (BUCKETS - 1)] ^= entry_hash(key, cur[0], cur[1], cur[2], kc)
-            else:
+            corigin = self._origins[coi & ~_TOMB]
+            if hlc == chlc and origin <= corigin:
+                return False
+            if coi & _TOMB:
                 del self._tombstones[key]
-        data[key] = (hlc, origin, value)
+            else:
+                with memoryview(cur) as view:
+                    self._buckets[kc & (BUCKETS - 1)] ^= entry_hash(key, chlc, corigin, view[_HDR:], kc)
+        oi = self._index(origin)
         if value is None:
+            data[key] = _HEADER.pack(hlc, oi | _TOMB)
             self._tombstones[key] = hlc
         else:
+            data[key] = _HEADER.pack(hlc, oi) + value
             self._buckets[kc & (BUCKETS - 1)] ^= entry_hash(key, hlc, origin, value, kc)
         return True
 
@@ -126,10 +170,11 @@ class Keyspace:
         """After merging a peer's full state (or, with ``buckets``, those buckets of it) taken with
         GC horizon ``horizon``: a local key the peer lacks, stamped before that horizon, was
         deleted and its tombstone collected there; drop it."""
-        gone = [k for k, (h, _o, _v) in self._data.items()
-                if h < horizon and k not in present and (buckets is None or bucket_of(k) in buckets)]
+        gone = [k for k, e in self._data.items()
+                if _HEADER.unpack_from(e)[0] < horizon and k not in present
+                and (buckets is None or bucket_of(k) in buckets)]
         for k in gone:
-            h, o, v = self._data.pop(k)
+            h, o, v = self._decode(self._data.pop(k))
             if v is None:
                 del self._tombstones[k]
             else:
@@ -149,4 +194,4 @@ class Keyspace:
     def bucket_entries(self, buckets: Iterable[int]) -> list[tuple[bytes, int, str, bytes | None]]:
         """Every entry (tombstones included) whose key falls in one of ``buckets``."""
         wanted = set(buckets)
-        return [(k, h, o, v) for k, (h, o, v) in self._data.items() if bucket_of(k) in wanted]
+        return [(k, *self._decode(e)) for k, e in self._data.items() if bucket_of(k) in wanted]
