@@ -8,6 +8,7 @@ Nothing here mocks a socket, a ZeroMQ endpoint or a process.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,10 +22,29 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range (32768+).
+
+    Port 0 would hand out an ephemeral port, which the kernel may give to some client socket
+    (the tests open hundreds) before the node binds it; ports below the range are only taken by
+    explicit binds.  The port is checked by binding it, and never handed out twice per run.
+    """
+    rnd = random.Random()
+    for _ in range(1000):
+        port = rnd.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found")
 
 
 def wait_until(cond: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
