@@ -46,10 +46,8 @@ log = logging.getLogger("zkv.store")
 
 FETCH_TIMEOUT = 3.0  # seconds without an answer before a pull is asked of someone else
 SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandoned
-# Local events are published at most PUBLISH_DELAY after they are applied, coalesced: under
-# load this cuts the messages every peer must wake up for by an order of magnitude, at the cost
-# of under a millisecond of replication lag.
-PUBLISH_DELAY = 0.0005
+# Local events are published once per loop turn, all the frontend batches of that turn in one
+# message (so peers wake up once for them), or as soon as this many have accumulated.
 PUBLISH_MAX_EVENTS = 4096
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
 
@@ -113,7 +111,6 @@ class Store:
         self._unpublished: list[tuple[int, bytes, bytes | None]] = []  # local events, in seq order
         self._unpublished_first = 0
         self._unpublished_payload: bytes | None = None  # their encoding, if they are one batch
-        self._unpublished_since = 0.0
         self.ctx = zmq.Context.instance()
         self._bind()
 
@@ -184,12 +181,6 @@ class Store:
             if self.disk.records_since_snapshot >= self.cfg.snapshot_records and self.sync is None:
                 self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
             wake = min(next_hb, next_sync, next_ae)
-            if self._unpublished:
-                publish_at = self._unpublished_since + PUBLISH_DELAY
-                if now >= publish_at:
-                    self._publish()
-                else:
-                    wake = min(wake, publish_at)
             timeout = 0 if self.streams else max(0, int(1000 * (wake - time.monotonic())) + 1)
             ready = dict(self.poller.poll(timeout))
             if self.clients in ready:
@@ -203,6 +194,8 @@ class Store:
                 for sock, peer in fetcher_socks.items():
                     if sock in ready:
                         self._receive_fetch(peer, sock)
+            if self._unpublished:
+                self._publish()
             if self.streams:
                 self._advance_streams()
 
@@ -292,14 +285,13 @@ class Store:
                 self._unpublished = items
                 self._unpublished_first = first
                 self._unpublished_payload = payload
-                self._unpublished_since = time.monotonic()
             if len(self._unpublished) >= PUBLISH_MAX_EVENTS:
                 self._publish()
         for ident, results in replies:
             clients.send_multipart([ident, pack(results)])
 
     def _publish(self) -> None:
-        """Send the local events not yet published as one batch (see PUBLISH_DELAY)."""
+        """Send the local events not yet published as one batch."""
         payload = self._unpublished_payload
         if payload is None:
             payload = encode_batch(Batch(self.id, self._unpublished_first, self._unpublished))
