@@ -155,7 +155,7 @@ def main() -> int:
         print(f"loaded {args.keys} keys in {secs:.1f}s ({args.keys / secs:,.0f} keys/s via MSET)")
         inf = n0.info()
         print(f"snapshots taken while loading: {inf.get('snapshot_taken')}, "
-              f"last fork pause {inf.get('snapshot_last_fork_pause_ms')} ms, "
+              f"longest fork pause {inf.get('snapshot_max_fork_pause_ms')} ms, "
               f"last snapshot write {inf.get('snapshot_last_seconds')} s")
         n0.stop(signal.SIGTERM)
         up = n0.start()

@@ -91,6 +91,7 @@ class Durability:
         self._child_started = 0.0
         self._child_segment = 0
         self.last_fork_pause_ms = 0.0
+        self.max_fork_pause_ms = 0.0  # the longest a snapshot has paused the store loop
         self.last_snapshot_seconds = 0.0
         self.snapshots_taken = 0
 
@@ -202,6 +203,7 @@ class Durability:
                 code = 1
             os._exit(code)
         self.last_fork_pause_ms = (time.perf_counter() - t0) * 1000
+        self.max_fork_pause_ms = max(self.max_fork_pause_ms, self.last_fork_pause_ms)
         self._child, self._child_started, self._child_segment = pid, time.perf_counter(), self._segment
         self.records_since_snapshot = 0
         return True

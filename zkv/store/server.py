@@ -622,6 +622,7 @@ class Store:
                          "dropped_bytes": self.recovered.dropped_bytes},
             "snapshots": {"taken": self.disk.snapshots_taken,
                           "last_fork_pause_ms": round(self.disk.last_fork_pause_ms, 2),
+                          "max_fork_pause_ms": round(self.disk.max_fork_pause_ms, 2),
                           "last_seconds": round(self.disk.last_snapshot_seconds, 3)},
         }
 
