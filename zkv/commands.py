@@ -79,6 +79,13 @@ def _p_ok(_results: list[Any]) -> bytes:
     return P_OK
 
 
+def internal_error(d: Deferred) -> bytes:
+    """The reply for a request the store could not answer, in the request's protocol."""
+    if d.encode in (_p_get, _p_ok):
+        return b"ERROR internal error\n"
+    return resp.error("ERR internal error")
+
+
 _P_ARITY = {b"SET": 3, b"GET": 2, b"DEL": 2, b"DELETE": 2, b"PING": 1, b"QUIT": 1}
 
 

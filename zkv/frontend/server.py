@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from zkv.commands import Deferred, Hello, Quit, dispatch
+from zkv.commands import Deferred, Hello, Quit, dispatch, internal_error
 from zkv.config import Config
 from zkv.frontend.storelink import StoreLink
 from zkv.protocol.requests import parse_requests
@@ -121,7 +121,7 @@ class ClientConnection(asyncio.Protocol):
             self._write(b"".join(parts))
 
     # --- replies ------------------------------------------------------------------------------
-    def _complete(self, group: _Group, results: list[Any]) -> None:
+    def _complete(self, group: _Group, results: list[Any] | None) -> None:
         if not self.queue:  # connection gone
             return
         out = []
@@ -129,7 +129,7 @@ class ClientConnection(asyncio.Protocol):
         for p in group.parts:
             if p.__class__ is Deferred:
                 n = len(p.ops)
-                out.append(p.encode(results[i:i + n]))
+                out.append(p.encode(results[i:i + n]) if results is not None else internal_error(p))
                 i += n
             else:
                 out.append(p)

@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 import zmq
 
-Callback = Callable[[list[Any]], None]
+Callback = Callable[[list[Any] | None], None]  # None: the store gave no results
 
 
 class StoreLink:
@@ -61,6 +61,10 @@ class StoreLink:
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             results = msgpack.unpackb(sock.recv(zmq.NOBLOCK), raw=False)
             cbs = self._inflight.popleft()
+            if len(results) != sum(n for _cb, n in cbs):
+                for cb, _n in cbs:  # the store could not read the batch: no results at all
+                    cb(None)
+                continue
             if len(cbs) == 1:
                 cbs[0][0](results)
                 continue

@@ -8,8 +8,9 @@ Files in ``data_dir``::
 
 A log record is one of
     ``b"E" + batch``  a batch of events (local or replicated), exactly as published, or
-    ``b"R" + msgpack([vv, horizon, entries])``  entries merged by a state transfer or
-    anti-entropy repair, with the version vector the transfer covered (or None).
+    ``b"R" + msgpack([vv, horizon, entries, dropped])``  entries merged by a state transfer or
+    anti-entropy repair, keys dropped because the peer had collected them, and the version
+    vector the transfer covered (or None).
 
 Snapshots run in a forked child (copy-on-write view, as Redis does): the parent only rotates
 to a new segment and forks, so client requests pause for the fork alone.  When the child has
@@ -50,8 +51,11 @@ def encode_event_record(batch_payload: bytes) -> bytes:
     return b"E" + batch_payload
 
 
-def encode_repair_record(vv: dict[str, int] | None, horizon: int, entries: Entries) -> bytes:
-    return b"R" + msgpack.packb([vv, horizon, entries], use_bin_type=True)
+def encode_repair_record(vv: dict[str, int] | None, horizon: int, entries: Entries,
+                         dropped: list[bytes] | None = None) -> bytes:
+    """Entries merged from a peer, keys dropped because the peer had collected them (stamped
+    before ``horizon``), and the version vector a full transfer covered (or None)."""
+    return b"R" + msgpack.packb([vv, horizon, entries, dropped or []], use_bin_type=True)
 
 
 class DataDirInUse(Exception):
@@ -260,10 +264,12 @@ def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
             if on_batch is not None:
                 on_batch(batch.origin, batch.first_seq, batch.last_seq, body)
     elif kind == b"R":
-        rvv, _horizon, entries = msgpack.unpackb(body, raw=False)
+        rvv, horizon, entries, *rest = msgpack.unpackb(body, raw=False)
         for key, hlc, origin, value in entries:
             ks.apply(key, hlc, origin, value)
             top = hlc if hlc > top else top
+        if rest and rest[0]:
+            ks.drop(rest[0], horizon)
         for origin, seq in (rvv or {}).items():
             if seq > vv.get(origin, 0):
                 vv[origin] = seq

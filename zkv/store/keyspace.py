@@ -166,20 +166,32 @@ class Keyspace:
             del self._data[k]
         return len(old)
 
-    def drop_absent(self, present: set[bytes], horizon: int, buckets: set[int] | None = None) -> int:
-        """After merging a peer's full state (or, with ``buckets``, those buckets of it) taken with
-        GC horizon ``horizon``: a local key the peer lacks, stamped before that horizon, was
-        deleted and its tombstone collected there; drop it."""
-        gone = [k for k, e in self._data.items()
+    def absent(self, present: set[bytes], horizon: int, buckets: set[int] | None = None) -> list[bytes]:
+        """Local keys a peer's state lacks (``present``: the keys it sent, all of them or those of
+        ``buckets``) that are stamped before the peer's GC horizon: the peer deleted them and
+        collected the tombstones, so they must go here too."""
+        return [k for k, e in self._data.items()
                 if _HEADER.unpack_from(e)[0] < horizon and k not in present
                 and (buckets is None or bucket_of(k) in buckets)]
-        for k in gone:
+
+    def drop(self, keys: Iterable[bytes], horizon: int) -> list[bytes]:
+        """Remove those of ``keys`` whose entry is stamped before ``horizon``; returns them."""
+        dropped = []
+        for k in keys:
+            e = self._data.get(k)
+            if e is None or _HEADER.unpack_from(e)[0] >= horizon:
+                continue
             h, o, v = self._decode(self._data.pop(k))
             if v is None:
                 del self._tombstones[k]
             else:
                 self._buckets[bucket_of(k)] ^= entry_hash(k, h, o, v)
-        return len(gone)
+            dropped.append(k)
+        return dropped
+
+    def drop_absent(self, present: set[bytes], horizon: int, buckets: set[int] | None = None) -> int:
+        """``drop(absent(...))``; returns how many keys were dropped."""
+        return len(self.drop(self.absent(present, horizon, buckets), horizon))
 
     # --- digest ------------------------------------------------------------------------------
     def digest(self) -> bytes:

@@ -31,7 +31,7 @@ import zmq
 
 from zkv.config import Config
 from zkv.events import (
-    TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError, Heartbeat, decode_batch,
+    TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, Heartbeat, decode_batch,
     decode_heartbeat, encode_batch, encode_heartbeat,
 )
 from zkv.replication.backlog import Backlog, TooOld
@@ -68,10 +68,25 @@ class PeerView:
 
 @dataclass(slots=True)
 class FullSync:
+    """A full state transfer we asked ``peer`` for; ``tag`` tells its messages from a stale one's."""
+
     peer: str
+    tag: bytes
     keys: set[bytes]
     last_chunk: float
     entries: int = 0
+
+
+@dataclass(slots=True)
+class SnapStream:
+    """A snapshot we are streaming to a peer, a chunk at a time, never blocking the loop."""
+
+    ident: bytes
+    tag: bytes
+    chunks: Iterator[bytes]
+    meta: dict
+    pending: list[bytes] | None = None  # frames that could not be sent yet (peer's queue full)
+    ended: bool = False  # the last chunk has been taken (snapend is pending or sent)
 
 
 class Store:
@@ -94,19 +109,18 @@ class Store:
         self.frontier: dict[str, int] = {}  # origin -> time below which we have all its events
         self.announced: dict[str, tuple[int, int]] = {}  # origin -> (seq, hlc) of its last heartbeat
         self.sync: FullSync | None = None
-        self.snap_waiters: list[bytes] = []  # catchup identities waiting for a snapshot
-        self.streams: list[tuple[bytes, Iterator[bytes], dict]] = []
+        self.snap_waiters: dict[bytes, bytes] = {}  # catchup identity -> tag, awaiting a snapshot
+        self.streams: list[SnapStream] = []
+        self._streams_blocked = False
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
                       "tombstones_collected": 0, "local_writes": 0, "remote_events": 0}
         self._ae_turn = 0
         # A node that lost its disk (or the log tail of its own writes) must not reuse sequence
         # numbers its peers already hold events for: they would drop the new writes as
         # duplicates.  So client batches wait while a live peer announces more of our own events
-        # than we have (we pull them meanwhile) and, with an empty data dir, until a peer has
-        # been heard or five heartbeats have passed.
-        empty = rec.snapshot_entries == 0 and rec.log_records == 0
-        self.own_wait_until = (time.monotonic() + 5 * cfg.heartbeat_ms / 1000
-                               if empty and self.peer_ids else 0.0)
+        # than we have (we pull them meanwhile) and, at start-up, until a peer has been heard or
+        # five heartbeats have passed (a lost log tail is invisible until then).
+        self.own_wait_until = time.monotonic() + 5 * cfg.heartbeat_ms / 1000 if self.peer_ids else 0.0
         self.clients_paused = False
         self._unpublished: list[tuple[int, bytes, bytes | None]] = []  # local events, in seq order
         self._unpublished_first = 0
@@ -119,6 +133,7 @@ class Store:
         ctx, cfg = self.ctx, self.cfg
         self.clients = ctx.socket(zmq.ROUTER)
         self.clients.linger = 0
+        self.clients.sndhwm = 0  # a dropped reply would shift the frontend's FIFO matching
         self.clients.bind(self.clients_endpoint)
         self.publisher = ctx.socket(zmq.PUB)
         self.publisher.linger = 0
@@ -181,7 +196,9 @@ class Store:
             if self.disk.records_since_snapshot >= self.cfg.snapshot_records and self.sync is None:
                 self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
             wake = min(next_hb, next_sync, next_ae)
-            timeout = 0 if self.streams else max(0, int(1000 * (wake - time.monotonic())) + 1)
+            timeout = max(0, int(1000 * (wake - time.monotonic())) + 1)
+            if self.streams:
+                timeout = min(timeout, 5) if self._streams_blocked else 0
             ready = dict(self.poller.poll(timeout))
             if self.clients in ready:
                 self._serve_clients()
@@ -244,11 +261,19 @@ class Store:
             ident, payload = frames[0], frames[-1]
             try:
                 ops = unpack(payload)
+                if not isinstance(ops, list):
+                    raise TypeError("not a list")
             except Exception:
-                log.error("dropping an undecodable batch from the frontend")
+                log.error("undecodable batch from the frontend; answering it with no results")
+                replies.append((ident, []))
                 continue
             results: list[Any] = []
             for op in ops:
+                if not isinstance(op, list) or not op or (
+                        op[0] in ("g", "s", "d") and not all(isinstance(a, bytes) for a in op[1:3])) or (
+                        op[0] == "s" and len(op) != 3) or (op[0] in ("g", "d") and len(op) != 2):
+                    results.append(None)
+                    continue
                 code = op[0]
                 if code == "g":
                     results.append(ks.get(op[1]))
@@ -319,14 +344,14 @@ class Store:
                         self._offer(batch, payload, via=batch.origin)
                 elif topic == TOPIC_HEARTBEAT:
                     self._on_heartbeat(decode_heartbeat(payload))
-            except DecodeError as exc:
-                log.warning("ignoring a malformed bus message: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
+                log.warning("ignoring a malformed bus message: %s: %s", type(exc).__name__, exc)
 
     def _offer(self, batch: Batch, payload: bytes | None, via: str) -> None:
         ready, gap = self.inbox.offer(batch)
         if ready:
             self._apply_remote(ready, payload if len(ready) == 1 and ready[0] is batch else None)
-        if gap and batch.origin not in self.fetching:
+        if gap and batch.origin not in self.fetching and self.sync is None:
             self.stats["gaps"] += 1
             log.warning("gap in %s's events: have %d, got %d..%d; pulling the missing ones",
                         batch.origin, self.inbox.vv.get(batch.origin, 0), batch.first_seq, batch.last_seq)
@@ -358,11 +383,13 @@ class Store:
     def _on_heartbeat(self, hb: Heartbeat) -> None:
         if hb.id == self.id:
             return
+        self._fetcher(hb.id, hb.catchup)  # first: a bad endpoint raises before any state changes
         self.peers[hb.id] = PeerView(hb, time.monotonic())
-        self._fetcher(hb.id, hb.catchup)
         self.clock.observe(hb.hlc)
         self.announced[hb.id] = (hb.seq, hb.hlc)
         self._advance_frontier(hb.id)
+        if hb.vv.get(self.id, 0) > self.inbox.vv.get(self.id, 0) or self.clients_paused:
+            self._pause_clients_if_behind_self(time.monotonic())
         for origin, seq in hb.vv.items():
             if seq > self.inbox.vv.get(origin, 0) and origin not in self.fetching and self.sync is None:
                 self._pull(origin, hb.id)
@@ -396,8 +423,8 @@ class Store:
                 return
             try:
                 self._on_fetch_reply(peer, frames)
-            except (DecodeError, ValueError, TypeError, KeyError) as exc:
-                log.warning("ignoring a malformed reply from %s: %s", peer, exc)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
+                log.warning("ignoring a malformed reply from %s: %s: %s", peer, type(exc).__name__, exc)
 
     def _on_fetch_reply(self, peer: str, frames: list[bytes]) -> None:
         verb = frames[0]
@@ -420,12 +447,12 @@ class Store:
             if self.sync is None:
                 log.warning("%s no longer holds %s's events after %d; full state transfer from it",
                             peer, origin, self.inbox.vv.get(origin, 0))
-                self.sync = FullSync(peer, set(), time.monotonic())
+                self.sync = FullSync(peer, os.urandom(8), set(), time.monotonic())
                 self.stats["full_syncs"] += 1
-                self.fetchers[peer][1].send_multipart([b"snap"])
+                self.fetchers[peer][1].send_multipart([b"snap", self.sync.tag])
         elif verb == b"snapchunk":
-            if self.sync is not None and self.sync.peer == peer:
-                entries = decode_chunk(frames[1])
+            if self.sync is not None and self.sync.peer == peer and frames[1] == self.sync.tag:
+                entries = decode_chunk(frames[2])
                 for key, hlc, origin, value in entries:
                     self.ks.apply(key, hlc, origin, value)
                     self.clock.observe(hlc)
@@ -434,23 +461,26 @@ class Store:
                 self.sync.last_chunk = time.monotonic()
                 self.disk.append([encode_repair_record(None, 0, entries)], len(entries))
         elif verb == b"snapend":
-            if self.sync is not None and self.sync.peer == peer:
-                meta = unpack(frames[1])
-                dropped = self.ks.drop_absent(self.sync.keys, int(meta.get("gc_horizon", 0)))
+            if self.sync is not None and self.sync.peer == peer and frames[1] == self.sync.tag:
+                meta = unpack(frames[2])
+                horizon = int(meta.get("gc_horizon", 0))
+                dropped = self.ks.drop(self.ks.absent(self.sync.keys, horizon), horizon)
+                self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
                 vv = {str(k): int(v) for k, v in meta["vv"].items()}
                 self.inbox.advance(vv)
-                self.disk.append([encode_repair_record(vv, 0, [])], 1)
+                self.disk.append([encode_repair_record(vv, horizon, [], dropped)], 1 + len(dropped))
                 for origin in list(vv):
                     rel = self.inbox.release(origin)
                     if rel:
                         self._apply_remote(rel, None)
                 log.info("full state transfer from %s done: %d entries, %d stale keys dropped",
-                         peer, self.sync.entries, dropped)
+                         peer, self.sync.entries, len(dropped))
                 self.sync = None
-                # Make the transfer durable as a whole (the log alone cannot replay the drops).
+                # A snapshot now spares the next start replaying the whole transfer.
                 self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
         elif verb == b"snapfail":
-            self.sync = None
+            if self.sync is not None and self.sync.peer == peer and frames[1:2] == [self.sync.tag]:
+                self.sync = None
         elif verb == b"buckets":
             vv, hashes = unpack(frames[1])
             if vv == self.inbox.vv:
@@ -467,14 +497,17 @@ class Store:
         present = set()
         for key, hlc, origin, value in entries:
             present.add(key)
+            if hlc < self.gc_horizon and self.ks.entry(key) is None:
+                continue  # deleted and collected here: a copy from before the horizon is stale
             if self.ks.apply(key, hlc, origin, value):
                 changed.append((key, hlc, origin, value))
-        dropped = self.ks.drop_absent(present, horizon, buckets)
+        dropped = self.ks.drop(self.ks.absent(present, horizon, buckets), horizon)
         if changed or dropped:
-            self.stats["repaired_keys"] += len(changed) + dropped
-            self.disk.append([encode_repair_record(None, horizon, changed)], len(changed) + 1)
+            self.stats["repaired_keys"] += len(changed) + len(dropped)
+            self.disk.append([encode_repair_record(None, horizon, changed, dropped)],
+                             len(changed) + len(dropped) + 1)
             log.warning("anti-entropy with %s repaired %d keys (%d dropped) in %d buckets",
-                        peer, len(changed), dropped, len(buckets))
+                        peer, len(changed), len(dropped), len(buckets))
 
     # --- replication: serving ----------------------------------------------------------------
     def _serve_catchup(self) -> None:
@@ -483,15 +516,15 @@ class Store:
                 frames = self.catchup.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            ident, verb, args = frames[0], frames[1], frames[2:]
             try:
+                ident, verb, args = frames[0], frames[1], frames[2:]
                 reply = self._catchup_reply(ident, verb, args)
                 if reply is not None:
-                    self.catchup.send_multipart([ident, *reply])
+                    self.catchup.send_multipart([ident, *reply], zmq.NOBLOCK)
             except zmq.ZMQError:
-                pass  # the asker went away
-            except (ValueError, IndexError, UnicodeDecodeError) as exc:
-                log.warning("ignoring a malformed catch-up request: %s", exc)
+                pass  # the asker went away, or its queue is full: it will time out and ask again
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
+                log.warning("ignoring a malformed catch-up request: %s: %s", type(exc).__name__, exc)
 
     def _catchup_reply(self, ident: bytes, verb: bytes, args: list[bytes]) -> list[bytes] | None:
         if verb == b"pull":
@@ -504,7 +537,8 @@ class Store:
                 return [b"tooold", args[0]]  # we have them, but only in the snapshot
             return [b"events", args[0], b"1" if more else b"0", *payloads]
         if verb == b"snap":
-            self.snap_waiters.append(ident)
+            self.streams = [st for st in self.streams if st.ident != ident]  # it asks anew
+            self.snap_waiters[ident] = args[0] if args else b""
             if not self.disk.snapshot_running:
                 self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
             return None
@@ -522,40 +556,51 @@ class Store:
             return
         log.info("snapshot written in %.2fs (fork pause %.1f ms)",
                  self.disk.last_snapshot_seconds, self.disk.last_fork_pause_ms)
-        waiters, self.snap_waiters = self.snap_waiters, []
+        waiters, self.snap_waiters = self.snap_waiters, {}
         if not waiters:
             return
         if not ok:
-            for ident in waiters:
-                self._send_quiet(ident, [b"snapfail"])
+            for ident, tag in waiters.items():
+                self._send_quiet(ident, [b"snapfail", tag])
             return
         path = self.cfg.data_dir / SNAPSHOT
-        for ident in waiters:
+        for ident, tag in waiters.items():
             meta, frames = read_snapshot_raw(path)  # one open file: meta and chunks agree
-            self.streams.append((ident, iter(frames), meta))
+            self.streams.append(SnapStream(ident, tag, iter(frames), meta))
 
     def _advance_streams(self) -> None:
-        """Send a few chunks of each running snapshot transfer per loop turn."""
+        """Send a few chunks of each snapshot transfer per loop turn, without ever blocking: a
+        receiver that does not read (paused, partitioned) only makes its own stream wait."""
         still = []
-        for ident, frames, meta in self.streams:
-            done = False
+        blocked = 0
+        for st in self.streams:
+            keep = True
             try:
                 for _ in range(4):
-                    chunk = next(frames, None)
-                    if chunk is None:
-                        self.catchup.send_multipart([ident, b"snapend", pack(meta)])
-                        done = True
-                        break
-                    self.catchup.send_multipart([ident, b"snapchunk", chunk])
+                    if st.pending is None:
+                        if st.ended:
+                            break
+                        chunk = next(st.chunks, None)
+                        if chunk is None:
+                            st.pending = [st.ident, b"snapend", st.tag, pack(st.meta)]
+                            st.ended = True
+                        else:
+                            st.pending = [st.ident, b"snapchunk", st.tag, chunk]
+                    self.catchup.send_multipart(st.pending, zmq.NOBLOCK)
+                    st.pending = None
+                keep = not (st.ended and st.pending is None)
+            except zmq.Again:
+                blocked += 1
             except zmq.ZMQError:
-                done = True  # asker gone (ROUTER_MANDATORY) - drop the stream
-            if not done:
-                still.append((ident, frames, meta))
+                keep = False  # the asker is gone (ROUTER_MANDATORY): drop the stream
+            if keep:
+                still.append(st)
         self.streams = still
+        self._streams_blocked = bool(still) and blocked == len(still)
 
     def _send_quiet(self, ident: bytes, frames: list[bytes]) -> None:
         try:
-            self.catchup.send_multipart([ident, *frames])
+            self.catchup.send_multipart([ident, *frames], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
