@@ -287,3 +287,27 @@ def test_too_long_line_detected_at_every_split_point() -> None:
         reqs, fatal, _rest = feed([data[:i], data[i:]], max_line=16)
         assert fatal == b"ERROR line too long\n", i
         assert [(r.args, r.resp) for r in reqs] == [([b"GET", b"a"], False)]
+
+
+def test_many_argument_command_in_many_reads_is_parsed_once() -> None:
+    """A command split over many reads resumes where it stopped (no quadratic re-parsing),
+    and gives the same arguments as when it arrives whole."""
+    import time
+
+    n = 100_000
+    cmd = b"*%d\r\n$4\r\nMSET\r\n" % (2 * n + 1) + b"".join(b"$6\r\nk%05d\r\n$1\r\nv\r\n" % i for i in range(n))
+    cmd += b"*1\r\n$4\r\nPING\r\n"
+    buf = bytearray()
+    resume: list = []
+    got: list = []
+    t0 = time.perf_counter()
+    for i in range(0, len(cmd), 4096):
+        buf += cmd[i:i + 4096]
+        p = parse_requests(buf, MAX, resume=resume)
+        del buf[:p.consumed]
+        got += p.requests
+    elapsed = time.perf_counter() - t0
+    assert [r.args[0] for r in got] == [b"MSET", b"PING"]
+    assert got[0].args == parse_requests(cmd, MAX).requests[0].args
+    assert not buf and not resume
+    assert elapsed < 5.0, f"{elapsed:.1f}s: re-parsing from the start on every read?"

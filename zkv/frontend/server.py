@@ -46,6 +46,8 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False  # stop reading; close once every owed reply is written
         self.paused_writing = False
         self.paused_reading = False
+        self.need = 0  # bytes the buffer must hold before parsing it again can make progress
+        self.resume: list = []  # progress of a RESP request split over several reads
         self.resp3 = False  # the client said HELLO 3: nulls are written the RESP3 way
 
     # --- asyncio callbacks ----------------------------------------------------------------
@@ -82,12 +84,15 @@ class ClientConnection(asyncio.Protocol):
         buf = self.buf
         if buf:
             buf += data
-            parsed = parse_requests(buf, self.max_line)
+            if len(buf) < self.need:
+                return  # the request in progress cannot be complete yet
+            parsed = parse_requests(buf, self.max_line, resume=self.resume)
             del buf[:parsed.consumed]
         else:
-            parsed = parse_requests(data, self.max_line)
+            parsed = parse_requests(data, self.max_line, resume=self.resume)
             if parsed.consumed < len(data):
                 buf += data[parsed.consumed:]
+        self.need = parsed.need
         parts: list[Any] = []
         ops: list[Any] = []
         for req in parsed.requests:

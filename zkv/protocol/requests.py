@@ -25,6 +25,9 @@ class Parsed(NamedTuple):
     requests: list[Request]
     consumed: int
     fatal: bytes | None = None  # reply to send before closing, if the input is unusable
+    need: int = 0  # when known: the buffer length below which parsing again cannot finish
+                   # the incomplete request (so a large value arriving in pieces is not
+                   # re-parsed from its start on every read)
 
 
 def plain_args(line: bytes) -> list[bytes]:
@@ -77,21 +80,29 @@ def _fast_resp(buf: bytes | bytearray, out: list[Request], max_bulk: int) -> int
     return pos
 
 
-def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 1024 * 1024) -> Parsed:
-    """Parse every complete request in ``buf``; ``consumed`` bytes of it are done with."""
+def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 1024 * 1024,
+                   resume: list | None = None) -> Parsed:
+    """Parse every complete request in ``buf``; ``consumed`` bytes of it are done with.
+
+    ``resume``: a list the caller keeps per connection (see ``resp.parse_command``); it holds
+    the progress of a RESP request left incomplete at the start of the unconsumed buffer.
+    """
     out: list[Request] = []
     pos = 0
     end = len(buf)
-    if end and buf[0] == 42 and end <= _FAST_LIMIT:
+    if resume:
+        pass  # an incomplete command continues at 0: the fast path would start it over
+    elif end and buf[0] == 42 and end <= _FAST_LIMIT:
         pos = _fast_resp(buf, out, max_bulk)
     while pos < end:
         if buf[pos] == 42:  # "*": RESP
+            need: list[int] = []
             try:
-                got = resp.parse_command(buf, pos, max_bulk=max_bulk)
+                got = resp.parse_command(buf, pos, max_bulk=max_bulk, need=need, resume=resume)
             except resp.ProtocolError as exc:
                 return Parsed(out, pos, resp.error(f"ERR Protocol error: {exc}"))
             if got is None:
-                break
+                return Parsed(out, pos, None, need[0] - pos if need else 0)
             args, pos = got
             if args:
                 out.append(Request(args, True))

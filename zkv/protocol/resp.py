@@ -62,6 +62,8 @@ def parse_command(
     pos: int,
     max_bulk: int = 512 * 1024 * 1024,
     max_args: int = 1024 * 1024,
+    need: list[int] | None = None,
+    resume: list | None = None,
 ) -> tuple[list[bytes], int] | None:
     """Parse one RESP2 array of bulk strings starting at ``buf[pos]`` (which should be b'*').
 
@@ -71,10 +73,20 @@ def parse_command(
     Raises ProtocolError for malformed input, as early as the bytes seen allow: a bad count
     or one above ``max_args``, a missing '$', a bad bulk length or one above ``max_bulk``,
     bulk data not followed by CRLF, or a header line longer than MAX_HEADER with no CRLF.
+
+    ``need`` (a list) receives, when known, the buffer length the command needs to finish.
+    ``resume`` (a list the caller keeps per connection, initially empty) remembers the arguments
+    of an incomplete command, so that a command of many arguments arriving in many reads is not
+    re-parsed from its start each time (quadratic); it is only valid for a command that starts
+    at the same ``pos`` of a buffer that only grew, and is emptied when the command completes.
     """
     n = len(buf)
     if pos >= n:
         return None
+    if resume:
+        count, args, offset = resume
+        resume.clear()
+        return _parse_args(buf, pos, count, args, pos + offset, max_bulk, need, resume)
     if buf[pos] != 42:  # '*'
         raise _unexpected("*", buf[pos])
     end = buf.find(b"\r\n", pos, pos + MAX_HEADER)
@@ -90,11 +102,19 @@ def parse_command(
     p = end + 2
     if count <= 0:
         return [], p
+    return _parse_args(buf, pos, count, [], p, max_bulk, need, resume)
+
+
+def _parse_args(buf: bytes | bytearray, pos: int, count: int, args: list[bytes], p: int,
+                max_bulk: int, need: list[int] | None, resume: list | None) -> tuple[list[bytes], int] | None:
+    """The bulk strings of a command from ``p`` on, after ``args`` already parsed."""
+    n = len(buf)
     copy = type(buf) is not bytes  # slices of a bytearray are bytearrays: copy to bytes
-    args: list[bytes] = []
     append = args.append
-    for _ in range(count):
+    for _ in range(count - len(args)):
         if p >= n:
+            if resume is not None:
+                resume[:] = [count, args, p - pos]
             return None
         if buf[p] != 36:  # '$'
             raise _unexpected("$", buf[p])
@@ -102,6 +122,8 @@ def parse_command(
         if end < 0:
             if n - p >= MAX_HEADER:
                 raise ProtocolError("too big bulk count string")
+            if resume is not None:
+                resume[:] = [count, args, p - pos]
             return None
         size = buf[p + 1] - 48 if end == p + 2 else -1  # fast path: one digit
         if not 0 <= size <= 9:
@@ -113,6 +135,10 @@ def parse_command(
         if stop + 2 > n:
             if stop < n and buf[stop] != 13:  # fail fast on a wrong terminator
                 raise ProtocolError("expected CRLF after bulk data")
+            if need is not None:  # the buffer must reach at least this offset to finish
+                need.append(stop + 2)
+            if resume is not None:
+                resume[:] = [count, args, p - pos]
             return None
         if not buf.startswith(b"\r\n", stop):
             raise ProtocolError("expected CRLF after bulk data")
