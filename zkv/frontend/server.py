@@ -23,6 +23,9 @@ from zkv.protocol.requests import parse_requests
 log = logging.getLogger("zkv.frontend")
 
 MAX_QUEUED_GROUPS = 256  # reply groups waiting per connection before we stop reading from it
+# Replies buffered for a client that does not read them; past this the connection is closed
+# (as Redis's client-output-buffer-limit does), so one client cannot exhaust the node's memory.
+MAX_OUTPUT_BUFFER = 256 * 1024 * 1024
 
 
 class _Group:
@@ -157,7 +160,13 @@ class ClientConnection(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         t.write(data)
-        if self.closing and not self.queue:
+        if t.get_write_buffer_size() > MAX_OUTPUT_BUFFER:
+            log.warning("closing a client that has %d bytes of unread replies",
+                        t.get_write_buffer_size())
+            self.closing = True
+            self.queue.clear()
+            t.abort()
+        elif self.closing and not self.queue:
             t.close()
 
     def _update_reading(self) -> None:
