@@ -269,30 +269,36 @@ class Store:
                 continue
             results: list[Any] = []
             for op in ops:
-                if not isinstance(op, list) or not op or (
-                        op[0] in ("g", "s", "d") and not all(isinstance(a, bytes) for a in op[1:3])) or (
-                        op[0] == "s" and len(op) != 3) or (op[0] in ("g", "d") and len(op) != 2):
-                    results.append(None)
-                    continue
-                code = op[0]
-                if code == "g":
-                    results.append(ks.get(op[1]))
-                elif code == "s":
-                    hlc = clock.now()
-                    ks.apply(op[1], hlc, me, op[2])
-                    items.append((hlc, op[1], op[2]))
-                    results.append(None)
-                elif code == "d":
-                    existed = ks.get(op[1]) is not None
-                    hlc = clock.now()
-                    ks.apply(op[1], hlc, me, None)
-                    items.append((hlc, op[1], None))
-                    results.append(1 if existed else 0)
-                elif code == "n":
-                    results.append(len(ks))
-                elif code == "i":
-                    results.append(self.info())
-                else:
+                # The frontend only sends well-formed ops; anything else (another process on the
+                # ipc socket) gets a null result, checked before it can touch the keyspace.
+                try:
+                    code = op[0]
+                    if code == "g":
+                        results.append(ks.get(op[1]))
+                    elif code == "s":
+                        key, value = op[1], op[2]
+                        if key.__class__ is not bytes or value.__class__ is not bytes:
+                            raise TypeError("SET needs bytes")
+                        hlc = clock.now()
+                        ks.apply(key, hlc, me, value)
+                        items.append((hlc, key, value))
+                        results.append(None)
+                    elif code == "d":
+                        key = op[1]
+                        if key.__class__ is not bytes:
+                            raise TypeError("DEL needs bytes")
+                        existed = ks.get(key) is not None
+                        hlc = clock.now()
+                        ks.apply(key, hlc, me, None)
+                        items.append((hlc, key, None))
+                        results.append(1 if existed else 0)
+                    elif code == "n":
+                        results.append(len(ks))
+                    elif code == "i":
+                        results.append(self.info())
+                    else:
+                        results.append(None)
+                except (TypeError, IndexError, KeyError):
                     results.append(None)
             replies.append((ident, results))
         if items:
