@@ -84,8 +84,10 @@ def status(config: Annotated[str, typer.Argument(help="the node's config file")]
     """One node's view of replication: keys, version vector, peers (from its catch-up socket)."""
     import json as _json
 
-    from zkv.verify import collect, _ask
     import msgpack
+
+    from zkv.bus import ask
+    from zkv.verify import collect
 
     cfg = _config_or_exit(config)
     v = collect([cfg.bus], timeout=3.0)
@@ -93,7 +95,7 @@ def status(config: Annotated[str, typer.Argument(help="the node's config file")]
     if hb is None:
         typer.echo(f"zkv: no heartbeat from {cfg.id} on {cfg.bus}: is it running?", err=True)
         raise typer.Exit(1)
-    reply = _ask(hb.catchup, [b"info"])
+    reply = ask(hb.catchup, [b"info"])
     if not reply or reply[0] != b"info":
         typer.echo(f"zkv: {cfg.id} did not answer on {hb.catchup}", err=True)
         raise typer.Exit(1)

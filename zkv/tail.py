@@ -11,8 +11,7 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 
-import zmq
-
+from zkv.bus import subscribe
 from zkv.events import TOPIC_EVENTS, DecodeError, Event, decode_batch
 
 MAX_SHOWN = 60  # bytes of a key or value shown before it is shortened
@@ -44,12 +43,7 @@ def event_json(e: Event, received: float) -> str:
 def tail(endpoints: Iterable[str], as_json: bool = False, limit: int | None = None,
          out=sys.stdout) -> int:
     """Print events until interrupted (or ``limit`` events); returns how many were printed."""
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.linger = 0
-    sub.setsockopt(zmq.SUBSCRIBE, TOPIC_EVENTS)
-    for ep in endpoints:
-        sub.connect(ep)
+    sub = subscribe(endpoints, TOPIC_EVENTS)
     printed = 0
     try:
         while limit is None or printed < limit:

@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import msgpack
-import zmq
-
+from zkv.bus import ask, subscribe
 from zkv.events import TOPIC_HEARTBEAT, DecodeError, Heartbeat, decode_heartbeat
 
 
@@ -28,12 +27,7 @@ class Verdict:
 
 def collect(buses: list[str], timeout: float) -> Verdict:
     """Listen to every bus until all nodes agree, or until ``timeout``."""
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.linger = 0
-    sub.setsockopt(zmq.SUBSCRIBE, TOPIC_HEARTBEAT)
-    for b in buses:
-        sub.connect(b)
+    sub = subscribe(buses, TOPIC_HEARTBEAT)
     latest: dict[str, Heartbeat] = {}
     by_bus_count = len(buses)
     deadline = time.monotonic() + timeout
@@ -59,19 +53,6 @@ def _agree(hbs: dict[str, Heartbeat]) -> bool:
     return all(h.vv == first.vv and h.digest == first.digest for h in hbs.values())
 
 
-def _ask(endpoint: str, frames: list[bytes], timeout: float = 3.0) -> list[bytes] | None:
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.linger = 0
-    s.connect(endpoint)
-    try:
-        s.send_multipart(frames)
-        if not s.poll(int(timeout * 1000)):
-            return None
-        return s.recv_multipart()
-    finally:
-        s.close(0)
-
-
 def explain(v: Verdict, expected: int) -> list[str]:
     """Human-readable lines that say where the nodes differ."""
     lines = []
@@ -85,7 +66,7 @@ def explain(v: Verdict, expected: int) -> list[str]:
         return lines
     tables: dict[str, list[int]] = {}
     for h in hbs:
-        reply = _ask(h.catchup, [b"buckets"])
+        reply = ask(h.catchup, [b"buckets"])
         if reply and reply[0] == b"buckets":
             tables[h.id] = msgpack.unpackb(reply[1], raw=False)[1]
     if len(tables) >= 2:
@@ -96,7 +77,7 @@ def explain(v: Verdict, expected: int) -> list[str]:
             lines.append(f"{len(differing)} bucket(s) differ: {differing[:20]}")
             entries: dict[str, dict[bytes, tuple]] = {}
             for h in hbs:
-                reply = _ask(h.catchup, [b"entries", msgpack.packb(differing[:20])])
+                reply = ask(h.catchup, [b"entries", msgpack.packb(differing[:20])])
                 if reply and reply[0] == b"entries":
                     _hz, _b, es = msgpack.unpackb(reply[1], raw=False)
                     entries[h.id] = {e[0]: tuple(e[1:]) for e in es}

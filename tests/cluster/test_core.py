@@ -204,3 +204,17 @@ def test_port_in_use_fails_at_start(tmp_path) -> None:
         code = node.proc.wait(30)
     assert code != 0
     assert "address already in use" in node.log()
+
+
+def test_status_reports_replication_state(cluster: Cluster) -> None:
+    import json
+
+    with cluster.nodes[0].client() as c:
+        assert c.cmd("SET status-key 1") == b"OK"
+    wait_until(lambda: cluster.nodes[1].get("status-key") == b"VALUE 1")
+    r = subprocess.run([sys.executable, "-m", "zkv", "status", str(cluster.nodes[1].config_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["id"] == "node1" and info["keys"] == 1 and info["vv"]["node0"] == 1
+    assert set(info["peers"]) == {"node0", "node2"}
