@@ -101,6 +101,14 @@ class LineClient:
         self.close()
 
 
+def _die_with_test_run() -> None:
+    """In the node's supervisor before exec: SIGKILL it if the test run dies (its children then
+    stop too), so a killed or timed-out pytest never leaves nodes holding ports."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class Node:
     id: str
@@ -121,6 +129,7 @@ class Node:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zkv", "node", str(self.config_path)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_test_run,
         )
         log.close()
         if wait:

@@ -224,9 +224,12 @@ class Store:
         if paused != self.clients_paused:
             self.clients_paused = paused
             self.poller.modify(self.clients, 0 if paused else zmq.POLLIN)
-            if paused:
-                log.warning("peers hold more of %s's own events than its log (or it has no data "
-                            "yet); client requests wait until it has them", self.id)
+            if paused and fresh:
+                log.warning("peers hold more of %s's own events than its log (lost log tail?); "
+                            "client requests wait until it has pulled them", self.id)
+            elif paused:
+                log.info("client requests wait until a peer has been heard (at most %d ms)",
+                         5 * self.cfg.heartbeat_ms)
             else:
                 log.info("serving client requests")
 
