@@ -51,3 +51,14 @@ def test_old_repair_records_without_drops_still_replay(tmp_path: Path) -> None:
     disk = _open(tmp_path)
     assert disk.recover().keyspace.get(b"k") == b"v"
     disk.close()
+
+
+def test_gc_horizon_adopted_by_a_full_transfer_survives_restart(tmp_path: Path) -> None:
+    disk = _open(tmp_path)
+    disk.recover()
+    disk.append([encode_repair_record({"n1": 3}, 777, [], [])], 1)  # end of a full transfer
+    disk.append([encode_repair_record(None, 999, [], [])], 1)  # anti-entropy: not adopted
+    disk.close()
+    disk = _open(tmp_path)
+    assert disk.recover().gc_horizon == 777
+    disk.close()

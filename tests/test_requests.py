@@ -311,3 +311,9 @@ def test_many_argument_command_in_many_reads_is_parsed_once() -> None:
     assert got[0].args == parse_requests(cmd, MAX).requests[0].args
     assert not buf and not resume
     assert elapsed < 5.0, f"{elapsed:.1f}s: re-parsing from the start on every read?"
+
+
+def test_fast_path_rejects_leading_zero_counts_like_the_exact_parser() -> None:
+    for data in (b"*01\r\n$4\r\nPING\r\n", b"PING\r\n*01\r\n$4\r\nPING\r\n"):
+        p = parse_requests(data, MAX)
+        assert p.fatal is not None and b"invalid multibulk length" in p.fatal

@@ -60,7 +60,7 @@ def _fast_resp(buf: bytes | bytearray, out: list[Request], max_bulk: int) -> int
     pos = 0
     while i < last:
         head = parts[i]
-        if head[:1] != b"*" or not head[1:].isdigit() or len(head) > 8:
+        if head[:1] != b"*" or not head[1:].isdigit() or len(head) > 8 or head[1] == 48:  # no "*01"
             break
         count = int(head[1:])
         stop = i + 1 + 2 * count

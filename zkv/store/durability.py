@@ -156,7 +156,8 @@ class Durability:
                 dropped += result.dropped_bytes
             for payload in result.payloads:
                 records += 1
-                max_hlc = max(max_hlc, _replay(ks, vv, payload, on_batch))
+                top, adopted = _replay(ks, vv, payload, on_batch)
+                max_hlc, horizon = max(max_hlc, top), max(horizon, adopted)
             self._segment = n
         self.records_since_snapshot = records
         self._open_segment(max(self._segment, first_segment, 1))
@@ -250,10 +251,11 @@ class Durability:
 
 
 def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
-            on_batch: Callable[[str, int, int, bytes], None] | None) -> int:
-    """Apply one log record; returns the highest timestamp in it."""
+            on_batch: Callable[[str, int, int, bytes], None] | None) -> tuple[int, int]:
+    """Apply one log record; returns the highest timestamp in it, and the GC horizon a full
+    transfer made the store adopt (0 for other records)."""
     kind, body = payload[:1], payload[1:]
-    top = 0
+    top = adopted = 0
     if kind == b"E":
         batch: Batch = decode_batch(body)
         for hlc, key, value in batch.items:
@@ -270,12 +272,14 @@ def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
             top = hlc if hlc > top else top
         if rest and rest[0]:
             ks.drop(rest[0], horizon)
+        if rvv is not None:  # the end of a full transfer: the peer's horizon became ours
+            adopted = horizon
         for origin, seq in (rvv or {}).items():
             if seq > vv.get(origin, 0):
                 vv[origin] = seq
     else:
         log.warning("skipping a log record of unknown kind %r", kind)
-    return top
+    return top, adopted
 
 
 def clock_after(recovered: Recovered) -> HybridClock:

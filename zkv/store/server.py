@@ -163,6 +163,9 @@ class Store:
         if cur is not None:
             self.poller.unregister(cur[1])
             cur[1].close(0)
+            if self.sync is not None and self.sync.peer == peer:
+                log.warning("%s restarted during a full state transfer from it; asking again", peer)
+                self.sync = None  # its stream went with the old socket
         s = self.ctx.socket(zmq.DEALER)
         s.linger = 0
         s.connect(endpoint)
