@@ -178,7 +178,6 @@ class Store:
         hb_every = self.cfg.heartbeat_ms / 1000
         ae_every = self.cfg.anti_entropy_ms / 1000
         next_hb = next_sync = next_ae = time.monotonic()
-        fetcher_socks: dict[zmq.Socket, str] = {}
         while self.running:
             now = time.monotonic()
             if now >= next_hb:
@@ -209,11 +208,9 @@ class Store:
                 self._receive_bus()
             if self.catchup in ready:
                 self._serve_catchup()
-            if len(ready) > 3 or (ready and not ready.keys() <= {self.clients, self.subscriber, self.catchup}):
-                fetcher_socks = {s: p for p, (_e, s) in self.fetchers.items()}
-                for sock, peer in fetcher_socks.items():
-                    if sock in ready:
-                        self._receive_fetch(peer, sock)
+            for peer, (_endpoint, sock) in list(self.fetchers.items()):
+                if sock in ready:
+                    self._receive_fetch(peer, sock)
             if self._unpublished:
                 self._publish()
             if self.streams:
