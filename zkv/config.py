@@ -22,6 +22,9 @@ DEFAULT_SNAPSHOT_RECORDS = 200_000  # log records that trigger a snapshot + log 
 DEFAULT_BACKLOG = 200_000  # events per origin kept in memory to answer catch-up requests
 DEFAULT_HEARTBEAT_MS = 200
 DEFAULT_ANTI_ENTROPY_MS = 2_000
+# Local events are published at most once per this interval (the first after a quiet spell goes
+# at once): under load, peers get fewer, larger batches, and each batch costs them a wake-up.
+DEFAULT_PUBLISH_INTERVAL_MS = 2
 DEFAULT_HWM = 100_000  # ZeroMQ high-water mark of the replication PUB/SUB sockets
 FSYNC_MODES = ("always", "everysec", "no")
 
@@ -54,6 +57,7 @@ class Config:
     heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
     anti_entropy_ms: int = DEFAULT_ANTI_ENTROPY_MS
     hwm: int = DEFAULT_HWM
+    publish_interval_ms: int = DEFAULT_PUBLISH_INTERVAL_MS
     source: str = field(default="", compare=False)
 
     @property
@@ -108,6 +112,7 @@ def _optional_int(raw: dict[str, Any], key: str, default: int, minimum: int, whe
 _KNOWN_KEYS = {
     "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
+    "publish_interval_ms",
 }
 
 
@@ -166,6 +171,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         heartbeat_ms=_optional_int(raw, "heartbeat_ms", DEFAULT_HEARTBEAT_MS, 10, where),
         anti_entropy_ms=_optional_int(raw, "anti_entropy_ms", DEFAULT_ANTI_ENTROPY_MS, 50, where),
         hwm=_optional_int(raw, "hwm", DEFAULT_HWM, 1, where),
+        publish_interval_ms=_optional_int(raw, "publish_interval_ms", DEFAULT_PUBLISH_INTERVAL_MS, 0, where),
         source=where,
     )
 

@@ -47,7 +47,7 @@ def entry_hash(key: bytes, hlc: int, origin: str, value: bytes | memoryview,
     not resist an adversary (who could write to the bus anyway)."""
     kc = zlib.crc32(key) if key_crc is None else key_crc
     h = ((kc << 32) | zlib.crc32(value, _origin_crc(origin))) ^ hlc
-    h = (h * 0x9E3779B97F4A7C15) & _MASK64
+    h = (h * _GOLDEN) & _MASK64
     return h ^ (h >> 29)
 
 
@@ -61,6 +61,11 @@ def wins(hlc: int, origin: str, current: Entry | None) -> bool:
 _HEADER = struct.Struct(">QH")  # hlc, origin index (high bit set: tombstone)
 _HDR = _HEADER.size
 _TOMB = 0x8000
+_GOLDEN = 0x9E3779B97F4A7C15
+_SLICE_MAX = _HDR + 256  # longer values are hashed through a memoryview, not a copy
+_crc32 = zlib.crc32
+_pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
 
 
 class Keyspace:
@@ -73,7 +78,7 @@ class Keyspace:
     out (``entries``, ``entry``) with the origin's name.
     """
 
-    __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index")
+    __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index", "_origin_crcs")
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
@@ -81,6 +86,7 @@ class Keyspace:
         self._buckets: list[int] = [0] * BUCKETS
         self._origins: list[str] = []
         self._origin_index: dict[str, int] = {}
+        self._origin_crcs: list[int] = []  # _origin_crc of each of _origins
 
     def _index(self, origin: str) -> int:
         i = self._origin_index.get(origin)
@@ -89,6 +95,7 @@ class Keyspace:
             if i >= _TOMB:
                 raise ValueError("too many distinct origins")
             self._origins.append(origin)
+            self._origin_crcs.append(_origin_crc(origin))
             self._origin_index[origin] = i
         return i
 
@@ -129,29 +136,42 @@ class Keyspace:
 
     # --- writes ------------------------------------------------------------------------------
     def apply(self, key: bytes, hlc: int, origin: str, value: bytes | None) -> bool:
-        """Apply one write under the conflict rule; True if it changed the map."""
+        """Apply one write under the conflict rule; True if it changed the map.
+
+        Every write of every node passes here, so ``entry_hash`` is inlined (twice: the old
+        entry's hash leaves the bucket, the new one's enters) and short values are sliced
+        rather than viewed (a memoryview costs more than copying a few dozen bytes)."""
         data = self._data
         cur = data.get(key)
-        kc = zlib.crc32(key)
+        kc = _crc32(key)
+        oi = self._origin_index.get(origin)
+        if oi is None:
+            oi = self._index(origin)
+        bucket = kc & (BUCKETS - 1)
         if cur is not None:
-            chlc, coi = _HEADER.unpack_from(cur)
+            chlc, coi = _unpack_header(cur)
             if hlc < chlc:
                 return False
-            corigin = self._origins[coi & ~_TOMB]
-            if hlc == chlc and origin <= corigin:
+            tomb = coi & _TOMB
+            if tomb:
+                coi ^= _TOMB
+            if hlc == chlc and origin <= self._origins[coi]:
                 return False
-            if coi & _TOMB:
+            if tomb:
                 del self._tombstones[key]
             else:
-                with memoryview(cur) as view:
-                    self._buckets[kc & (BUCKETS - 1)] ^= entry_hash(key, chlc, corigin, view[_HDR:], kc)
-        oi = self._index(origin)
+                old = cur[_HDR:] if len(cur) <= _SLICE_MAX else memoryview(cur)[_HDR:]
+                h = ((kc << 32) | _crc32(old, self._origin_crcs[coi])) ^ chlc
+                h = (h * _GOLDEN) & _MASK64
+                self._buckets[bucket] ^= h ^ (h >> 29)
         if value is None:
-            data[key] = _HEADER.pack(hlc, oi | _TOMB)
+            data[key] = _pack_header(hlc, oi | _TOMB)
             self._tombstones[key] = hlc
         else:
-            data[key] = _HEADER.pack(hlc, oi) + value
-            self._buckets[kc & (BUCKETS - 1)] ^= entry_hash(key, hlc, origin, value, kc)
+            data[key] = _pack_header(hlc, oi) + value
+            h = ((kc << 32) | _crc32(value, self._origin_crcs[oi])) ^ hlc
+            h = (h * _GOLDEN) & _MASK64
+            self._buckets[bucket] ^= h ^ (h >> 29)
         return True
 
     def collect_tombstones(self, horizon: int) -> int:

@@ -113,7 +113,8 @@ class Store:
         self.streams: list[SnapStream] = []
         self._streams_blocked = False
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
-                      "tombstones_collected": 0, "local_writes": 0, "remote_events": 0}
+                      "tombstones_collected": 0, "local_writes": 0, "remote_events": 0,
+                      "loop_turns": 0, "frontend_batches": 0, "bus_batches": 0}
         self._ae_turn = 0
         # A node that lost its disk (or the log tail of its own writes) must not reuse sequence
         # numbers its peers already hold events for: they would drop the new writes as
@@ -125,6 +126,11 @@ class Store:
         self._unpublished: list[tuple[int, bytes, bytes | None]] = []  # local events, in seq order
         self._unpublished_first = 0
         self._unpublished_payload: bytes | None = None  # their encoding, if they are one batch
+        # Publishing is paced: after a publish, the next waits publish_interval_ms, gathering
+        # what arrives meanwhile into one batch (each batch costs every peer a wake-up); after a
+        # quiet spell the first event goes out at once, so light traffic sees no delay.
+        self.publish_interval = cfg.publish_interval_ms / 1000
+        self._next_publish = 0.0
         self.ctx = zmq.Context.instance()
         self._bind()
 
@@ -201,7 +207,10 @@ class Store:
             timeout = max(0, int(1000 * (wake - time.monotonic())) + 1)
             if self.streams:
                 timeout = min(timeout, 5) if self._streams_blocked else 0
+            if self._unpublished:  # held back by publish_interval_ms: wake when it is due
+                timeout = min(timeout, max(0, int(1000 * (self._next_publish - time.monotonic())) + 1))
             ready = dict(self.poller.poll(timeout))
+            self.stats["loop_turns"] += 1
             if self.clients in ready:
                 self._serve_clients()
             if self.subscriber in ready:
@@ -211,7 +220,7 @@ class Store:
             for peer, (_endpoint, sock) in list(self.fetchers.items()):
                 if sock in ready:
                     self._receive_fetch(peer, sock)
-            if self._unpublished:
+            if self._unpublished and time.monotonic() >= self._next_publish:
                 self._publish()
             if self.streams:
                 self._advance_streams()
@@ -257,6 +266,7 @@ class Store:
                 msgs.append(clients.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 break
+        self.stats["frontend_batches"] += len(msgs)
         ks, clock, me = self.ks, self.clock, self.id
         items: list[tuple[int, bytes, bytes | None]] = []
         replies = []
@@ -331,6 +341,7 @@ class Store:
             payload = encode_batch(Batch(self.id, self._unpublished_first, self._unpublished))
         self._unpublished = []
         self._unpublished_payload = None
+        self._next_publish = time.monotonic() + self.publish_interval
         try:
             self.publisher.send_multipart([TOPIC_EVENTS, payload], zmq.NOBLOCK)
         except zmq.Again:
@@ -348,6 +359,7 @@ class Store:
             topic, payload = frames
             try:
                 if topic == TOPIC_EVENTS:
+                    self.stats["bus_batches"] += 1
                     batch = decode_batch(payload)
                     if batch.origin != self.id:
                         self._offer(batch, payload, via=batch.origin)
