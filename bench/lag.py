@@ -8,8 +8,8 @@ never a stale match, since every key is new.  Samples that take longer than ``ti
 count as timeouts and enter the percentiles at ``timeout_s``.
 
 "Moderate load": while sampling, ``bench/loadgen.py`` runs as a separate process and writes
-random keys to node A at a fixed rate (default 5,000 SET/s, pipelined in batches every 5 ms),
-the same offered load on both systems.
+random keys to node A at a fixed rate (``bench/run.py`` picks half of zkv's measured SET -c50
+rate), pipelined in batches every 5 ms: the same offered load on both systems.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ a three-node zkv cluster on free 127.0.0.1 ports in a temp dir, and measures on 
 
 1. throughput and latency with ``redis-benchmark`` (SET and GET at -c1 -P1, -c50 -P1 and
    -c50 -P16), each configuration repeated and interleaved Redis/zkv, medians reported;
-2. replication lag, write on node A to read on node B, under a fixed background write load;
+2. replication lag, write on node A to read on node B, under a background write load of half
+   zkv's measured SET rate;
 3. memory per key after loading 1,000,000 keys into fresh clusters.
 
 It prints a table with PASS/MISS against the targets and writes the same as JSON to
@@ -57,8 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="run the memory-per-key step (default on, off under --quick)")
     ap.add_argument("--memory-keys", type=int, default=1_000_000)
     ap.add_argument("--lag-samples", type=int, default=None, help="lag samples (default 500)")
-    ap.add_argument("--lag-load-rate", type=float, default=5000.0,
-                    help="background SET/s on node A while sampling lag (0 = no load)")
+    ap.add_argument("--lag-load-rate", type=float, default=None,
+                    help="background SET/s on node A while sampling lag (0 = no load; default: half "
+                         "of zkv's measured SET -c50 rate, or 5000 when throughput is skipped)")
     ap.add_argument("--skip-throughput", action="store_true", help="skip the redis-benchmark runs")
     ap.add_argument("--skip-lag", action="store_true", help="skip the replication-lag step")
     ap.add_argument("--run-timeout", type=float, default=180.0,
@@ -164,6 +166,12 @@ def summarize(outcomes: list[RunOutcome], configs: list[BenchConfig],
             for label in labels}
 
 
+def half_max_write_rate(outcomes: list[RunOutcome], zkv_label: str) -> float:
+    """The issue's "moderate load" for the lag step: half of zkv's median SET -c50 rate."""
+    s = throughput.summarize([o for o in outcomes if o.target == zkv_label and o.config == "c50"], "SET")
+    return round(s.rps / 2, -2) if s.rps else 5000.0
+
+
 def run_lag(redis: Cluster, zkv: Cluster, args: argparse.Namespace, tmp: Path,
             out: list[lag.LagResult]) -> None:
     for cl in (redis, zkv):
@@ -218,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"throughput: {len(configs)} configs x {args.repeats} repeats, interleaved")
                     run_throughput(redis, zkv, configs, args.repeats, args.run_timeout, outcomes)
                 if not args.skip_lag:
+                    if args.lag_load_rate is None:
+                        args.lag_load_rate = half_max_write_rate(outcomes, zkv_label)
                     log(f"replication lag: {args.lag_samples} samples each, "
                         f"background load {args.lag_load_rate:,.0f} SET/s")
                     run_lag(redis, zkv, args, tmp, lags)
