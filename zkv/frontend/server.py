@@ -98,8 +98,9 @@ class ClientConnection(asyncio.Protocol):
         self.need = parsed.need
         parts: list[Any] = []
         ops: list[Any] = []
-        for req in parsed.requests:
-            r = dispatch(req.args, req.resp, self.resp3)
+        resp3 = self.resp3
+        for args, is_resp in parsed.requests:
+            r = dispatch(args, is_resp, resp3)
             if r.__class__ is Deferred:
                 ops.extend(r.ops)  # type: ignore[union-attr]
                 parts.append(r)
@@ -111,7 +112,7 @@ class ClientConnection(asyncio.Protocol):
                 break
             elif r.__class__ is Hello:
                 parts.append(r.reply)  # type: ignore[union-attr]
-                self.resp3 = r.proto == 3  # type: ignore[union-attr]
+                self.resp3 = resp3 = r.proto == 3  # type: ignore[union-attr]
         if parsed.fatal is not None and not self.closing:
             parts.append(parsed.fatal)
             self.closing = True
@@ -119,9 +120,11 @@ class ClientConnection(asyncio.Protocol):
             return
         group = _Group(parts)
         if ops:
-            self.queue.append(group)
+            queue = self.queue
+            queue.append(group)
             self.link.submit(ops, lambda results: self._complete(group, results))
-            self._update_reading()
+            if len(queue) > MAX_QUEUED_GROUPS:
+                self._update_reading()
         elif self.queue:
             group.out = b"".join(parts)
             self.queue.append(group)
@@ -132,21 +135,26 @@ class ClientConnection(asyncio.Protocol):
     def _complete(self, group: _Group, results: list[Any] | None) -> None:
         if not self.queue:  # connection gone
             return
-        out = []
-        i = 0
-        for p in group.parts:
-            if p.__class__ is Deferred:
-                n = len(p.ops)
-                out.append(p.encode(results[i:i + n]) if results is not None else internal_error(p))
-                i += n
-            else:
-                out.append(p)
-        group.out = b"".join(out)
+        parts = group.parts
+        if len(parts) == 1 and results is not None:  # one request that waited for the store
+            group.out = parts[0].encode(results)
+        else:
+            out = []
+            i = 0
+            for p in parts:
+                if p.__class__ is Deferred:
+                    n = len(p.ops)
+                    out.append(p.encode(results[i:i + n]) if results is not None else internal_error(p))
+                    i += n
+                else:
+                    out.append(p)
+            group.out = b"".join(out)
         queue = self.queue
         if queue[0] is group and len(queue) == 1:
             queue.clear()
             self._write(group.out)
-            self._update_reading()
+            if self.paused_reading:
+                self._update_reading()
             return
         ready = []
         while queue and queue[0].out is not None:

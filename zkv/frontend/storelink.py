@@ -33,7 +33,7 @@ class StoreLink:
         self.sock.connect(endpoint)
         self._ops: list[Any] = []
         self._cbs: list[tuple[Callback, int]] = []
-        self._inflight: deque[list[tuple[Callback, int]]] = deque()
+        self._inflight: deque[tuple[list[tuple[Callback, int]], int]] = deque()  # (callbacks, ops)
         self._scheduled = False
         self._packer = msgpack.Packer(use_bin_type=True)
         loop.add_reader(self.sock.FD, self._drain)
@@ -52,16 +52,20 @@ class StoreLink:
             return
         ops, self._ops = self._ops, []
         cbs, self._cbs = self._cbs, []
-        self._inflight.append(cbs)
+        self._inflight.append((cbs, len(ops)))
         self.sock.send(self._packer.pack(ops))  # copy=True: cheaper than zero-copy for small messages
         self._drain()
 
     def _drain(self) -> None:
         sock = self.sock
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            results = msgpack.unpackb(sock.recv(zmq.NOBLOCK), raw=False)
-            cbs = self._inflight.popleft()
-            if len(results) != sum(n for _cb, n in cbs):
+            raw = sock.recv(zmq.NOBLOCK)
+            cbs, count = self._inflight.popleft()
+            try:
+                results = msgpack.unpackb(raw, raw=False)
+            except Exception:  # noqa: BLE001 - never expected from our store; fail the batch only
+                results = None
+            if results.__class__ is not list or len(results) != count:
                 for cb, _n in cbs:  # the store could not read the batch: no results at all
                     cb(None)
                 continue

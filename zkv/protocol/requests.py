@@ -16,9 +16,9 @@ from zkv.protocol import resp
 _SET = b"SET"
 
 
-class Request(NamedTuple):  # a NamedTuple: built once per request, so it must be cheap
-    args: list[bytes]
-    resp: bool
+# One request: (its words, whether it came as RESP).  A plain tuple: one is built per request,
+# and a NamedTuple's constructor costs a Python-level call.
+Request = tuple[list[bytes], bool]
 
 
 class Parsed(NamedTuple):
@@ -45,6 +45,12 @@ def plain_args(line: bytes) -> list[bytes]:
 _FAST_LIMIT = 64 * 1024  # buffers up to this size try the split-based RESP fast path
 
 
+# The headers the fast path accepts, precomputed: a dict or list lookup instead of parsing
+# digits or formatting a number per header.  Anything else goes to the exact parser.
+_ARRAY_COUNTS = {b"*%d" % n: n for n in range(1, 256)}
+_BULK_HEADS = [b"$%d" % n for n in range(1024)]
+
+
 def _fast_resp(buf: bytes | bytearray, out: list[Request], max_bulk: int) -> int:
     """Parse the leading run of simple RESP commands in ``buf`` by one ``split`` on CRLF.
 
@@ -56,28 +62,27 @@ def _fast_resp(buf: bytes | bytearray, out: list[Request], max_bulk: int) -> int
     """
     parts = bytes(buf).split(b"\r\n")
     last = len(parts) - 1  # parts[last] is an unterminated remainder
+    counts, heads = _ARRAY_COUNTS, _BULK_HEADS
+    check_size = max_bulk < len(buf)  # else no bulk in this buffer can be over the limit
     i = 0
-    pos = 0
     while i < last:
-        head = parts[i]
-        if head[:1] != b"*" or not head[1:].isdigit() or len(head) > 8 or head[1] == 48:  # no "*01"
+        count = counts.get(parts[i])
+        if count is None:
             break
-        count = int(head[1:])
         stop = i + 1 + 2 * count
-        if count == 0 or stop > last:
+        if stop > last:
             break
         args = parts[i + 2:stop:2]
-        size = len(head) + 2
-        for j in range(count):
-            lh = parts[i + 1 + 2 * j]
-            arg = args[j]
-            if lh[:1] != b"$" or lh[1:] != b"%d" % len(arg) or len(arg) > max_bulk:
-                return pos
-            size += len(lh) + len(arg) + 4
-        out.append(Request(args, True))
-        pos += size
-        i = stop
-    return pos
+        for lh, arg in zip(parts[i + 1:stop:2], args):
+            n = len(arg)
+            if lh != (heads[n] if n < 1024 else b"$%d" % n) or (check_size and n > max_bulk):
+                break
+        else:
+            out.append((args, True))
+            i = stop
+            continue
+        break
+    return sum(map(len, parts[:i])) + 2 * i  # the bytes of the parts taken, with their CRLFs
 
 
 def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 1024 * 1024,
@@ -105,7 +110,7 @@ def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 
                 return Parsed(out, pos, None, need[0] - pos if need else 0)
             args, pos = got
             if args:
-                out.append(Request(args, True))
+                out.append((args, True))
             continue
         nl = buf.find(b"\n", pos, pos + max_line + 2)
         if nl < 0:
@@ -120,5 +125,5 @@ def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 
         pos = nl + 1
         args = plain_args(line)
         if args:
-            out.append(Request(args, False))
+            out.append((args, False))
     return Parsed(out, pos)
