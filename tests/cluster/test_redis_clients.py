@@ -193,6 +193,26 @@ def test_del_with_several_keys_returns_count(shared: Cluster) -> None:
         ra.execute_command("DEL")
 
 
+def test_reads_in_one_packet_see_the_writes_before_them(shared: Cluster) -> None:
+    """The store applies a batch's writes in runs; every read must still see each earlier write."""
+    node = shared.nodes[0]
+    cmds = [("SET", "ord:k", "1"), ("GET", "ord:k"), ("DEL", "ord:k"), ("DEL", "ord:k"),
+            ("GET", "ord:k"), ("SET", "ord:k", "2"), ("SET", "ord:k", "3"), ("EXISTS", "ord:k"),
+            ("MSET", "ord:a", "x", "ord:a", "y"), ("MGET", "ord:a", "ord:k"), ("DEL", "ord:a", "ord:a"),
+            ("DBSIZE",)]
+    want_prefix = (b"+OK\r\n$1\r\n1\r\n:1\r\n:0\r\n$-1\r\n+OK\r\n+OK\r\n:1\r\n+OK\r\n"
+                   b"*2\r\n$1\r\ny\r\n$1\r\n3\r\n:1\r\n:")
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+        s.sendall(b"".join(resp_cmd(*c) for c in cmds))
+        got = b""
+        while not (got.startswith(want_prefix) and got.endswith(b"\r\n") and len(got) > len(want_prefix)):
+            chunk = s.recv(4096)
+            assert chunk, got
+            got += chunk
+            assert want_prefix.startswith(got[:len(want_prefix)]), got
+    assert rclient(node).get("ord:k") == b"3"
+
+
 def test_exists_counts_keys(shared: Cluster) -> None:
     r = rclient(shared.nodes[1])
     r.set("ex:a", "1")

@@ -62,6 +62,7 @@ _HEADER = struct.Struct(">QH")  # hlc, origin index (high bit set: tombstone)
 _HDR = _HEADER.size
 _TOMB = 0x8000
 _GOLDEN = 0x9E3779B97F4A7C15
+_BUCKET_MASK = BUCKETS - 1
 _SLICE_MAX = _HDR + 256  # longer values are hashed through a memoryview, not a copy
 _crc32 = zlib.crc32
 _pack_header = _HEADER.pack
@@ -136,43 +137,60 @@ class Keyspace:
 
     # --- writes ------------------------------------------------------------------------------
     def apply(self, key: bytes, hlc: int, origin: str, value: bytes | None) -> bool:
-        """Apply one write under the conflict rule; True if it changed the map.
+        """Apply one write under the conflict rule; True if it changed the map."""
+        return self.apply_many(origin, ((hlc, key, value),))[0] == 1
 
-        Every write of every node passes here, so ``entry_hash`` is inlined (twice: the old
-        entry's hash leaves the bucket, the new one's enters) and short values are sliced
-        rather than viewed (a memoryview costs more than copying a few dozen bytes)."""
+    def apply_many(self, origin: str, items: Iterable[tuple[int, bytes, bytes | None]]) -> tuple[int, int]:
+        """``apply`` each ``(hlc, key, value)`` write of ``origin``, in order; returns how many
+        changed the map and the highest timestamp among them (0 if none).
+
+        Every write of every node passes here, so the loop keeps everything in locals and
+        inlines ``entry_hash`` (twice: the old entry's hash leaves its bucket, the new one's
+        enters), and short values are sliced rather than viewed (a memoryview costs more than
+        copying a few dozen bytes)."""
         data = self._data
-        cur = data.get(key)
-        kc = _crc32(key)
+        get = data.get
+        buckets = self._buckets
+        origins = self._origins
+        origin_crcs = self._origin_crcs
+        tombstones = self._tombstones
         oi = self._origin_index.get(origin)
         if oi is None:
             oi = self._index(origin)
-        bucket = kc & (BUCKETS - 1)
-        if cur is not None:
-            chlc, coi = _unpack_header(cur)
-            if hlc < chlc:
-                return False
-            tomb = coi & _TOMB
-            if tomb:
-                coi ^= _TOMB
-            if hlc == chlc and origin <= self._origins[coi]:
-                return False
-            if tomb:
-                del self._tombstones[key]
+        ocrc = origin_crcs[oi]
+        tomb_header = oi | _TOMB
+        changed = top = 0
+        for hlc, key, value in items:
+            if hlc > top:
+                top = hlc
+            cur = get(key)
+            kc = _crc32(key)
+            if cur is not None:
+                chlc, coi = _unpack_header(cur)
+                if hlc < chlc:
+                    continue
+                tomb = coi & _TOMB
+                if tomb:
+                    coi ^= _TOMB
+                if hlc == chlc and origin <= origins[coi]:
+                    continue
+                if tomb:
+                    del tombstones[key]
+                else:
+                    old = cur[_HDR:] if len(cur) <= _SLICE_MAX else memoryview(cur)[_HDR:]
+                    h = ((kc << 32) | _crc32(old, origin_crcs[coi])) ^ chlc
+                    h = (h * _GOLDEN) & _MASK64
+                    buckets[kc & _BUCKET_MASK] ^= h ^ (h >> 29)
+            if value is None:
+                data[key] = _pack_header(hlc, tomb_header)
+                tombstones[key] = hlc
             else:
-                old = cur[_HDR:] if len(cur) <= _SLICE_MAX else memoryview(cur)[_HDR:]
-                h = ((kc << 32) | _crc32(old, self._origin_crcs[coi])) ^ chlc
+                data[key] = _pack_header(hlc, oi) + value
+                h = ((kc << 32) | _crc32(value, ocrc)) ^ hlc
                 h = (h * _GOLDEN) & _MASK64
-                self._buckets[bucket] ^= h ^ (h >> 29)
-        if value is None:
-            data[key] = _pack_header(hlc, oi | _TOMB)
-            self._tombstones[key] = hlc
-        else:
-            data[key] = _pack_header(hlc, oi) + value
-            h = ((kc << 32) | _crc32(value, self._origin_crcs[oi])) ^ hlc
-            h = (h * _GOLDEN) & _MASK64
-            self._buckets[bucket] ^= h ^ (h >> 29)
-        return True
+                buckets[kc & _BUCKET_MASK] ^= h ^ (h >> 29)
+            changed += 1
+        return changed, top
 
     def collect_tombstones(self, horizon: int) -> int:
         """Forget tombstones stamped before ``horizon``; returns how many were dropped.

@@ -268,7 +268,12 @@ class Store:
                 break
         self.stats["frontend_batches"] += len(msgs)
         ks, clock, me = self.ks, self.clock, self.id
+        now = clock.now
+        # Local writes are stamped in order into ``items`` and applied to the keyspace in runs
+        # (``apply_many``), the pending run always before any read, so each read sees every
+        # write sent before it.
         items: list[tuple[int, bytes, bytes | None]] = []
+        applied = 0
         replies = []
         for frames in msgs:
             ident, payload = frames[0], frames[-1]
@@ -286,25 +291,24 @@ class Store:
                 # ipc socket) gets a null result, checked before it can touch the keyspace.
                 try:
                     code = op[0]
-                    if code == "g":
-                        results.append(ks.get(op[1]))
-                    elif code == "s":
+                    if code == "s":
                         key, value = op[1], op[2]
                         if key.__class__ is not bytes or value.__class__ is not bytes:
                             raise TypeError("SET needs bytes")
-                        hlc = clock.now()
-                        ks.apply(key, hlc, me, value)
-                        items.append((hlc, key, value))
+                        items.append((now(), key, value))
                         results.append(None)
+                        continue
+                    if applied < len(items):
+                        ks.apply_many(me, items[applied:])
+                        applied = len(items)
+                    if code == "g":
+                        results.append(ks.get(op[1]))
                     elif code == "d":
                         key = op[1]
                         if key.__class__ is not bytes:
                             raise TypeError("DEL needs bytes")
-                        existed = ks.get(key) is not None
-                        hlc = clock.now()
-                        ks.apply(key, hlc, me, None)
-                        items.append((hlc, key, None))
-                        results.append(1 if existed else 0)
+                        results.append(0 if ks.get(key) is None else 1)
+                        items.append((now(), key, None))
                     elif code == "n":
                         results.append(len(ks))
                     elif code == "i":
@@ -314,6 +318,8 @@ class Store:
                 except (TypeError, IndexError, KeyError):
                     results.append(None)
             replies.append((ident, results))
+        if applied < len(items):
+            ks.apply_many(me, items[applied:])
         if items:
             first = self.inbox.vv.get(me, 0) + 1
             batch = Batch(me, first, items)
@@ -384,9 +390,7 @@ class Store:
         writes = 0
         for b in batches:
             origin = b.origin
-            for hlc, key, value in b.items:
-                ks.apply(key, hlc, origin, value)
-                clock.observe(hlc)
+            clock.observe(ks.apply_many(origin, b.items)[1])
             data = payload if payload is not None else encode_batch(b)
             records.append(encode_event_record(data))
             self.backlog.add(origin, b.first_seq, b.last_seq, data)
