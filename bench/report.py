@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.hop import HopResult
 from bench.lag import LagResult
 from bench.memory import MemoryResult
 from bench.throughput import BenchConfig, Summary
@@ -156,6 +157,25 @@ def throughput_table(configs: list[BenchConfig], summaries: dict[str, dict[str, 
                 f"{_x(ratio(z.rps, r.rps)):>6} | {fmt(z.p50_ms, '.3f'):>8} {fmt(r.p50_ms, '.3f'):>9} "
                 f"{_x(ratio(z.p50_ms, r.p50_ms)):>6} | {fmt(z.p99_ms, '.3f'):>8} {fmt(r.p99_ms, '.3f'):>9} "
                 f"{_x(ratio(z.p99_ms, r.p99_ms)):>6} | {target}")
+    return lines
+
+
+def hop_lines(hop: HopResult, summaries: dict[str, dict[str, dict[str, Summary]]],
+              zkv: str, redis: str) -> list[str]:
+    """The -c1 floor: Redis's p50 plus one bare frontend<->store ZeroMQ round trip."""
+    lines = [f"Single-client floor (bench/hop.py): a bare pyzmq ipc round trip between two processes, "
+             f"p50 {hop.p50_us:.0f} us, p99 {hop.p99_us:.0f} us"
+             + (f" ERROR {hop.error}" if hop.error else "")]
+    if hop.error or zkv not in summaries or redis not in summaries or "c1" not in summaries[zkv]:
+        return lines
+    for test in ("SET", "GET"):
+        z, r = summaries[zkv]["c1"][test], summaries[redis]["c1"][test]
+        if z.p50_ms is None or r.p50_ms is None:
+            continue
+        floor = r.p50_ms + hop.p50_us / 1000
+        lines.append(f"  {test} -c1: floor = Redis p50 {r.p50_ms:.3f} + hop {hop.p50_us / 1000:.3f} = "
+                     f"{floor:.3f} ms = {_x(ratio(floor, r.p50_ms))} Redis; zkv p50 {z.p50_ms:.3f} ms = "
+                     f"{_x(ratio(z.p50_ms, floor))} the floor")
     return lines
 
 

@@ -11,7 +11,9 @@ a three-node zkv cluster on free 127.0.0.1 ports in a temp dir, and measures on 
    -c50 -P16), each configuration repeated and interleaved Redis/zkv, medians reported;
 2. replication lag, write on node A to read on node B, under a background write load of half
    zkv's measured SET rate;
-3. memory per key after loading 1,000,000 keys into fresh clusters.
+3. memory per key after loading 1,000,000 keys into fresh clusters;
+4. the single-client floor: one bare pyzmq round trip between two processes (``bench/hop.py``),
+   which every zkv request pays on top of what Redis's whole request costs.
 
 It prints a table with PASS/MISS against the targets and writes the same as JSON to
 ``bench/results/<timestamp>.json`` (or ``--json PATH``).  Progress goes to stderr.  Every
@@ -32,7 +34,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import clusters, lag, loader, memory, procs, report, throughput  # noqa: E402
+from bench import clusters, hop, lag, loader, memory, procs, report, throughput  # noqa: E402
 from bench.clusters import Cluster, StartupError  # noqa: E402
 from bench.resp import ProtocolError  # noqa: E402
 from bench.throughput import BenchConfig, RunOutcome, Summary  # noqa: E402
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries: dict[str, dict[str, dict[str, Summary]]] = {}
     lags: list[lag.LagResult] = []
     mems: list[memory.MemoryResult] = []
+    hop_result: hop.HopResult | None = None
     zkv_label = "zkv (dry run: Redis)" if args.dry_run else "zkv"
     status = "ok"
     try:
@@ -225,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.skip_throughput:
                     log(f"throughput: {len(configs)} configs x {args.repeats} repeats, interleaved")
                     run_throughput(redis, zkv, configs, args.repeats, args.run_timeout, outcomes)
+                    log("single-client floor: bare pyzmq ipc round trips")
+                    hop_result = hop.measure()
                 if not args.skip_lag:
                     if args.lag_load_rate is None:
                         args.lag_load_rate = half_max_write_rate(outcomes, zkv_label)
@@ -261,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"status: {status}")
     if summaries:
         lines += [""] + report.throughput_table(configs, summaries, zkv_label, REDIS_LABEL, args.repeats)
+    if hop_result is not None:
+        lines += [""] + report.hop_lines(hop_result, summaries, zkv_label, REDIS_LABEL)
     if lags:
         lines += [""] + report.lag_table(lags)
     if mems:
@@ -275,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine, "status": status, "seconds": round(elapsed, 1),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "configs": configs, "runs": outcomes, "summaries": summaries, "lag": lags, "memory": mems,
-        "checks": checks,
+        "hop": hop_result, "checks": checks,
     }
     path = args.json or RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}{'-dry-run' if args.dry_run else ''}.json"
     report.write_json(doc, path)
