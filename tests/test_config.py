@@ -81,6 +81,7 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
     assert c.heartbeat_ms == DEFAULT_HEARTBEAT_MS == 200
     assert c.anti_entropy_ms == DEFAULT_ANTI_ENTROPY_MS == 2_000
     assert c.hwm == DEFAULT_HWM == 100_000
+    assert c.publish_interval_ms == 2
 
 
 def test_single_node_without_peers() -> None:
@@ -101,8 +102,10 @@ backlog = 500
 heartbeat_ms = 100
 anti_entropy_ms = 1000
 hwm = 10
+publish_interval_ms = 0
 """)
     c = load_config(write(tmp_path, text))
+    assert c.publish_interval_ms == 0  # 0: publish every store loop turn
     assert (c.fsync, c.max_line, c.max_clients, c.snapshot_records, c.backlog,
             c.heartbeat_ms, c.anti_entropy_ms, c.hwm) == ("always", 4096, 50, 1000, 500, 100, 1000, 10)
 
@@ -270,7 +273,7 @@ def test_bad_id(node_id: str) -> None:
 @pytest.mark.parametrize("key, value", [
     ("max_line", 15), ("max_line", "big"), ("max_clients", 0), ("snapshot_records", 99),
     ("backlog", 9), ("heartbeat_ms", 9), ("anti_entropy_ms", 49), ("hwm", 0), ("hwm", True),
-    ("backlog", 1.5),
+    ("backlog", 1.5), ("publish_interval_ms", -1), ("publish_interval_ms", 0.5),
 ])
 def test_bad_integer_settings(key: str, value: object) -> None:
     msg = error_of({**base(), key: value})

@@ -32,7 +32,8 @@ def snapshot(ks: Keyspace) -> dict[bytes, tuple[int, str, bytes | None]]:
 # A write's version (key, hlc, origin) is unique in a real cluster, so its value is determined:
 # generate a dict version -> value and turn it into writes.
 versions = st.tuples(st.sampled_from(KEYS), st.integers(1, 6), st.sampled_from(ORIGINS))
-values = st.one_of(st.none(), st.binary(max_size=4))
+# Short values and values long enough (> 256 bytes) that the old entry is hashed through a view.
+values = st.one_of(st.none(), st.binary(max_size=4), st.binary(min_size=250, max_size=600))
 write_sets = st.dictionaries(versions, values, max_size=25).map(
     lambda d: [(k, h, o, v) for (k, h, o), v in d.items()]
 )
@@ -112,6 +113,46 @@ def test_reapplying_everything_changes_nothing(writes: list[Write]) -> None:
     before = (snapshot(ks), ks.digest())
     assert not any(ks.apply(*w) for w in writes)
     assert (snapshot(ks), ks.digest()) == before
+
+
+@given(shuffled_with_duplicates())
+@settings(max_examples=60)
+def test_apply_many_in_runs_equals_one_by_one(case: tuple[list[Write], list[Write]]) -> None:
+    """The store applies batches with ``apply_many``: runs of one origin's writes at a time."""
+    _writes, mixed = case
+    one = Keyspace()
+    changed_one = [one.apply(*w) for w in mixed]
+    many = Keyspace()
+    changed_many = 0
+    i = 0
+    while i < len(mixed):
+        j = i
+        while j < len(mixed) and mixed[j][2] == mixed[i][2]:
+            j += 1
+        run = mixed[i:j]
+        n, top = many.apply_many(mixed[i][2], [(h, k, v) for k, h, _o, v in run])
+        assert top == max(h for _k, h, _o, _v in run)
+        changed_many += n
+        i = j
+    assert changed_many == sum(changed_one)
+    assert snapshot(many) == snapshot(one)
+    assert many.bucket_hashes() == one.bucket_hashes()
+    assert many.tombstones == one.tombstones and len(many) == len(one)
+
+
+def test_non_str_origin_is_refused_and_the_keyspace_stays_usable() -> None:
+    ks = Keyspace()
+    ks.apply(b"k", 1, "n1", b"v")
+    try:
+        ks.apply(b"k", 2, b"n2", b"w")  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a bytes origin was accepted")
+    assert ks.apply(b"k", 3, "n3", b"x") and ks.entry(b"k") == (3, "n3", b"x")
+    fresh = Keyspace()
+    fresh.apply(b"k", 3, "n3", b"x")
+    assert ks.bucket_hashes() == fresh.bucket_hashes()
 
 
 # ------------------------------------------------------------------ the conflict rule

@@ -317,3 +317,48 @@ def test_fast_path_rejects_leading_zero_counts_like_the_exact_parser() -> None:
     for data in (b"*01\r\n$4\r\nPING\r\n", b"PING\r\n*01\r\n$4\r\nPING\r\n"):
         p = parse_requests(data, MAX)
         assert p.fatal is not None and b"invalid multibulk length" in p.fatal
+
+
+# ------------------------------------------------------------------ the RESP fast path
+
+def _cmd(args: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+_arg = st.one_of(st.binary(max_size=8), st.sampled_from([b"\r\n", b"a\r\nb", b"x" * 1023, b"y" * 1024]))
+_junk = st.sampled_from([b"*0\r\n", b"*01\r\n$1\r\na\r\n", b"$3\r\nabc\r\n", b"*1\r\n$01\r\na\r\n",
+                         b"*1\r\n$2\r\na\r\n", b"*256\r\n", b"PING\r\n", b"*2\r\n$1\r\na\r\n"])
+
+
+@given(st.lists(st.one_of(st.lists(_arg, min_size=1, max_size=4).map(_cmd), _junk), max_size=6),
+       st.integers(0, 40), st.sampled_from([4, 1024, 512 * 1024 * 1024]))
+@settings(max_examples=300)
+def test_fast_path_takes_exactly_what_the_exact_parser_would(pieces: list[bytes], cut: int,
+                                                             max_bulk: int) -> None:
+    from zkv.protocol.requests import _fast_resp
+    from zkv.protocol.resp import parse_command
+
+    buf = b"".join(pieces)
+    buf = buf[:max(0, len(buf) - cut)]
+    out: list[Request] = []
+    pos = _fast_resp(buf, out, max_bulk)
+    p, exact = 0, []
+    while p < pos:
+        got = parse_command(buf, p, max_bulk=max_bulk)
+        assert got is not None, (buf, pos)
+        args, p = got
+        exact.append(args)
+    assert p == pos
+    assert [args for args, _resp in out] == exact
+    assert all(is_resp for _args, is_resp in out)
+
+
+@given(st.lists(st.lists(st.binary(max_size=20).filter(lambda a: b"\r\n" not in a), min_size=1, max_size=5),
+                min_size=1, max_size=10))
+def test_fast_path_takes_every_plain_pipelined_command(commands: list[list[bytes]]) -> None:
+    from zkv.protocol.requests import _fast_resp
+
+    buf = b"".join(_cmd(c) for c in commands)
+    out: list[Request] = []
+    assert _fast_resp(buf, out, 512 * 1024 * 1024) == len(buf)
+    assert [args for args, _resp in out] == commands

@@ -55,3 +55,22 @@ def test_first_write_after_quiet_spell_is_not_delayed(make_cluster) -> None:
                        what=f"write {i} on node1")
             lag = time.monotonic() - t0
             assert lag < 0.5, f"write {i} after a quiet spell took {lag:.2f}s to replicate"
+
+
+def test_heartbeat_flushes_held_events_before_announcing_them(make_cluster) -> None:
+    """A heartbeat announces the node's sequence number; events held back by pacing go out
+    first, so a peer never sees an announcement ahead of the bus and pulls what is on its way."""
+    c = make_cluster(publish_interval_ms=5000, heartbeat_ms=200).start()
+    a, b = c.nodes[0], c.nodes[1]
+    with LineClient(a.port) as cl:
+        assert cl.cmd(b"SET warm 0") == b"OK"
+        wait_until(lambda: b.get("warm") == b"VALUE 0", timeout=10, what="first write on node1")
+        pulled = int(b.info()["pulled_events"])
+        t0 = time.monotonic()
+        for i in range(40):
+            assert cl.cmd(f"SET hb{i} v{i}".encode()) == b"OK"
+    # Held for up to 5 s by pacing, the writes must still arrive with the next heartbeat.
+    wait_until(lambda: b.get("hb39") == b"VALUE v39", timeout=4.0, what="held writes on node1")
+    assert time.monotonic() - t0 < 4.0
+    assert all(b.get(f"hb{i}") == f"VALUE v{i}".encode() for i in range(40))
+    assert int(b.info()["pulled_events"]) == pulled, "a heartbeat ran ahead of the bus"

@@ -92,11 +92,14 @@ class Keyspace:
     def _index(self, origin: str) -> int:
         i = self._origin_index.get(origin)
         if i is None:
+            if origin.__class__ is not str:  # checked before the tables change: they stay in step
+                raise TypeError(f"origin must be a str, got {type(origin).__name__}")
             i = len(self._origins)
             if i >= _TOMB:
                 raise ValueError("too many distinct origins")
+            crc = _origin_crc(origin)
             self._origins.append(origin)
-            self._origin_crcs.append(_origin_crc(origin))
+            self._origin_crcs.append(crc)
             self._origin_index[origin] = i
         return i
 

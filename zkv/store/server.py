@@ -40,7 +40,7 @@ from zkv.store.durability import (
     SNAPSHOT, Durability, Recovered, clock_after, encode_event_record, encode_repair_record,
 )
 from zkv.store.keyspace import BUCKETS, Keyspace
-from zkv.store.snapshot import decode_chunk, read_snapshot_raw
+from zkv.store.snapshot import check_entries, decode_chunk, read_snapshot_raw
 
 log = logging.getLogger("zkv.store")
 
@@ -478,6 +478,7 @@ class Store:
         elif verb == b"snapchunk":
             if self.sync is not None and self.sync.peer == peer and frames[1] == self.sync.tag:
                 entries = decode_chunk(frames[2])
+                check_entries(entries)
                 for key, hlc, origin, value in entries:
                     self.ks.apply(key, hlc, origin, value)
                     self.clock.observe(hlc)
@@ -518,6 +519,7 @@ class Store:
             self._repair(peer, horizon, set(buckets), entries)
 
     def _repair(self, peer: str, horizon: int, buckets: set[int], entries: list) -> None:
+        check_entries(entries)  # a peer's reply: nothing reaches the keyspace unchecked
         changed = []
         present = set()
         for key, hlc, origin, value in entries:

@@ -124,9 +124,10 @@ def _decode_meta(payload: bytes) -> dict[Any, Any]:
 # --------------------------------------------------------------------------- writing
 
 
-def _check_entries(entries: list[Entry]) -> None:
-    """Reject entries of the wrong shape, which msgpack would happily round-trip into
-    something else (a str key comes back as str). About 0.1 s per million entries."""
+def check_entries(entries: list[Entry]) -> None:
+    """Reject entries of the wrong shape (TypeError): before writing them, since msgpack would
+    happily round-trip them into something else (a str key comes back as str), and before
+    applying entries a peer sent. About 0.1 s per million entries."""
     for entry in entries:
         try:
             key, hlc, origin, value = entry
@@ -175,7 +176,7 @@ def write_snapshot(path: PathLike, entries: Iterable[Entry], meta: dict[Any, Any
     with atomic_write(path) as fd:
         write_all(fd, MAGIC)
         while batch := list(islice(it, CHUNK_ENTRIES)):
-            _check_entries(batch)
+            check_entries(batch)
             for payload in _packed_chunks(batch):
                 _write_frame(fd, payload)
                 chunks += 1
