@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zkv.frontend.readcache import ReadCache
 from zkv.frontend.server import MAX_QUEUED_GROUPS, ClientConnection
 
 
@@ -59,14 +60,15 @@ class Cfg:
 
 
 class FakeServer:
-    def __init__(self) -> None:
+    def __init__(self, cache: ReadCache | None = None) -> None:
         self.cfg = Cfg()
         self.link = RecordingLink()
         self.clients: set[ClientConnection] = set()
+        self.cache = cache
 
 
-def connect() -> tuple[ClientConnection, RecordingTransport, RecordingLink]:
-    server = FakeServer()
+def connect(cache: ReadCache | None = None) -> tuple[ClientConnection, RecordingTransport, RecordingLink]:
+    server = FakeServer(cache)
     conn = ClientConnection(server)  # type: ignore[arg-type]
     t = RecordingTransport()
     conn.connection_made(t)  # type: ignore[arg-type]

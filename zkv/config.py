@@ -25,6 +25,8 @@ DEFAULT_ANTI_ENTROPY_MS = 2_000
 # Local events are published at most once per this interval (the first after a quiet spell goes
 # at once): under load, peers get fewer, larger batches, and each batch costs them a wake-up.
 DEFAULT_PUBLISH_INTERVAL_MS = 2
+# The frontend's read cache (zkv.frontend.readcache): a GET it answers skips the store round trip.
+DEFAULT_READ_CACHE_MB = 64
 DEFAULT_HWM = 100_000  # ZeroMQ high-water mark of the replication PUB/SUB sockets
 FSYNC_MODES = ("always", "everysec", "no")
 
@@ -58,6 +60,7 @@ class Config:
     anti_entropy_ms: int = DEFAULT_ANTI_ENTROPY_MS
     hwm: int = DEFAULT_HWM
     publish_interval_ms: int = DEFAULT_PUBLISH_INTERVAL_MS
+    read_cache_mb: int = DEFAULT_READ_CACHE_MB
     source: str = field(default="", compare=False)
 
     @property
@@ -112,7 +115,7 @@ def _optional_int(raw: dict[str, Any], key: str, default: int, minimum: int, whe
 _KNOWN_KEYS = {
     "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
-    "publish_interval_ms",
+    "publish_interval_ms", "read_cache_mb",
 }
 
 
@@ -172,6 +175,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         anti_entropy_ms=_optional_int(raw, "anti_entropy_ms", DEFAULT_ANTI_ENTROPY_MS, 50, where),
         hwm=_optional_int(raw, "hwm", DEFAULT_HWM, 1, where),
         publish_interval_ms=_optional_int(raw, "publish_interval_ms", DEFAULT_PUBLISH_INTERVAL_MS, 0, where),
+        read_cache_mb=_optional_int(raw, "read_cache_mb", DEFAULT_READ_CACHE_MB, 0, where),
         source=where,
     )
 

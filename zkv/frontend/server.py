@@ -17,6 +17,7 @@ from typing import Any
 
 from zkv.commands import Deferred, Hello, Quit, dispatch, internal_error
 from zkv.config import Config
+from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
 from zkv.protocol.requests import parse_requests
 
@@ -42,6 +43,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.link = server.link
+        self.cache = server.cache
         self.max_line = server.cfg.max_line
         self.buf = bytearray()
         self.queue: deque[_Group] = deque()
@@ -99,10 +101,20 @@ class ClientConnection(asyncio.Protocol):
         parts: list[Any] = []
         ops: list[Any] = []
         resp3 = self.resp3
+        cache = self.cache if not self.queue else None  # see below
         for args, is_resp in parsed.requests:
             r = dispatch(args, is_resp, resp3)
             if r.__class__ is Deferred:
-                ops.extend(r.ops)  # type: ignore[union-attr]
+                r_ops = r.ops  # type: ignore[union-attr]
+                # A read of one key (GET, or EXISTS/MGET of one) is answered from the read cache
+                # when nothing this client sent before it still waits for the store: an earlier
+                # write of it must be applied first, and the cache learns of it only then.
+                if cache is not None and not ops and len(r_ops) == 1 and r_ops[0][0] == "g":
+                    hit = cache.lookup(r_ops[0][1])
+                    if hit is not MISS:
+                        parts.append(r.encode((hit,)))  # type: ignore[union-attr]
+                        continue
+                ops.extend(r_ops)
                 parts.append(r)
             elif r.__class__ is bytes:
                 parts.append(r)
@@ -136,9 +148,25 @@ class ClientConnection(asyncio.Protocol):
         if not self.queue:  # connection gone
             return
         parts = group.parts
+        cache = self.cache
         if len(parts) == 1 and results is not None:  # one request that waited for the store
-            group.out = parts[0].encode(results)
+            p = parts[0]
+            if cache is not None:
+                if len(results) == 1:  # one op: tell the cache inline (see _learn)
+                    op = p.ops[0]
+                    code = op[0]
+                    if code == "s":
+                        cache.put(op[1], op[2])
+                    elif code == "g":
+                        cache.put(op[1], results[0])
+                    elif code == "d":
+                        cache.put(op[1], None)
+                else:
+                    self._learn(parts, results)
+            group.out = p.encode(results)
         else:
+            if cache is not None:
+                self._learn(parts, results)
             out = []
             i = 0
             for p in parts:
@@ -162,6 +190,29 @@ class ClientConnection(asyncio.Protocol):
         if ready:
             self._write(b"".join(ready))  # type: ignore[arg-type]
         self._update_reading()
+
+    def _learn(self, parts: list[Any], results: list[Any] | None) -> None:
+        """Tell the read cache what the store just answered: a value read, a value written
+        (applied and logged: the client is about to get OK), a key deleted."""
+        cache = self.cache
+        assert cache is not None
+        if results is None:
+            cache.clear()  # the store failed this batch: know nothing rather than something stale
+            return
+        put = cache.put
+        i = 0
+        for p in parts:
+            if p.__class__ is not Deferred:
+                continue
+            for op in p.ops:
+                code = op[0]
+                if code == "s":
+                    put(op[1], op[2])
+                elif code == "g":
+                    put(op[1], results[i])
+                elif code == "d":
+                    put(op[1], None)
+                i += 1
 
     def _write(self, data: bytes) -> None:
         t = self.transport
@@ -196,10 +247,20 @@ class Server:
         self.store_endpoint = store_endpoint
         self.clients: set[ClientConnection] = set()
         self.link: StoreLink  # set in serve()
+        self.cache = ReadCache(cfg.read_cache_mb * 1024 * 1024) if cfg.read_cache_mb else None
+
+    def _invalidate(self, keys: list[bytes] | None) -> None:
+        assert self.cache is not None
+        if keys is None:
+            self.cache.clear()
+        else:
+            self.cache.invalidate(keys)
 
     async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.link = StoreLink(loop, self.store_endpoint)
+        if self.cache is not None:
+            self.link.on_invalidate = self._invalidate
         server = await loop.create_server(
             lambda: ClientConnection(self), self.cfg.listen_host, self.cfg.listen_port,
             reuse_address=True, backlog=4096,

@@ -19,6 +19,8 @@ from typing import Any
 import msgpack
 import zmq
 
+INVALIDATE = b"inv"  # first frame of a store->frontend invalidation (see zkv.frontend.readcache)
+
 Callback = Callable[[list[Any] | None], None]  # None: the store gave no results
 
 
@@ -36,6 +38,9 @@ class StoreLink:
         self._inflight: deque[tuple[list[tuple[Callback, int]], int]] = deque()  # (callbacks, ops)
         self._scheduled = False
         self._packer = msgpack.Packer(use_bin_type=True)
+        # Called with the keys the store changed on its own (None: forget everything), in
+        # order with the replies; see zkv.frontend.readcache.
+        self.on_invalidate: Callable[[list[bytes] | None], None] | None = None
         loop.add_reader(self.sock.FD, self._drain)
 
     def submit(self, ops: list[Any], callback: Callback) -> None:
@@ -60,6 +65,9 @@ class StoreLink:
         sock = self.sock
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             raw = sock.recv(zmq.NOBLOCK)
+            if raw == INVALIDATE:  # [INVALIDATE, keys]: not a reply (replies are msgpack arrays)
+                self._invalidated(sock.recv(zmq.NOBLOCK) if sock.getsockopt(zmq.RCVMORE) else b"")
+                continue
             cbs, count = self._inflight.popleft()
             try:
                 results = msgpack.unpackb(raw, raw=False)
@@ -76,6 +84,16 @@ class StoreLink:
             for cb, n in cbs:
                 cb(results[i:i + n])
                 i += n
+
+    def _invalidated(self, payload: bytes) -> None:
+        try:
+            keys = msgpack.unpackb(payload)
+        except Exception:  # noqa: BLE001 - cannot tell which keys: forget them all
+            keys = None
+        if keys is not None and not isinstance(keys, list):
+            keys = None
+        if self.on_invalidate is not None:
+            self.on_invalidate(keys)
 
     def close(self) -> None:
         self.loop.remove_reader(self.sock.FD)

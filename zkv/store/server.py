@@ -49,6 +49,8 @@ SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandon
 # Local events are published once per loop turn, all the frontend batches of that turn in one
 # message (so peers wake up once for them), or as soon as this many have accumulated.
 PUBLISH_MAX_EVENTS = 4096
+INVALIDATE = b"inv"  # first frame of an invalidation to the frontend (zkv.frontend.storelink)
+INVALIDATE_MAX_KEYS = 100_000  # beyond this, "forget everything" is cheaper to send and apply
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
 
 
@@ -131,6 +133,14 @@ class Store:
         # quiet spell the first event goes out at once, so light traffic sees no delay.
         self.publish_interval = cfg.publish_interval_ms / 1000
         self._next_publish = 0.0
+        # The frontend's read cache (zkv.frontend.readcache) learns of changes the frontend did
+        # not ask for - replicated writes, repairs, transfers - from invalidations sent on the
+        # reply connection, before any reply computed after the change.
+        # ROUTER identities that sent requests (the frontend; anything else that connects to the
+        # ipc socket gets them too rather than being mistaken for it), once they have spoken.
+        self._frontends: dict[bytes, None] = {}
+        self._changed: list[bytes] = []  # keys changed since the last invalidation was sent
+        self._forget_all = False  # a bulk change: the frontend must drop its whole cache
         self.ctx = zmq.Context.instance()
         self._bind()
 
@@ -220,6 +230,8 @@ class Store:
             for peer, (_endpoint, sock) in list(self.fetchers.items()):
                 if sock in ready:
                     self._receive_fetch(peer, sock)
+            if self._changed or self._forget_all:
+                self._invalidate()
             if self._unpublished and time.monotonic() >= self._next_publish:
                 self._publish()
             if self.streams:
@@ -337,8 +349,26 @@ class Store:
                 self._unpublished_payload = payload
             if len(self._unpublished) >= PUBLISH_MAX_EVENTS:
                 self._publish()
+        if self._changed or self._forget_all:
+            self._invalidate()  # (none are made above: local writes are the frontend's own)
         for ident, results in replies:
             clients.send_multipart([ident, pack(results)])
+        if self.cfg.read_cache_mb:
+            for ident, _results in replies:
+                if ident not in self._frontends:
+                    self._frontends[ident] = None
+                    if len(self._frontends) > 16:
+                        del self._frontends[next(iter(self._frontends))]
+
+    def _invalidate(self) -> None:
+        """Tell the frontend which keys changed without its asking (None: forget everything)."""
+        if self._frontends:
+            keys = None if self._forget_all or len(self._changed) > INVALIDATE_MAX_KEYS else self._changed
+            payload = pack(keys)
+            for ident in self._frontends:
+                self.clients.send_multipart([ident, INVALIDATE, payload])
+        self._changed = []
+        self._forget_all = False
 
     def _publish(self) -> None:
         """Send the local events not yet published as one batch."""
@@ -388,9 +418,12 @@ class Store:
         ks, clock = self.ks, self.clock
         records = []
         writes = 0
+        changed = self._changed if self._frontends else None
         for b in batches:
             origin = b.origin
             clock.observe(ks.apply_many(origin, b.items)[1])
+            if changed is not None:
+                changed.extend([key for _hlc, key, _value in b.items])
             data = payload if payload is not None else encode_batch(b)
             records.append(encode_event_record(data))
             self.backlog.add(origin, b.first_seq, b.last_seq, data)
@@ -479,6 +512,7 @@ class Store:
             if self.sync is not None and self.sync.peer == peer and frames[1] == self.sync.tag:
                 entries = decode_chunk(frames[2])
                 check_entries(entries)
+                self._forget_all = True
                 for key, hlc, origin, value in entries:
                     self.ks.apply(key, hlc, origin, value)
                     self.clock.observe(hlc)
@@ -491,6 +525,7 @@ class Store:
                 meta = unpack(frames[2])
                 horizon = int(meta.get("gc_horizon", 0))
                 dropped = self.ks.drop(self.ks.absent(self.sync.keys, horizon), horizon)
+                self._forget_all = True
                 self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
                 vv = {str(k): int(v) for k, v in meta["vv"].items()}
                 self.inbox.advance(vv)
@@ -530,6 +565,7 @@ class Store:
                 changed.append((key, hlc, origin, value))
         dropped = self.ks.drop(self.ks.absent(present, horizon, buckets), horizon)
         if changed or dropped:
+            self._forget_all = True
             self.stats["repaired_keys"] += len(changed) + len(dropped)
             self.disk.append([encode_repair_record(None, horizon, changed, dropped)],
                              len(changed) + len(dropped) + 1)

@@ -1,0 +1,86 @@
+"""Unit tests for zkv.frontend.readcache and for how a connection uses it (no sockets).
+
+The connection side is driven like tests/test_frontend_flow.py: a recording link stands in for
+the store, so each test decides what the store answers and when.
+"""
+
+from __future__ import annotations
+
+from zkv.frontend.readcache import ENTRY_OVERHEAD, MISS, ReadCache
+from tests.test_frontend_flow import connect
+
+
+def test_put_lookup_absent_and_invalidate() -> None:
+    c = ReadCache(1 << 20)
+    assert c.lookup(b"k") is MISS
+    c.put(b"k", b"v")
+    c.put(b"gone", None)
+    assert c.lookup(b"k") == b"v" and c.lookup(b"gone") is None
+    c.invalidate([b"k", b"never-cached"])
+    assert c.lookup(b"k") is MISS and len(c) == 1
+    c.clear()
+    assert len(c) == 0 and c.size == 0
+
+
+def test_budget_evicts_oldest_first_and_accounts_bytes() -> None:
+    c = ReadCache(3 * (2 + 4 + ENTRY_OVERHEAD))
+    for i in range(5):
+        c.put(b"k%d" % i, b"vvvv")
+    assert [k for k in (b"k0", b"k1", b"k2", b"k3", b"k4") if c.lookup(k) is not MISS] == [b"k2", b"k3", b"k4"]
+    assert c.size == 3 * (2 + 4 + ENTRY_OVERHEAD)
+    c.put(b"k3", b"")  # replacing updates the size, not adds to it
+    assert c.size == 2 * (2 + 4 + ENTRY_OVERHEAD) + 2 + ENTRY_OVERHEAD
+    c.put(b"huge", b"x" * (1 << 20))  # larger than the whole budget: not kept, nothing evicted
+    assert c.lookup(b"huge") is MISS and len(c) == 3
+    c.put(b"k4", b"x" * (1 << 20))  # an entry that grows past the budget leaves
+    assert c.lookup(b"k4") is MISS and c.size == 2 + ENTRY_OVERHEAD + 2 + 4 + ENTRY_OVERHEAD
+
+
+def test_read_is_answered_from_the_cache_once_the_store_has_answered_it() -> None:
+    cache = ReadCache(1 << 20)
+    conn, t, link = connect(cache)
+    conn.data_received(b"GET k\n")
+    assert len(link.pending) == 1
+    link.pending[0][1]([b"v1"])
+    conn.data_received(b"GET k\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+    assert len(link.pending) == 1, "the cached key went to the store again"
+    assert t.out == b"VALUE v1\nVALUE v1\n$2\r\nv1\r\n"
+    conn.data_received(b"GET other\n")  # not cached: to the store
+    assert len(link.pending) == 2
+
+
+def test_a_write_is_cached_when_acknowledged_not_before() -> None:
+    cache = ReadCache(1 << 20)
+    cache.put(b"k", b"old")
+    conn, t, link = connect(cache)
+    conn.data_received(b"SET k new\nGET k\n")  # the GET follows an unapplied write: store
+    assert [op for ops, _cb in link.pending for op in ops] == [("s", b"k", b"new"), ("g", b"k")]
+    assert cache.lookup(b"k") == b"old"
+    link.pending[0][1]([None, b"new"])
+    assert t.out == b"OK\nVALUE new\n"
+    assert cache.lookup(b"k") == b"new"
+    conn.data_received(b"DEL k\n")
+    link.pending[1][1]([1])
+    conn.data_received(b"GET k\n")
+    assert len(link.pending) == 2 and t.out.endswith(b"OK\nNOT FOUND\n")
+
+
+def test_a_read_waits_behind_this_clients_pending_requests() -> None:
+    cache = ReadCache(1 << 20)
+    cache.put(b"k", b"cached")
+    conn, t, link = connect(cache)
+    conn.data_received(b"SET k mine\n")
+    conn.data_received(b"GET k\n")  # a separate read, but the SET is still owed: store
+    assert len(link.pending) == 2
+    link.pending[0][1]([None])
+    link.pending[1][1]([b"mine"])
+    assert t.out == b"OK\nVALUE mine\n"
+
+
+def test_store_failure_forgets_everything() -> None:
+    cache = ReadCache(1 << 20)
+    cache.put(b"a", b"1")
+    conn, _t, link = connect(cache)
+    conn.data_received(b"GET b\n")
+    link.pending[0][1](None)
+    assert len(cache) == 0

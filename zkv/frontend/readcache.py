@@ -1,0 +1,83 @@
+"""The frontend's read cache: recent values of keys, kept coherent with the store, bounded in bytes.
+
+A GET answered here skips the frontend->store->frontend ZeroMQ round trip, which costs more than
+Redis's whole request (see README, Figures).  Coherence comes from ordering, not from versions:
+everything the store says to the frontend travels on ONE ZeroMQ connection, in the order the
+store did it, and the cache changes only as those messages are handled:
+
+* a reply to a GET fills the key with the value the store read;
+* a reply to a SET or DEL (the write is applied and logged) sets the key to its new value,
+  or to "absent" - before the client is told ``OK``;
+* an invalidation drops keys the store changed for other reasons (writes replicated from peers,
+  repairs, a full transfer), and is sent before any reply the store computed after the change.
+
+So the cache holds, for every key in it, the value the store had when it last told the frontend
+about that key, and the store always tells it before anyone on this node can have seen a newer
+value.  Pure: no I/O.  Eviction is first-in first-out, by an estimate of bytes held.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+ENTRY_OVERHEAD = 150  # bytes of Python objects per entry beyond key and value (measured, rounded up)
+MISS = object()  # what lookup() returns for a key it knows nothing about
+
+
+class ReadCache:
+    """Key -> last known value (None: known to be absent), at most ``budget`` bytes (estimated).
+
+    On the path of every request, so entries are bare values in an OrderedDict (oldest first)
+    and sizes are adjusted in place rather than recomputed."""
+
+    __slots__ = ("budget", "size", "_d")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._d: OrderedDict[bytes, bytes | None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def lookup(self, key: bytes) -> bytes | None | object:
+        """The value, None for a key known to be absent, or ``MISS``."""
+        return self._d.get(key, MISS)
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        """What the store just said about ``key``: its value, or None for no such key."""
+        d = self._d
+        vlen = 0 if value is None else len(value)
+        old = d.get(key, MISS)
+        if old is not MISS:
+            if vlen + len(key) + ENTRY_OVERHEAD > self.budget:
+                self.invalidate((key,))
+                return
+            d[key] = value  # keeps its place in the eviction order
+            self.size += vlen - (0 if old is None else len(old))  # type: ignore[arg-type]
+        else:
+            cost = vlen + len(key) + ENTRY_OVERHEAD
+            if cost > self.budget:
+                return
+            d[key] = value
+            self.size += cost
+        if self.size > self.budget:
+            self._evict()
+
+    def _evict(self) -> None:
+        d = self._d
+        while self.size > self.budget:
+            k, v = d.popitem(last=False)
+            self.size -= len(k) + (0 if v is None else len(v)) + ENTRY_OVERHEAD
+
+    def invalidate(self, keys: Iterable[bytes]) -> None:
+        d = self._d
+        for key in keys:
+            old = d.pop(key, MISS)
+            if old is not MISS:
+                self.size -= len(key) + (0 if old is None else len(old)) + ENTRY_OVERHEAD  # type: ignore[arg-type]
+
+    def clear(self) -> None:
+        self._d.clear()
+        self.size = 0
