@@ -166,14 +166,17 @@ def start_redis(workdir: Path, label: str = "Redis", kind: str = "redis",
 # --------------------------------------------------------------------------- zkv
 
 
-def zkv_config_text(node_id: str, port: int, bus_ports: dict[str, int], data_dir: Path) -> str:
-    """The TOML for one node: its client port, its bus and every other node as a peer."""
+def zkv_config_text(node_id: str, port: int, bus_ports: dict[str, int], data_dir: Path,
+                    settings: Sequence[str] = ()) -> str:
+    """The TOML for one node: its client port, its bus and every other node as a peer, plus
+    ``settings`` (``key = value`` TOML lines, e.g. ``read_cache_mb = 0``)."""
     lines = [
         f'id = "{node_id}"',
         f'listen = "{procs.LOOPBACK}:{port}"',
         f'bus = "tcp://{procs.LOOPBACK}:{bus_ports[node_id]}"',
         f'data_dir = "{data_dir}"',
         'fsync = "everysec"',
+        *settings,
     ]
     for peer, bport in bus_ports.items():
         if peer != node_id:
@@ -187,7 +190,7 @@ def zkv_argv(template: str, config: Path) -> list[str]:
 
 
 def start_zkv(workdir: Path, cmd_template: str = DEFAULT_ZKV_CMD, deadline_s: float = 60.0,
-              count: int = 3) -> Cluster:
+              count: int = 3, settings: Sequence[str] = ()) -> Cluster:
     """Write ``count`` TOML configs, start each node in its own process group, wait for PING."""
     workdir.mkdir(parents=True, exist_ok=True)
     ids = [f"node{i}" for i in range(count)]
@@ -201,7 +204,7 @@ def start_zkv(workdir: Path, cmd_template: str = DEFAULT_ZKV_CMD, deadline_s: fl
             data_dir = workdir / node_id
             data_dir.mkdir(exist_ok=True)
             cfg = workdir / f"{node_id}.toml"
-            cfg.write_text(zkv_config_text(node_id, client_ports[node_id], bus_ports, data_dir))
+            cfg.write_text(zkv_config_text(node_id, client_ports[node_id], bus_ports, data_dir, settings))
             child = procs.spawn(f"zkv:{node_id}", zkv_argv(cmd_template, cfg),
                                 log_path=workdir / f"{node_id}.log", cwd=REPO_ROOT)
             nodes.append(Node(node_id, procs.LOOPBACK, client_ports[node_id], child))

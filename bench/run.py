@@ -71,12 +71,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="stand a second Redis master+2 replicas in for zkv (tests the harness)")
     ap.add_argument("--zkv-cmd", default=clusters.DEFAULT_ZKV_CMD,
                     help="node command; {python} and {config} are substituted (default: %(default)s)")
+    ap.add_argument("--zkv-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config setting for every zkv node, as TOML (repeatable), e.g. "
+                         "--zkv-set read_cache_mb=0")
     ap.add_argument("--start-timeout", type=float, default=60.0, help="seconds for a cluster to come up")
     ap.add_argument("--json", type=Path, default=None, help="write the JSON here instead of bench/results/")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     ap.add_argument("--no-install", action="store_true", help="do not run bin/install-redis")
     ap.add_argument("--strict", action="store_true", help="exit 1 when any target is missed")
     args = ap.parse_args(argv)
+    for kv in args.zkv_set:
+        if "=" not in kv:
+            ap.error(f"--zkv-set wants KEY=VALUE, got {kv!r}")
     quick = args.quick
     args.repeats = args.repeats or (2 if quick else 3)
     args.scale = args.scale or (0.5 if quick else 1.0)
@@ -108,7 +114,9 @@ def start_pair(tmp: Path, args: argparse.Namespace, tag: str) -> tuple[Cluster, 
                                        memory_mode="rss", deadline_s=args.start_timeout)
         else:
             log(f"starting zkv, 3 nodes ({tag}): {args.zkv_cmd}")
-            zkv = clusters.start_zkv(tmp / f"zkv-{tag}", args.zkv_cmd, deadline_s=args.start_timeout)
+            zkv = clusters.start_zkv(tmp / f"zkv-{tag}", args.zkv_cmd, deadline_s=args.start_timeout,
+                                     settings=[f"{k.strip()} = {v.strip()}" for k, _, v in
+                                               (kv.partition("=") for kv in args.zkv_set)])
         log(f"  zkv up: {', '.join(n.addr for n in zkv.nodes)}")
     except BaseException:
         redis.stop()
@@ -265,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         summaries = summarize(outcomes, configs, (REDIS_LABEL, zkv_label))
     checks = report.all_checks(configs, summaries, lags, mems, zkv_label, REDIS_LABEL)
     lines = report.machine_lines(machine)
+    if args.zkv_set:
+        lines.append("zkv settings: " + ", ".join(args.zkv_set))
     if status != "ok":
         lines.append(f"status: {status}")
     if summaries:
