@@ -1,13 +1,23 @@
 """Unit tests for zkv.frontend.readcache and for how a connection uses it (no sockets).
 
 The connection side is driven like tests/test_frontend_flow.py: a recording link stands in for
-the store, so each test decides what the store answers and when.
+the store, so each test decides what the store answers and when; ``answer`` does what
+StoreLink does with a reply (tests/test_storelink.py checks StoreLink itself).
 """
 
 from __future__ import annotations
 
 from zkv.frontend.readcache import ENTRY_OVERHEAD, MISS, ReadCache
-from tests.test_frontend_flow import connect
+from tests.test_frontend_flow import RecordingLink, connect
+
+
+def answer(link: RecordingLink, cache: ReadCache, i: int, results: list | None) -> None:
+    ops, callback = link.pending[i]
+    if results is None:
+        cache.clear()
+    else:
+        cache.learn(ops, results)
+    callback(results)
 
 
 def test_put_lookup_absent_and_invalidate() -> None:
@@ -41,7 +51,7 @@ def test_read_is_answered_from_the_cache_once_the_store_has_answered_it() -> Non
     conn, t, link = connect(cache)
     conn.data_received(b"GET k\n")
     assert len(link.pending) == 1
-    link.pending[0][1]([b"v1"])
+    answer(link, cache, 0, [b"v1"])
     conn.data_received(b"GET k\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
     assert len(link.pending) == 1, "the cached key went to the store again"
     assert t.out == b"VALUE v1\nVALUE v1\n$2\r\nv1\r\n"
@@ -56,11 +66,11 @@ def test_a_write_is_cached_when_acknowledged_not_before() -> None:
     conn.data_received(b"SET k new\nGET k\n")  # the GET follows an unapplied write: store
     assert [op for ops, _cb in link.pending for op in ops] == [("s", b"k", b"new"), ("g", b"k")]
     assert cache.lookup(b"k") == b"old"
-    link.pending[0][1]([None, b"new"])
+    answer(link, cache, 0, [None, b"new"])
     assert t.out == b"OK\nVALUE new\n"
     assert cache.lookup(b"k") == b"new"
     conn.data_received(b"DEL k\n")
-    link.pending[1][1]([1])
+    answer(link, cache, 1, [1])
     conn.data_received(b"GET k\n")
     assert len(link.pending) == 2 and t.out.endswith(b"OK\nNOT FOUND\n")
 
@@ -72,15 +82,14 @@ def test_a_read_waits_behind_this_clients_pending_requests() -> None:
     conn.data_received(b"SET k mine\n")
     conn.data_received(b"GET k\n")  # a separate read, but the SET is still owed: store
     assert len(link.pending) == 2
-    link.pending[0][1]([None])
-    link.pending[1][1]([b"mine"])
+    answer(link, cache, 0, [None])
+    answer(link, cache, 1, [b"mine"])
     assert t.out == b"OK\nVALUE mine\n"
 
 
-def test_store_failure_forgets_everything() -> None:
+def test_learn_takes_reads_writes_and_deletes_in_order() -> None:
     cache = ReadCache(1 << 20)
-    cache.put(b"a", b"1")
-    conn, _t, link = connect(cache)
-    conn.data_received(b"GET b\n")
-    link.pending[0][1](None)
-    assert len(cache) == 0
+    cache.learn([("g", b"a"), ("s", b"b", b"2"), ("d", b"c"), ("g", b"b"), ("n",), ("s", b"a", b"9")],
+                [b"1", None, 1, b"2", 7, None])
+    assert [cache.lookup(k) for k in (b"a", b"b", b"c")] == [b"9", b"2", None]
+    assert len(cache) == 3

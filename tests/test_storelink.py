@@ -74,3 +74,55 @@ def test_batches_per_turn_and_a_bad_reply_fails_only_its_batch() -> None:
     finally:
         router.close(0)
     assert got == {"a": [b"1"], "bc": [None, b"3"], "d": None, "e": None, "f": [b"6"]}
+
+
+def test_the_read_cache_learns_from_replies_and_invalidations_in_arrival_order() -> None:
+    """Whatever became of the connection that asked (here: a callback that ignores the answer),
+    an acknowledged write reaches the cache; invalidations act exactly where they arrive."""
+    from zkv.commands import FRONTEND_ID, INVALIDATE
+    from zkv.frontend.readcache import MISS, ReadCache
+
+    endpoint = f"ipc://@zkv-test-storelink-cache-{os.getpid()}"
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(endpoint)
+    cache = ReadCache(1 << 20)
+    seen: list[Any] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        link = StoreLink(loop, endpoint, cache)
+        try:
+            link.submit([["s", b"k", b"v2"], ["g", b"other"]], lambda results: None)  # client gone
+            poller = zmq.Poller()
+            poller.register(router, zmq.POLLIN)
+            deadline = loop.time() + 10
+            while not dict(poller.poll(0)):
+                assert loop.time() < deadline, "no batch reached the router"
+                await asyncio.sleep(0.005)
+            ident, _payload = router.recv_multipart()
+            assert ident == FRONTEND_ID
+            # reply, then an invalidation of "other", then one of everything
+            router.send_multipart([ident, msgpack.packb([None, b"o"])])
+            router.send_multipart([ident, INVALIDATE, msgpack.packb([b"other"])])
+            link.submit([["g", b"x"]], lambda results: seen.append((results, cache.lookup(b"k"),
+                                                                    cache.lookup(b"other"))))
+            while not dict(poller.poll(0)):
+                assert loop.time() < deadline, "no second batch"
+                await asyncio.sleep(0.005)
+            router.recv_multipart()
+            router.send_multipart([ident, msgpack.packb([b"xv"])])
+            router.send_multipart([ident, INVALIDATE, msgpack.packb(None)])
+            while len(cache) and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+        finally:
+            link.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        router.close(0)
+    # when the second reply was handled: the write was cached, "other" had been invalidated
+    assert seen == [([b"xv"], b"v2", MISS)]
+    assert len(cache) == 0  # then "forget everything"

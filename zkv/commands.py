@@ -10,6 +10,11 @@ are tiny tuples the store process understands::
     ("n",)             key count  -> int
     ("i",)             info       -> dict
 
+The store answers each batch of operations with one message: the list of their results.  On
+the same connection it also sends ``[INVALIDATE, keys]`` (msgpack list, or nil for "all") to
+the frontend's identity ``FRONTEND_ID``: keys it changed without the frontend asking, for the
+frontend's read cache (``zkv.frontend.readcache``).
+
 Plain-text replies keep the original servers' words byte for byte (``OK``, ``VALUE v``,
 ``NOT FOUND``, ``ERROR ...``); RESP replies are Redis's.  Pure: no I/O.
 """
@@ -24,6 +29,9 @@ from zkv import __version__
 from zkv.protocol import resp
 
 Op = tuple[Any, ...]
+
+FRONTEND_ID = b"zkv-frontend"  # the frontend DEALER's ZeroMQ identity
+INVALIDATE = b"inv"  # first frame of an invalidation (replies are msgpack arrays: never this)
 Encoder = Callable[[list[Any]], bytes]
 
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
-ENTRY_OVERHEAD = 150  # bytes of Python objects per entry beyond key and value (measured, rounded up)
+ENTRY_OVERHEAD = 180  # bytes of Python objects per entry beyond key and value (measured, rounded up)
 MISS = object()  # what lookup() returns for a key it knows nothing about
 
 
@@ -70,6 +71,19 @@ class ReadCache:
         while self.size > self.budget:
             k, v = d.popitem(last=False)
             self.size -= len(k) + (0 if v is None else len(v)) + ENTRY_OVERHEAD
+
+    def learn(self, ops: list[Any], results: list[Any]) -> None:
+        """What the store answered to a batch of operations (``zkv.commands``): a value read, a
+        value written (applied and logged), a key deleted.  Before any client hears of it."""
+        put = self.put
+        for op, result in zip(ops, results):
+            code = op[0]
+            if code == "s":
+                put(op[1], op[2])
+            elif code == "g":
+                put(op[1], result)
+            elif code == "d":
+                put(op[1], None)
 
     def invalidate(self, keys: Iterable[bytes]) -> None:
         d = self._d

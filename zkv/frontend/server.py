@@ -148,25 +148,9 @@ class ClientConnection(asyncio.Protocol):
         if not self.queue:  # connection gone
             return
         parts = group.parts
-        cache = self.cache
         if len(parts) == 1 and results is not None:  # one request that waited for the store
-            p = parts[0]
-            if cache is not None:
-                if len(results) == 1:  # one op: tell the cache inline (see _learn)
-                    op = p.ops[0]
-                    code = op[0]
-                    if code == "s":
-                        cache.put(op[1], op[2])
-                    elif code == "g":
-                        cache.put(op[1], results[0])
-                    elif code == "d":
-                        cache.put(op[1], None)
-                else:
-                    self._learn(parts, results)
-            group.out = p.encode(results)
+            group.out = parts[0].encode(results)
         else:
-            if cache is not None:
-                self._learn(parts, results)
             out = []
             i = 0
             for p in parts:
@@ -190,29 +174,6 @@ class ClientConnection(asyncio.Protocol):
         if ready:
             self._write(b"".join(ready))  # type: ignore[arg-type]
         self._update_reading()
-
-    def _learn(self, parts: list[Any], results: list[Any] | None) -> None:
-        """Tell the read cache what the store just answered: a value read, a value written
-        (applied and logged: the client is about to get OK), a key deleted."""
-        cache = self.cache
-        assert cache is not None
-        if results is None:
-            cache.clear()  # the store failed this batch: know nothing rather than something stale
-            return
-        put = cache.put
-        i = 0
-        for p in parts:
-            if p.__class__ is not Deferred:
-                continue
-            for op in p.ops:
-                code = op[0]
-                if code == "s":
-                    put(op[1], op[2])
-                elif code == "g":
-                    put(op[1], results[i])
-                elif code == "d":
-                    put(op[1], None)
-                i += 1
 
     def _write(self, data: bytes) -> None:
         t = self.transport
@@ -249,18 +210,9 @@ class Server:
         self.link: StoreLink  # set in serve()
         self.cache = ReadCache(cfg.read_cache_mb * 1024 * 1024) if cfg.read_cache_mb else None
 
-    def _invalidate(self, keys: list[bytes] | None) -> None:
-        assert self.cache is not None
-        if keys is None:
-            self.cache.clear()
-        else:
-            self.cache.invalidate(keys)
-
     async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self.link = StoreLink(loop, self.store_endpoint)
-        if self.cache is not None:
-            self.link.on_invalidate = self._invalidate
+        self.link = StoreLink(loop, self.store_endpoint, self.cache)
         server = await loop.create_server(
             lambda: ClientConnection(self), self.cfg.listen_host, self.cfg.listen_port,
             reuse_address=True, backlog=4096,

@@ -5,6 +5,9 @@ as ONE message at the end of the turn; the store answers each message with one m
 results, in order, so replies are matched first-in first-out.  That keeps the frontend<->store
 hop to about one send and one receive per loop turn, however many requests it carries.
 
+The same connection carries the store's invalidations for the frontend's read cache; handling
+replies and invalidations here, in arrival order, is what keeps the cache coherent.
+
 ZeroMQ's file descriptor is edge-triggered: after every send and every wake-up the socket's
 EVENTS must be drained, or a reply can sit unnoticed.
 """
@@ -19,28 +22,34 @@ from typing import Any
 import msgpack
 import zmq
 
-INVALIDATE = b"inv"  # first frame of a store->frontend invalidation (see zkv.frontend.readcache)
+from zkv.commands import FRONTEND_ID, INVALIDATE
+from zkv.frontend.readcache import ReadCache
+
 
 Callback = Callable[[list[Any] | None], None]  # None: the store gave no results
 
 
 class StoreLink:
-    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str,
+                 cache: ReadCache | None = None) -> None:
         self.loop = loop
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
+        # A fixed identity: the store sends cache invalidations to this frontend and nobody else
+        # (ZeroMQ refuses a second connection claiming an identity already connected).
+        self.sock.setsockopt(zmq.ROUTING_ID, FRONTEND_ID)
         self.sock.linger = 0
         self.sock.sndhwm = 0
         self.sock.rcvhwm = 0
         self.sock.connect(endpoint)
         self._ops: list[Any] = []
         self._cbs: list[tuple[Callback, int]] = []
-        self._inflight: deque[tuple[list[tuple[Callback, int]], int]] = deque()  # (callbacks, ops)
+        self._inflight: deque[tuple[list[tuple[Callback, int]], list[Any]]] = deque()  # (callbacks, ops)
         self._scheduled = False
         self._packer = msgpack.Packer(use_bin_type=True)
-        # Called with the keys the store changed on its own (None: forget everything), in
-        # order with the replies; see zkv.frontend.readcache.
-        self.on_invalidate: Callable[[list[bytes] | None], None] | None = None
+        # The read cache learns from every reply and invalidation here, in the store's order,
+        # whatever became of the connections that asked (see zkv.frontend.readcache).
+        self.cache = cache
         loop.add_reader(self.sock.FD, self._drain)
 
     def submit(self, ops: list[Any], callback: Callback) -> None:
@@ -57,7 +66,7 @@ class StoreLink:
             return
         ops, self._ops = self._ops, []
         cbs, self._cbs = self._cbs, []
-        self._inflight.append((cbs, len(ops)))
+        self._inflight.append((cbs, ops))
         self.sock.send(self._packer.pack(ops))  # copy=True: cheaper than zero-copy for small messages
         self._drain()
 
@@ -68,15 +77,19 @@ class StoreLink:
             if raw == INVALIDATE:  # [INVALIDATE, keys]: not a reply (replies are msgpack arrays)
                 self._invalidated(sock.recv(zmq.NOBLOCK) if sock.getsockopt(zmq.RCVMORE) else b"")
                 continue
-            cbs, count = self._inflight.popleft()
+            cbs, ops = self._inflight.popleft()
             try:
                 results = msgpack.unpackb(raw, raw=False)
             except Exception:  # noqa: BLE001 - never expected from our store; fail the batch only
                 results = None
-            if results.__class__ is not list or len(results) != count:
+            if results.__class__ is not list or len(results) != len(ops):
+                if self.cache is not None:
+                    self.cache.clear()  # know nothing rather than something stale
                 for cb, _n in cbs:  # the store could not read the batch: no results at all
                     cb(None)
                 continue
+            if self.cache is not None:
+                self.cache.learn(ops, results)
             if len(cbs) == 1:
                 cbs[0][0](results)
                 continue
@@ -86,14 +99,17 @@ class StoreLink:
                 i += n
 
     def _invalidated(self, payload: bytes) -> None:
+        cache = self.cache
+        if cache is None:
+            return
         try:
             keys = msgpack.unpackb(payload)
         except Exception:  # noqa: BLE001 - cannot tell which keys: forget them all
             keys = None
-        if keys is not None and not isinstance(keys, list):
-            keys = None
-        if self.on_invalidate is not None:
-            self.on_invalidate(keys)
+        if keys.__class__ is list:
+            cache.invalidate(keys)
+        else:
+            cache.clear()
 
     def close(self) -> None:
         self.loop.remove_reader(self.sock.FD)

@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from zkv.commands import FRONTEND_ID, INVALIDATE
 from zkv.config import Config
 from zkv.events import (
     TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, Heartbeat, decode_batch,
@@ -49,8 +50,7 @@ SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandon
 # Local events are published once per loop turn, all the frontend batches of that turn in one
 # message (so peers wake up once for them), or as soon as this many have accumulated.
 PUBLISH_MAX_EVENTS = 4096
-INVALIDATE = b"inv"  # first frame of an invalidation to the frontend (zkv.frontend.storelink)
-INVALIDATE_MAX_KEYS = 100_000  # beyond this, "forget everything" is cheaper to send and apply
+INVALIDATE_MAX_KEYS = 10_000  # beyond this per turn, "forget everything" is cheaper for both sides
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
 
 
@@ -136,9 +136,7 @@ class Store:
         # The frontend's read cache (zkv.frontend.readcache) learns of changes the frontend did
         # not ask for - replicated writes, repairs, transfers - from invalidations sent on the
         # reply connection, before any reply computed after the change.
-        # ROUTER identities that sent requests (the frontend; anything else that connects to the
-        # ipc socket gets them too rather than being mistaken for it), once they have spoken.
-        self._frontends: dict[bytes, None] = {}
+        self._frontend_heard = False  # invalidations start with the frontend's first request
         self._changed: list[bytes] = []  # keys changed since the last invalidation was sent
         self._forget_all = False  # a bulk change: the frontend must drop its whole cache
         self.ctx = zmq.Context.instance()
@@ -353,20 +351,14 @@ class Store:
             self._invalidate()  # (none are made above: local writes are the frontend's own)
         for ident, results in replies:
             clients.send_multipart([ident, pack(results)])
-        if self.cfg.read_cache_mb:
-            for ident, _results in replies:
-                if ident not in self._frontends:
-                    self._frontends[ident] = None
-                    if len(self._frontends) > 16:
-                        del self._frontends[next(iter(self._frontends))]
+        if not self._frontend_heard and self.cfg.read_cache_mb:
+            self._frontend_heard = any(ident == FRONTEND_ID for ident, _results in replies)
 
     def _invalidate(self) -> None:
         """Tell the frontend which keys changed without its asking (None: forget everything)."""
-        if self._frontends:
-            keys = None if self._forget_all or len(self._changed) > INVALIDATE_MAX_KEYS else self._changed
-            payload = pack(keys)
-            for ident in self._frontends:
-                self.clients.send_multipart([ident, INVALIDATE, payload])
+        if self._frontend_heard:  # (a message to an identity not connected is dropped)
+            keys = None if self._forget_all else self._changed
+            self.clients.send_multipart([FRONTEND_ID, INVALIDATE, pack(keys)])
         self._changed = []
         self._forget_all = False
 
@@ -418,12 +410,14 @@ class Store:
         ks, clock = self.ks, self.clock
         records = []
         writes = 0
-        changed = self._changed if self._frontends else None
+        changed = self._changed if self._frontend_heard and not self._forget_all else None
         for b in batches:
             origin = b.origin
             clock.observe(ks.apply_many(origin, b.items)[1])
             if changed is not None:
                 changed.extend([key for _hlc, key, _value in b.items])
+                if len(changed) > INVALIDATE_MAX_KEYS:  # cheaper to forget all than to list
+                    self._forget_all, changed = True, None
             data = payload if payload is not None else encode_batch(b)
             records.append(encode_event_record(data))
             self.backlog.add(origin, b.first_seq, b.last_seq, data)
@@ -561,6 +555,7 @@ class Store:
             present.add(key)
             if hlc < self.gc_horizon and self.ks.entry(key) is None:
                 continue  # deleted and collected here: a copy from before the horizon is stale
+            self.clock.observe(hlc)  # so a later local write is stamped after what it replaced
             if self.ks.apply(key, hlc, origin, value):
                 changed.append((key, hlc, origin, value))
         dropped = self.ks.drop(self.ks.absent(present, horizon, buckets), horizon)
