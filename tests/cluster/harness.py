@@ -3,6 +3,10 @@
 Every node runs as ``python -m zkv node CONFIG`` in its own session (process group), so a test
 can SIGKILL or SIGSTOP the whole node, or one of its children, exactly as an operator could.
 Nothing here mocks a socket, a ZeroMQ endpoint or a process.
+
+By default everything is on 127.0.0.1.  A node's ``host`` (client address), ``bus_host`` and
+``prefix`` (a command its processes run under, such as ``ip netns exec NS``) let a test place
+nodes elsewhere, e.g. in network namespaces (tests/cluster/test_partition.py).
 """
 
 from __future__ import annotations
@@ -65,8 +69,8 @@ def wait_until(cond: Callable[[], Any], timeout: float = 15.0, interval: float =
 class LineClient:
     """The plain-text protocol as nc speaks it: send lines, read one reply line each."""
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
 
     def send(self, data: bytes) -> None:
@@ -119,15 +123,22 @@ class Node:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where the node listens for clients
+    bus_host: str = "127.0.0.1"  # where its bus (and catch-up socket) binds
+    prefix: list[str] = field(default_factory=list)  # the node runs as ``prefix + [python, ...]``
 
     @property
     def bus(self) -> str:
-        return f"tcp://127.0.0.1:{self.bus_port}"
+        return f"tcp://{self.bus_host}:{self.bus_port}"
+
+    @property
+    def listen(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def start(self, wait: bool = True) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zkv", "node", str(self.config_path)],
+            [*self.prefix, sys.executable, "-m", "zkv", "node", str(self.config_path)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_test_run,
         )
@@ -139,7 +150,7 @@ class Node:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"{self.id} exited with {self.proc.returncode}:\n{self.log()}")
-            with LineClient(self.port, timeout=2) as c:
+            with LineClient(self.port, timeout=2, host=self.host) as c:
                 return c.cmd("PING") == b"PONG"
         wait_until(up, timeout, what=f"{self.id} to answer PING")
 
@@ -177,7 +188,7 @@ class Node:
         raise AssertionError(f"no {role} process under {self.id}")
 
     def client(self) -> LineClient:
-        return LineClient(self.port)
+        return LineClient(self.port, host=self.host)
 
     def get(self, key: str) -> bytes:
         with self.client() as c:
@@ -187,7 +198,7 @@ class Node:
         """``INFO`` over RESP on the client port, as ``field -> value`` (section headers dropped)."""
         args = [b"INFO"] + ([section.encode()] if section else [])
         req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+        with socket.create_connection((self.host, self.port), timeout=10) as s:
             s.sendall(req)
             buf = b""
             while b"\r\n" not in buf:
@@ -233,7 +244,7 @@ class Cluster:
 
     def write_config(self, node: Node, peers: list[Node] | None = None, **overrides: Any) -> None:
         peers = [p for p in self.nodes if p is not node] if peers is None else peers
-        lines = [f'id = "{node.id}"', f'listen = "127.0.0.1:{node.port}"', f'bus = "{node.bus}"',
+        lines = [f'id = "{node.id}"', f'listen = "{node.listen}"', f'bus = "{node.bus}"',
                  f'data_dir = "{node.data_dir}"']
         for k, v in {**self.settings, **overrides}.items():
             lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
@@ -269,10 +280,12 @@ class Cluster:
     def config_paths(self, nodes: list[Node] | None = None) -> list[str]:
         return [str(n.config_path) for n in (nodes or self.nodes)]
 
-    def verify(self, nodes: list[Node] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """Run ``zkv verify`` as an operator would."""
+    def verify(self, nodes: list[Node] | None = None, timeout: float = 30.0,
+               prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``zkv verify`` as an operator would (under ``prefix``, e.g. ``ip netns exec NS``)."""
         return subprocess.run(
-            [sys.executable, "-m", "zkv", "verify", *self.config_paths(nodes), "--timeout", str(timeout)],
+            [*(prefix or []), sys.executable, "-m", "zkv", "verify", *self.config_paths(nodes),
+             "--timeout", str(timeout)],
             cwd=REPO, capture_output=True, text=True, timeout=timeout + 30,
         )
 
