@@ -336,3 +336,36 @@ def test_real_partition_heals_to_last_writer_wins(net: Net, ns_cluster: Cluster)
     for node in (b, c):
         wait_until(lambda: node.get("after-heal") == b"VALUE x", timeout=10,
                    what=f"a write made after healing to reach {node.id}")
+
+
+def test_partition_outlasting_tcp_retransmissions_heals(net: Net, ns_cluster: Cluster) -> None:
+    """Linux gives up a connection whose data goes unacknowledged through ``tcp_retries2``
+    retransmissions (15 by default: about 15 minutes).  Here 3 (a few seconds), set in the
+    nodes' own namespaces, so an 8 s partition outlasts them: the senders drop their
+    connections while the listening side (a subscriber sends nothing) would keep a dead one
+    forever - unless the bus connections check their peers (ZeroMQ heartbeats)."""
+    a, b, c = ns_cluster.nodes
+    for i in range(net.size):
+        subprocess.run([*net.exec_prefix(net.node_ns(i)), "sysctl", "-qw", "net.ipv4.tcp_retries2=3"],
+                       check=True, timeout=10)
+    _set(a, {"before": "1"})
+    for node in (b, c):
+        wait_until(lambda: node.get("before") == b"VALUE 1", timeout=15, what=f"first write on {node.id}")
+    net.cut(0)
+    _set(a, {"cut-a": "1"})
+    _set(b, {"cut-b": "1"})
+    # The partition must outlast the retransmissions (~3 s after the first unacknowledged send)
+    # and be seen: node0 with no live peer.
+    wait_until(lambda: _connected_peers(a) == 0, timeout=5, what="node0 to see its peers gone")
+    time.sleep(8)  # noqa: the length of the partition is the thing under test
+    net.heal(0)
+    _set(a, {"after-a": "1"})
+    _set(b, {"after-b": "1"})
+    keys = ["before", "cut-a", "cut-b", "after-a", "after-b"]
+    want = {k: b"VALUE 1" for k in keys}
+    try:
+        wait_until(lambda: all(_read(n, keys) == want for n in (a, b, c)), timeout=CONVERGE_S,
+                   interval=0.2, what="every write on every node after the heal")
+    except AssertionError:
+        raise AssertionError(f"not converged: {[_read(n, keys) for n in (a, b, c)]}\n{ns_cluster.logs()}") from None
+    wait_until(lambda: _connected_peers(a) == 2, timeout=10, what="node0 to hear both peers again")

@@ -149,17 +149,17 @@ class Store:
         self.clients.linger = 0
         self.clients.sndhwm = 0  # a dropped reply would shift the frontend's FIFO matching
         self.clients.bind(self.clients_endpoint)
-        self.publisher = ctx.socket(zmq.PUB)
+        self.publisher = self._bus_socket(zmq.PUB)
         self.publisher.linger = 0
         self.publisher.sndhwm = cfg.hwm
         self.publisher.bind(cfg.bus)
-        self.subscriber = ctx.socket(zmq.SUB)
+        self.subscriber = self._bus_socket(zmq.SUB)
         self.subscriber.linger = 0
         self.subscriber.rcvhwm = cfg.hwm
         self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
         for p in cfg.peers:
             self.subscriber.connect(p.bus)
-        self.catchup = ctx.socket(zmq.ROUTER)
+        self.catchup = self._bus_socket(zmq.ROUTER)
         self.catchup.linger = 0
         self.catchup.setsockopt(zmq.ROUTER_MANDATORY, 1)
         host = cfg.bus_host
@@ -169,6 +169,25 @@ class Store:
         self.poller = zmq.Poller()
         for s in (self.clients, self.subscriber, self.catchup):
             self.poller.register(s, zmq.POLLIN)
+
+    def _bus_socket(self, kind: int) -> zmq.Socket:
+        """A socket for the bus between stores, which must notice a dead peer by itself.
+
+        Across a partition that outlasts TCP's retransmissions (about 15 minutes on Linux) the
+        sending side drops its connection, but a subscriber that only listens never learns its
+        side is dead, and the two stores would stay split after the network heals.  ZeroMQ
+        heartbeats (PING every 5 store heartbeats; no traffic for 50: close and reconnect) and
+        TCP keepalive make every bus connection find out, and reconnect."""
+        s = self.ctx.socket(kind)
+        hb = self.cfg.heartbeat_ms
+        s.setsockopt(zmq.HEARTBEAT_IVL, 5 * hb)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 50 * hb)
+        s.setsockopt(zmq.HEARTBEAT_TTL, 50 * hb)
+        s.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
+        s.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 5)
+        s.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+        return s
 
     def _fetcher(self, peer: str, endpoint: str) -> zmq.Socket:
         cur = self.fetchers.get(peer)
@@ -180,7 +199,7 @@ class Store:
             if self.sync is not None and self.sync.peer == peer:
                 log.warning("%s restarted during a full state transfer from it; asking again", peer)
                 self.sync = None  # its stream went with the old socket
-        s = self.ctx.socket(zmq.DEALER)
+        s = self._bus_socket(zmq.DEALER)
         s.linger = 0
         s.connect(endpoint)
         self.poller.register(s, zmq.POLLIN)
