@@ -50,6 +50,7 @@ SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandon
 # Local events are published once per loop turn, all the frontend batches of that turn in one
 # message (so peers wake up once for them), or as soon as this many have accumulated.
 PUBLISH_MAX_EVENTS = 4096
+PEER_SILENT_S = 2.0  # a peer unheard for this long counts as disconnected (INFO, logs)
 INVALIDATE_MAX_KEYS = 10_000  # beyond this per turn, "forget everything" is cheaper for both sides
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
 
@@ -136,6 +137,7 @@ class Store:
         # The frontend's read cache (zkv.frontend.readcache) learns of changes the frontend did
         # not ask for - replicated writes, repairs, transfers - from invalidations sent on the
         # reply connection, before any reply computed after the change.
+        self._live_peers: set[str] = set()  # peers heard lately (for the log: up / silent)
         self._frontend_heard = False  # invalidations start with the frontend's first request
         self._changed: list[bytes] = []  # keys changed since the last invalidation was sent
         self._forget_all = False  # a bulk change: the frontend must drop its whole cache
@@ -256,7 +258,7 @@ class Store:
 
     def _pause_clients_if_behind_self(self, now: float) -> None:
         mine = self.inbox.vv.get(self.id, 0)
-        fresh = [v for v in self.peers.values() if now - v.seen < 2.0]
+        fresh = [v for v in self.peers.values() if now - v.seen < PEER_SILENT_S]
         paused = (any(v.hb.vv.get(self.id, 0) > mine for v in fresh)
                   or (not fresh and now < self.own_wait_until))
         if paused != self.clients_paused:
@@ -455,6 +457,9 @@ class Store:
         if hb.id == self.id:
             return
         self._fetcher(hb.id, hb.catchup)  # first: a bad endpoint raises before any state changes
+        if hb.id not in self._live_peers and hb.id in self.peer_ids:
+            self._live_peers.add(hb.id)
+            log.info("peer %s is up (its vv: %s)", hb.id, _vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, time.monotonic())
         self.clock.observe(hb.hlc)
         self.announced[hb.id] = (hb.seq, hb.hlc)
@@ -690,6 +695,12 @@ class Store:
         return t
 
     def _heartbeat(self) -> None:
+        now = time.monotonic()
+        for p in sorted(self._live_peers):
+            if now - self.peers[p].seen >= PEER_SILENT_S:
+                self._live_peers.discard(p)
+                log.warning("peer %s silent for %.1fs: down or cut off; its writes will be pulled "
+                            "when it is heard again", p, now - self.peers[p].seen)
         hb = Heartbeat(
             id=self.id, seq=self.inbox.vv.get(self.id, 0), hlc=self.clock.now(), vv=dict(self.inbox.vv),
             stable=self._stable(), digest=self.ks.digest(), keys=len(self.ks),
@@ -734,7 +745,7 @@ class Store:
             "id": self.id, "keys": len(self.ks), "tombstones": self.ks.tombstones,
             "seq": self.inbox.vv.get(self.id, 0), "vv": dict(self.inbox.vv),
             "digest": self.ks.digest().hex(), "gc_horizon": self.gc_horizon, "fsync": self.cfg.fsync,
-            "peers": {p: {"connected": p in self.peers and now - self.peers[p].seen < 2.0,
+            "peers": {p: {"connected": p in self.peers and now - self.peers[p].seen < PEER_SILENT_S,
                           "vv": dict(self.peers[p].hb.vv) if p in self.peers else {}}
                       for p in sorted(self.peer_ids)},
             "syncing": self.sync is not None, "stats": dict(self.stats),
@@ -747,6 +758,10 @@ class Store:
                           "max_fork_pause_ms": round(self.disk.max_fork_pause_ms, 2),
                           "last_seconds": round(self.disk.last_snapshot_seconds, 3)},
         }
+
+
+def _vv_text(vv: dict[str, int]) -> str:
+    return ",".join(f"{o}={n}" for o, n in sorted(vv.items())) or "-"
 
 
 def main(cfg: Config, clients_endpoint: str, ready_fd: int | None) -> int:
