@@ -93,3 +93,31 @@ def test_learn_takes_reads_writes_and_deletes_in_order() -> None:
                 [b"1", None, 1, b"2", 7, None])
     assert [cache.lookup(k) for k in (b"a", b"b", b"c")] == [b"9", b"2", None]
     assert len(cache) == 3
+
+
+def test_learn_caches_only_the_last_word_on_each_key_within_budget() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    keys = st.sampled_from([b"a", b"bb", b"ccc", b"dddd"])
+    values = st.one_of(st.none(), st.binary(max_size=300))
+    op = st.one_of(st.tuples(st.just("s"), keys, st.binary(max_size=300)).map(lambda t: (t, None)),
+                   st.tuples(st.just("g"), keys).flatmap(lambda t: values.map(lambda v: (t, v))),
+                   st.tuples(st.just("d"), keys).map(lambda t: (t, 1)),
+                   st.just((("n",), 3)))
+
+    @given(st.lists(op, max_size=40), st.integers(200, 1200))
+    @settings(max_examples=300)
+    def check(pairs: list, budget: int) -> None:
+        c = ReadCache(budget)
+        c.learn([o for o, _r in pairs], [r for _o, r in pairs])
+        last: dict[bytes, bytes | None] = {}  # what the store said last about each key
+        for o, r in pairs:
+            if o[0] in ("s", "g", "d"):
+                last[o[1]] = o[2] if o[0] == "s" else r if o[0] == "g" else None
+        for k, v in c._d.items():  # evictions may differ from put's; values may not
+            assert last[k] == v
+        assert c.size == sum(len(k) + len(v or b"") + ENTRY_OVERHEAD for k, v in c._d.items())
+        assert c.size <= budget
+
+    check()

@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from tests.cluster.harness import Cluster, LineClient, wait_until
 
 
 def _writer(cluster: Cluster, wid: int, stop: threading.Event, acked: dict[str, bytes],

@@ -74,16 +74,36 @@ class ReadCache:
 
     def learn(self, ops: list[Any], results: list[Any]) -> None:
         """What the store answered to a batch of operations (``zkv.commands``): a value read, a
-        value written (applied and logged), a key deleted.  Before any client hears of it."""
-        put = self.put
+        value written (applied and logged), a key deleted.  Before any client hears of it.
+
+        ``put`` for each, inlined: this runs for every request that reaches the store."""
+        d = self._d
+        get = d.get
+        budget = self.budget
+        size = self.size
         for op, result in zip(ops, results):
             code = op[0]
             if code == "s":
-                put(op[1], op[2])
+                key, value = op[1], op[2]
             elif code == "g":
-                put(op[1], result)
+                key, value = op[1], result
             elif code == "d":
-                put(op[1], None)
+                key, value = op[1], None
+            else:
+                continue
+            vlen = 0 if value is None else len(value)
+            cost = vlen + len(key) + ENTRY_OVERHEAD
+            old = get(key, MISS)
+            if cost > budget:
+                if old is not MISS:
+                    del d[key]
+                    size -= len(key) + (0 if old is None else len(old)) + ENTRY_OVERHEAD  # type: ignore[arg-type]
+                continue
+            d[key] = value
+            size += cost if old is MISS else vlen - (0 if old is None else len(old))  # type: ignore[arg-type]
+        self.size = size
+        if size > budget:
+            self._evict()
 
     def invalidate(self, keys: Iterable[bytes]) -> None:
         d = self._d

@@ -141,6 +141,12 @@ class Store:
         self._frontend_heard = False  # invalidations start with the frontend's first request
         self._changed: list[bytes] = []  # keys changed since the last invalidation was sent
         self._forget_all = False  # a bulk change: the frontend must drop its whole cache
+        # Keys the frontend may hold in its cache: those it read or wrote here since it was last
+        # told of a change (as Redis's client-side caching "tracks" them).  Only their changes
+        # are sent, each once, so a frontend that does not read what peers write hears little.
+        # Bounded: past track_max, the frontend is told to forget everything and this restarts.
+        self._tracked: set[bytes] = set()
+        self._track_max = max(10_000, cfg.read_cache_mb * 1024 * 1024 // 100)
         self.ctx = zmq.Context.instance()
         self._bind()
 
@@ -306,6 +312,7 @@ class Store:
         items: list[tuple[int, bytes, bytes | None]] = []
         applied = 0
         replies = []
+        track = self._tracked.add if self.cfg.read_cache_mb else None
         for frames in msgs:
             ident, payload = frames[0], frames[-1]
             try:
@@ -328,18 +335,25 @@ class Store:
                             raise TypeError("SET needs bytes")
                         items.append((now(), key, value))
                         results.append(None)
+                        if track is not None:
+                            track(key)
                         continue
                     if applied < len(items):
                         ks.apply_many(me, items[applied:])
                         applied = len(items)
                     if code == "g":
-                        results.append(ks.get(op[1]))
+                        key = op[1]
+                        results.append(ks.get(key))
+                        if track is not None and key.__class__ is bytes:
+                            track(key)
                     elif code == "d":
                         key = op[1]
                         if key.__class__ is not bytes:
                             raise TypeError("DEL needs bytes")
                         results.append(0 if ks.get(key) is None else 1)
                         items.append((now(), key, None))
+                        if track is not None:
+                            track(key)
                     elif code == "n":
                         results.append(len(ks))
                     elif code == "i":
@@ -374,12 +388,16 @@ class Store:
             clients.send_multipart([ident, pack(results)])
         if not self._frontend_heard and self.cfg.read_cache_mb:
             self._frontend_heard = any(ident == FRONTEND_ID for ident, _results in replies)
+        if len(self._tracked) > self._track_max:
+            self._forget_all = True  # sent after these replies: the frontend drops them too
 
     def _invalidate(self) -> None:
         """Tell the frontend which keys changed without its asking (None: forget everything)."""
         if self._frontend_heard:  # (a message to an identity not connected is dropped)
             keys = None if self._forget_all else self._changed
             self.clients.send_multipart([FRONTEND_ID, INVALIDATE, pack(keys)])
+        if self._forget_all:
+            self._tracked.clear()
         self._changed = []
         self._forget_all = False
 
@@ -431,14 +449,18 @@ class Store:
         ks, clock = self.ks, self.clock
         records = []
         writes = 0
-        changed = self._changed if self._frontend_heard and not self._forget_all else None
+        tracked = self._tracked
         for b in batches:
             origin = b.origin
             clock.observe(ks.apply_many(origin, b.items)[1])
-            if changed is not None:
-                changed.extend([key for _hlc, key, _value in b.items])
+            if tracked and not self._forget_all:
+                changed = self._changed
+                for _hlc, key, _value in b.items:
+                    if key in tracked:  # told once; a new read of it tracks it again
+                        tracked.discard(key)
+                        changed.append(key)
                 if len(changed) > INVALIDATE_MAX_KEYS:  # cheaper to forget all than to list
-                    self._forget_all, changed = True, None
+                    self._forget_all = True
             data = payload if payload is not None else encode_batch(b)
             records.append(encode_event_record(data))
             self.backlog.add(origin, b.first_seq, b.last_seq, data)
