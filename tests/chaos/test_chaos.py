@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.cluster.harness import Cluster, LineClient
 
 
 def _writer(cluster: Cluster, wid: int, stop: threading.Event, acked: dict[str, bytes],
