@@ -67,3 +67,17 @@ def check_keys(host: str, port: int, count: int, key_format: str = "key:%d", val
                  for k in (key_format.encode() % i for i in idx)]), idx):
             good += reply == value_for(i, value_size)
     return good, len(idx)
+
+
+def read_keys(host: str, port: int, count: int, key_format: str = "key:%d", batch: int = 1000,
+              deadline_s: float = 600.0) -> float:
+    """GET every ``key_format % i`` once, pipelined in batches (warms read caches); returns seconds."""
+    kfmt = key_format.encode()
+    start = time.monotonic()
+    with RespConnection(host, port, timeout=60.0) as conn:
+        for lo in range(0, count, batch):
+            if time.monotonic() - start > deadline_s:
+                raise TimeoutError(f"reading {count} keys from {host}:{port} took over {deadline_s:.0f}s")
+            conn.pipeline([b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k)
+                           for k in (kfmt % i for i in range(lo, min(count, lo + batch)))])
+    return time.monotonic() - start

@@ -87,12 +87,14 @@ def test_a_read_waits_behind_this_clients_pending_requests() -> None:
     assert t.out == b"OK\nVALUE mine\n"
 
 
-def test_learn_takes_reads_writes_and_deletes_in_order() -> None:
+def test_learn_allocates_on_read_and_updates_on_write() -> None:
     cache = ReadCache(1 << 20)
-    cache.learn([("g", b"a"), ("s", b"b", b"2"), ("d", b"c"), ("g", b"b"), ("n",), ("s", b"a", b"9")],
-                [b"1", None, 1, b"2", 7, None])
-    assert [cache.lookup(k) for k in (b"a", b"b", b"c")] == [b"9", b"2", None]
-    assert len(cache) == 3
+    cache.learn([("g", b"a"), ("s", b"b", b"2"), ("d", b"c"), ("g", b"d"), ("n",), ("s", b"a", b"9"),
+                 ("d", b"d")],
+                [b"1", None, 1, b"4", 7, None, 1])
+    # a: read, then overwritten; b, c: written only, so not cached; d: read, then deleted
+    assert [cache.lookup(k) for k in (b"a", b"b", b"c", b"d")] == [b"9", MISS, MISS, None]
+    assert len(cache) == 2
 
 
 def test_learn_caches_only_the_last_word_on_each_key_within_budget() -> None:

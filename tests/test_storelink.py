@@ -88,6 +88,7 @@ def test_the_read_cache_learns_from_replies_and_invalidations_in_arrival_order()
     router.linger = 0
     router.bind(endpoint)
     cache = ReadCache(1 << 20)
+    cache.put(b"k", b"v1")  # cached, so the SET below updates it
     seen: list[Any] = []
 
     async def main() -> None:

@@ -6,8 +6,8 @@ everything the store says to the frontend travels on ONE ZeroMQ connection, in t
 store did it, and the cache changes only as those messages are handled:
 
 * a reply to a GET fills the key with the value the store read;
-* a reply to a SET or DEL (the write is applied and logged) sets the key to its new value,
-  or to "absent" - before the client is told ``OK``;
+* a reply to a SET or DEL (the write is applied and logged) sets a cached key to its new
+  value, or to "absent" - before the client is told ``OK`` (keys not cached stay out);
 * an invalidation drops keys the store changed for other reasons (writes replicated from peers,
   repairs, a full transfer), and is sent before any reply the store computed after the change.
 
@@ -73,27 +73,32 @@ class ReadCache:
             self.size -= len(k) + (0 if v is None else len(v)) + ENTRY_OVERHEAD
 
     def learn(self, ops: list[Any], results: list[Any]) -> None:
-        """What the store answered to a batch of operations (``zkv.commands``): a value read, a
-        value written (applied and logged), a key deleted.  Before any client hears of it.
+        """What the store answered to a batch of operations (``zkv.commands``), before any
+        client hears of it: a value read enters the cache; a value written (applied and
+        logged) or a delete replaces the cached entry if there is one.  Writes do not add keys:
+        a write-heavy load costs the cache nothing, and the store need only track what was
+        read (see ``zkv.store.server``, ``_tracked``).
 
-        ``put`` for each, inlined: this runs for every request that reaches the store."""
+        Inlined ``put``: this runs for every request that reaches the store."""
         d = self._d
         get = d.get
         budget = self.budget
         size = self.size
         for op, result in zip(ops, results):
             code = op[0]
-            if code == "s":
-                key, value = op[1], op[2]
-            elif code == "g":
+            if code == "g":
                 key, value = op[1], result
-            elif code == "d":
-                key, value = op[1], None
+                old = get(key, MISS)
+            elif code == "s" or code == "d":
+                key = op[1]
+                old = get(key, MISS)
+                if old is MISS:
+                    continue
+                value = op[2] if code == "s" else None
             else:
                 continue
             vlen = 0 if value is None else len(value)
             cost = vlen + len(key) + ENTRY_OVERHEAD
-            old = get(key, MISS)
             if cost > budget:
                 if old is not MISS:
                     del d[key]

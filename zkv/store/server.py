@@ -141,8 +141,9 @@ class Store:
         self._frontend_heard = False  # invalidations start with the frontend's first request
         self._changed: list[bytes] = []  # keys changed since the last invalidation was sent
         self._forget_all = False  # a bulk change: the frontend must drop its whole cache
-        # Keys the frontend may hold in its cache: those it read or wrote here since it was last
-        # told of a change (as Redis's client-side caching "tracks" them).  Only their changes
+        # Keys the frontend may hold in its cache: those it read here since it was last told of
+        # a change (as Redis's client-side caching "tracks" them; its writes only update keys
+        # already cached, so they need no tracking).  Only their changes
         # are sent, each once, so a frontend that does not read what peers write hears little.
         # Bounded: past track_max, the frontend is told to forget everything and this restarts.
         self._tracked: set[bytes] = set()
@@ -335,8 +336,6 @@ class Store:
                             raise TypeError("SET needs bytes")
                         items.append((now(), key, value))
                         results.append(None)
-                        if track is not None:
-                            track(key)
                         continue
                     if applied < len(items):
                         ks.apply_many(me, items[applied:])
@@ -352,8 +351,6 @@ class Store:
                             raise TypeError("DEL needs bytes")
                         results.append(0 if ks.get(key) is None else 1)
                         items.append((now(), key, None))
-                        if track is not None:
-                            track(key)
                     elif code == "n":
                         results.append(len(ks))
                     elif code == "i":
