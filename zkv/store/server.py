@@ -47,8 +47,8 @@ log = logging.getLogger("zkv.store")
 
 FETCH_TIMEOUT = 3.0  # seconds without an answer before a pull is asked of someone else
 SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandoned
-# Local events are published once per loop turn, all the frontend batches of that turn in one
-# message (so peers wake up once for them), or as soon as this many have accumulated.
+# Local events are published at most once per publish_interval_ms, all those of the interval in
+# one message (so peers wake up once for them), or as soon as this many have accumulated.
 PUBLISH_MAX_EVENTS = 4096
 PEER_SILENT_S = 2.0  # a peer unheard for this long counts as disconnected (INFO, logs)
 INVALIDATE_MAX_KEYS = 10_000  # beyond this per turn, "forget everything" is cheaper for both sides
@@ -134,20 +134,18 @@ class Store:
         # quiet spell the first event goes out at once, so light traffic sees no delay.
         self.publish_interval = cfg.publish_interval_ms / 1000
         self._next_publish = 0.0
-        # The frontend's read cache (zkv.frontend.readcache) learns of changes the frontend did
-        # not ask for - replicated writes, repairs, transfers - from invalidations sent on the
-        # reply connection, before any reply computed after the change.
         self._live_peers: set[str] = set()  # peers heard lately (for the log: up / silent)
-        self._frontend_heard = False  # invalidations start with the frontend's first request
-        self._changed: list[bytes] = []  # keys changed since the last invalidation was sent
-        self._forget_all = False  # a bulk change: the frontend must drop its whole cache
-        # Keys the frontend may hold in its cache: those it read here since it was last told of
-        # a change (as Redis's client-side caching "tracks" them; its writes only update keys
-        # already cached, so they need no tracking).  Only their changes
-        # are sent, each once, so a frontend that does not read what peers write hears little.
-        # Bounded: past track_max, the frontend is told to forget everything and this restarts.
+        # The frontend's read cache (zkv.frontend.readcache) learns of changes it did not ask
+        # for - replicated writes, repairs, transfers - from invalidations sent on the reply
+        # connection, before any reply computed after the change.  Only keys it may hold are
+        # named: those it read here since it was last told of a change to them ("tracked", as
+        # in Redis's client-side caching; its writes only update keys already cached), each
+        # once, so a frontend that does not read what peers write hears little.  Bounded: past
+        # track_max, it is told to forget everything and tracking starts over.
         self._tracked: set[bytes] = set()
         self._track_max = max(10_000, cfg.read_cache_mb * 1024 * 1024 // 100)
+        self._changed: list[bytes] = []  # tracked keys changed since the last invalidation
+        self._forget_all = False  # a bulk change: the frontend must drop its whole cache
         self.ctx = zmq.Context.instance()
         self._bind()
 
@@ -383,16 +381,14 @@ class Store:
             self._invalidate()  # (none are made above: local writes are the frontend's own)
         for ident, results in replies:
             clients.send_multipart([ident, pack(results)])
-        if not self._frontend_heard and self.cfg.read_cache_mb:
-            self._frontend_heard = any(ident == FRONTEND_ID for ident, _results in replies)
         if len(self._tracked) > self._track_max:
             self._forget_all = True  # sent after these replies: the frontend drops them too
 
     def _invalidate(self) -> None:
         """Tell the frontend which keys changed without its asking (None: forget everything)."""
-        if self._frontend_heard:  # (a message to an identity not connected is dropped)
-            keys = None if self._forget_all else self._changed
-            self.clients.send_multipart([FRONTEND_ID, INVALIDATE, pack(keys)])
+        keys = None if self._forget_all else self._changed
+        # (to a frontend not connected yet, whose cache is empty, ZeroMQ drops it)
+        self.clients.send_multipart([FRONTEND_ID, INVALIDATE, pack(keys)])
         if self._forget_all:
             self._tracked.clear()
         self._changed = []
