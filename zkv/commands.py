@@ -166,11 +166,12 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
         "persistence": [f"{k}:{v}" for k, v in [*info.get("recovery", {}).items(),
                                                  *(("snapshot_" + a, b) for a, b in info.get("snapshots", {}).items())]],
         "keyspace": [f"db0:keys={info['keys']},expires=0,avg_ttl=0", f"tombstones:{info.get('tombstones', 0)}"],
+        "frontend": [f"read_cache_{k}:{v}" for k, v in info.get("read_cache", {}).items()],
     }
     wanted = section.decode("utf-8", "replace").lower() if section else None
     out = []
     for name, lines in sections.items():
-        if wanted in (None, "all", "everything", "default", name):
+        if lines and wanted in (None, "all", "everything", "default", name):
             out.append(f"# {name.capitalize()}\r\n" + "".join(line + "\r\n" for line in lines))
     return "\r\n".join(out)
 

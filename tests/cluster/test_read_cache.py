@@ -34,6 +34,10 @@ def test_cached_values_follow_writes_made_on_other_nodes(make_cluster) -> None:
             assert cb.cmd(f"SET rc0 b{i}".encode()) == b"OK"
             assert cb.cmd(b"GET rc0") == f"VALUE b{i}".encode()
     assert c.verify(timeout=20).returncode == 0
+    info = b.info("frontend")  # the reads above were answered here, and INFO says so
+    assert int(info["read_cache_hits"]) > 0 and int(info["read_cache_misses"]) > 0
+    assert 0 < int(info["read_cache_keys"]) <= len(keys)
+    assert int(info["read_cache_bytes"]) <= int(info["read_cache_budget"]) == 64 * 1024 * 1024
 
 
 def test_a_disabled_cache_behaves_the_same(make_cluster) -> None:
@@ -43,6 +47,7 @@ def test_a_disabled_cache_behaves_the_same(make_cluster) -> None:
     with a.client() as ca:
         assert ca.cmd(b"SET k v") == b"OK"
     wait_until(lambda: b.get("k") == b"VALUE v", timeout=15, what="b to serve a's write")
+    assert "read_cache_hits" not in b.info()
 
 
 def test_anti_entropy_repair_reaches_a_cached_reader(make_cluster) -> None:

@@ -32,12 +32,18 @@ class ReadCache:
     On the path of every request, so entries are bare values in an OrderedDict (oldest first)
     and sizes are adjusted in place rather than recomputed."""
 
-    __slots__ = ("budget", "size", "_d")
+    __slots__ = ("budget", "size", "_d", "hits", "misses")
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.size = 0
         self._d: OrderedDict[bytes, bytes | None] = OrderedDict()
+        self.hits = 0  # reads answered here / sent to the store (counted by the caller)
+        self.misses = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"keys": len(self._d), "bytes": self.size, "budget": self.budget,
+                "hits": self.hits, "misses": self.misses}
 
     def __len__(self) -> int:
         return len(self._d)
@@ -89,6 +95,9 @@ class ReadCache:
             if code == "g":
                 key, value = op[1], result
                 old = get(key, MISS)
+            elif code == "i" and result.__class__ is dict:
+                result["read_cache"] = self.stats()  # INFO shows this node's cache too
+                continue
             elif code == "s" or code == "d":
                 key = op[1]
                 old = get(key, MISS)

@@ -112,8 +112,10 @@ class ClientConnection(asyncio.Protocol):
                 if cache is not None and not ops and len(r_ops) == 1 and r_ops[0][0] == "g":
                     hit = cache.lookup(r_ops[0][1])
                     if hit is not MISS:
+                        cache.hits += 1
                         parts.append(r.encode((hit,)))  # type: ignore[union-attr]
                         continue
+                    cache.misses += 1
                 ops.extend(r_ops)
                 parts.append(r)
             elif r.__class__ is bytes:
