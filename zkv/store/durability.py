@@ -258,9 +258,7 @@ def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
     top = adopted = 0
     if kind == b"E":
         batch: Batch = decode_batch(body)
-        for hlc, key, value in batch.items:
-            ks.apply(key, hlc, batch.origin, value)
-            top = hlc if hlc > top else top
+        top = ks.apply_many(batch.origin, batch.items)[1]
         if batch.last_seq > vv.get(batch.origin, 0):
             vv[batch.origin] = batch.last_seq
             if on_batch is not None:
