@@ -2,6 +2,7 @@
 
 * :func:`start_redis` - one Redis master and two replicas (persistence off).
 * :func:`start_zkv` - three zkv nodes, full mesh of peers, one TOML config each.
+* :func:`start_bare` - the issue's calibration point: a single-process Python server with a dict.
 
 Both return a :class:`Cluster`: a list of ``host:port`` client endpoints, node 0 being the one
 that takes the writes (the Redis master / zkv ``node0``), plus how to measure its memory.
@@ -210,6 +211,24 @@ def start_zkv(workdir: Path, cmd_template: str = DEFAULT_ZKV_CMD, deadline_s: fl
             nodes.append(Node(node_id, procs.LOOPBACK, client_ports[node_id], child))
         wait_ping(cluster, deadline_s)
         wait_replicated(cluster, deadline_s)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+# --------------------------------------------------------------------------- bare Python
+
+
+def start_bare(workdir: Path, label: str = "bare Python", deadline_s: float = 30.0) -> Cluster:
+    """The calibration server of ``bench/bare.py``: one process, a dict, nothing replicated."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = procs.free_ports(1)[0]
+    argv = [sys.executable, str(REPO_ROOT / "bench" / "bare.py"), "--host", procs.LOOPBACK, "--port", str(port)]
+    child = procs.spawn(label, argv, log_path=workdir / "bare.log", cwd=REPO_ROOT)
+    cluster = Cluster("bare", label, [Node("bare", procs.LOOPBACK, port, child)], workdir, "rss")
+    try:
+        wait_ping(cluster, deadline_s)
     except BaseException:
         cluster.stop()
         raise

@@ -7,12 +7,20 @@ with nothing else in it: an echo server in a child process, 20-byte messages, bl
 on the same machine and in the same run as the benchmark.  ``floor = Redis p50 + hop p50`` is
 then the best -c1 p50 any code inside those two processes could reach.
 
-    python bench/hop.py            # prints p50/p99 in microseconds
+It also measures what one message costs the process that receives it, in CPU time, when the
+receiver sleeps between messages (as a store does between batches under moderate load): once
+over ZeroMQ (ipc, a ROUTER woken by each DEALER message) and once over a plain Unix socket pair.
+ZeroMQ delivers through a background I/O thread in each process, so each message wakes two
+threads on the receiving side where a plain socket wakes one.
+
+    python bench/hop.py            # prints p50/p99 in microseconds and the CPU per message
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +38,86 @@ class HopResult:
     p50_us: float
     p99_us: float
     error: str = ""
+
+
+@dataclass
+class WakeResult:
+    """CPU time the receiving process spent per message, messages arriving every ``gap_ms``."""
+
+    messages: int
+    gap_ms: float
+    zmq_us: float  # receiver CPU per message over ZeroMQ ipc (its app thread and I/O thread)
+    socket_us: float  # the same over a plain Unix socket pair
+    error: str = ""
+
+
+def _receiver_cpu(transport: str, endpoint: str, count: int) -> None:
+    """Child: receive ``count`` messages, then print the CPU seconds they cost this process."""
+    if transport == "zmq":
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.ROUTER)
+        s.linger = 0
+        s.bind(endpoint)
+        recv = s.recv_multipart
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.bind(endpoint)
+        s.listen(1)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    if transport != "zmq":
+        conn, _ = s.accept()
+        recv = lambda: conn.recv(65536)  # noqa: E731
+    recv()  # the first message starts the clock (connection set-up is not counted)
+    t0 = resource.getrusage(resource.RUSAGE_SELF)  # all threads, ZeroMQ's I/O thread included
+    for _ in range(count):
+        recv()
+    t1 = resource.getrusage(resource.RUSAGE_SELF)
+    sys.stdout.write(f"{(t1.ru_utime + t1.ru_stime) - (t0.ru_utime + t0.ru_stime)}\n")
+    sys.stdout.flush()
+
+
+def _wake_once(transport: str, count: int, gap_s: float, timeout_s: float) -> float:
+    """Receiver CPU microseconds per message for one transport."""
+    name = f"zkv-bench-wake-{os.getpid()}-{transport}"
+    endpoint = f"ipc://@{name}" if transport == "zmq" else f"\0{name}"
+    child = subprocess.Popen([sys.executable, __file__, "--receive", transport, endpoint.replace("\0", "@", 1),
+                              str(count)], stdout=subprocess.PIPE, text=True)
+    ctx = zmq.Context() if transport == "zmq" else None
+    try:
+        if child.stdout is None or child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{transport} receiver did not start")
+        if ctx is not None:
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            s.connect(endpoint)
+            send = s.send
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            sock.connect(endpoint)
+            send = sock.send
+        msg = b"x" * 1000
+        for _ in range(count + 1):
+            send(msg)
+            time.sleep(gap_s)
+        out, _ = child.communicate(timeout=timeout_s)
+        return float(out.strip()) / count * 1e6
+    finally:
+        if ctx is not None:
+            ctx.destroy(0)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def measure_wake(count: int = 1500, gap_ms: float = 1.0, timeout_s: float = 60.0) -> WakeResult:
+    """CPU per received message, ZeroMQ vs a plain socket, the receiver idle between messages."""
+    try:
+        z = _wake_once("zmq", count, gap_ms / 1000, timeout_s)
+        u = _wake_once("socket", count, gap_ms / 1000, timeout_s)
+        return WakeResult(count, gap_ms, z, u)
+    except Exception as e:  # noqa: BLE001 - a side figure: report, do not fail the run
+        return WakeResult(count, gap_ms, float("nan"), float("nan"), f"{type(e).__name__}: {e}")
 
 
 def _serve(endpoint: str, count: int) -> None:
@@ -80,7 +168,13 @@ def measure(samples: int = 5000, timeout_s: float = 60.0) -> HopResult:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         _serve(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "--receive":
+        endpoint = sys.argv[3] if sys.argv[2] == "zmq" else "\0" + sys.argv[3][1:]
+        _receiver_cpu(sys.argv[2], endpoint, int(sys.argv[4]))
     else:
         r = measure()
         print(f"pyzmq ipc round trip: p50 {r.p50_us:.1f} us, p99 {r.p99_us:.1f} us "
               f"({r.samples} samples){' ERROR ' + r.error if r.error else ''}")
+        w = measure_wake()
+        print(f"receiver CPU per message, one every {w.gap_ms:g} ms: ZeroMQ {w.zmq_us:.0f} us, "
+              f"plain Unix socket {w.socket_us:.0f} us{' ERROR ' + w.error if w.error else ''}")

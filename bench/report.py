@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.hop import HopResult
+from bench.hop import HopResult, WakeResult
 from bench.lag import LagResult
 from bench.memory import MemoryResult
 from bench.throughput import BenchConfig, Summary
@@ -160,12 +160,38 @@ def throughput_table(configs: list[BenchConfig], summaries: dict[str, dict[str, 
     return lines
 
 
+def bare_lines(configs: list[BenchConfig], summaries: dict[str, dict[str, dict[str, Summary]]],
+               zkv: str, redis: str, bare: str) -> list[str]:
+    """The calibration server (bench/bare.py) beside Redis and zkv: how far zkv is from what one
+    Python process with a dict does here, and how far that is from Redis."""
+    head = (f"{'test':<4} {'config':<10} | {'bare ops/s':>10} {'bare/Redis':>10} {'zkv/bare':>8} | "
+            f"{'bare p50':>8} {'zkv/bare p50':>12}")
+    lines = ["Calibration: a bare single-process Python server with a dict (bench/bare.py: uvloop, "
+             "zkv's parser, no store process, no log, no replicas), same runs", head, "-" * len(head)]
+    for cfg in configs:
+        for test in ("SET", "GET"):
+            b = summaries.get(bare, {}).get(cfg.name, {}).get(test)
+            z = summaries.get(zkv, {}).get(cfg.name, {}).get(test)
+            r = summaries.get(redis, {}).get(cfg.name, {}).get(test)
+            if b is None or z is None or r is None:
+                continue
+            lines.append(f"{test:<4} {cfg.label:<10} | {fmt(b.rps, ',.0f'):>10} {_x(ratio(b.rps, r.rps)):>10} "
+                         f"{_x(ratio(z.rps, b.rps)):>8} | {fmt(b.p50_ms, '.3f'):>8} "
+                         f"{_x(ratio(z.p50_ms, b.p50_ms)):>12}")
+    return lines
+
+
 def hop_lines(hop: HopResult, summaries: dict[str, dict[str, dict[str, Summary]]],
-              zkv: str, redis: str) -> list[str]:
-    """The -c1 floor: Redis's p50 plus one bare frontend<->store ZeroMQ round trip."""
+              zkv: str, redis: str, wake: WakeResult | None = None) -> list[str]:
+    """The -c1 floor: Redis's p50 plus one bare frontend<->store ZeroMQ round trip; and what a
+    ZeroMQ message costs the CPU of a receiver that sleeps between messages."""
     lines = [f"Single-client floor (bench/hop.py): a bare pyzmq ipc round trip between two processes, "
              f"p50 {hop.p50_us:.0f} us, p99 {hop.p99_us:.0f} us"
              + (f" ERROR {hop.error}" if hop.error else "")]
+    if wake is not None:
+        lines.append(f"Receiver CPU per message, one every {wake.gap_ms:g} ms: ZeroMQ ipc {wake.zmq_us:.0f} us, "
+                     f"plain Unix socket {wake.socket_us:.0f} us ({_x(ratio(wake.zmq_us, wake.socket_us))})"
+                     + (f" ERROR {wake.error}" if wake.error else ""))
     if hop.error or zkv not in summaries or redis not in summaries or "c1" not in summaries[zkv]:
         return lines
     for test in ("SET", "GET"):

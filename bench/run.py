@@ -13,7 +13,11 @@ a three-node zkv cluster on free 127.0.0.1 ports in a temp dir, and measures on 
    zkv's measured SET rate;
 3. memory per key after loading 1,000,000 keys into fresh clusters;
 4. the single-client floor: one bare pyzmq round trip between two processes (``bench/hop.py``),
-   which every zkv request pays on top of what Redis's whole request costs.
+   which every zkv request pays on top of what Redis's whole request costs, and the CPU one
+   ZeroMQ message costs a process that sleeps between messages, next to a plain socket's;
+5. the issue's calibration point: a bare single-process Python server with a dict
+   (``bench/bare.py``), run through the same redis-benchmark configurations, interleaved with the
+   other two, so zkv's rates can be read as a fraction of what Python alone does here.
 
 It prints a table with PASS/MISS against the targets and writes the same as JSON to
 ``bench/results/<timestamp>.json`` (or ``--json PATH``).  Progress goes to stderr.  Every
@@ -43,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_REDIS = REPO_ROOT / "bin" / "install-redis"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 REDIS_LABEL = "Redis"
+BARE_LABEL = "bare Python"
 
 
 def log(msg: str) -> None:
@@ -67,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-lag", action="store_true", help="skip the replication-lag step")
     ap.add_argument("--run-timeout", type=float, default=180.0,
                     help="seconds before one redis-benchmark run is killed and counted as failed")
+    ap.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the bare single-process Python server (bench/bare.py) through "
+                         "the throughput step, as a calibration point (default on)")
     ap.add_argument("--dry-run", action="store_true",
                     help="stand a second Redis master+2 replicas in for zkv (tests the harness)")
     ap.add_argument("--zkv-cmd", default=clusters.DEFAULT_ZKV_CMD,
@@ -149,16 +157,16 @@ def settle_replicas(cluster: Cluster, deadline_s: float = 120.0) -> float | None
         return None
 
 
-def run_throughput(redis: Cluster, zkv: Cluster, configs: list[BenchConfig], repeats: int,
+def run_throughput(systems: list[Cluster], configs: list[BenchConfig], repeats: int,
                    timeout: float, outcomes: list[RunOutcome]) -> None:
-    """Run every config ``repeats`` times, Redis and zkv interleaved; append to ``outcomes``."""
+    """Run every config ``repeats`` times, the systems interleaved; append to ``outcomes``."""
     warmup = BenchConfig("warmup", 50, 1, max(1000, min(cfg.requests for cfg in configs)))
-    for cl in (redis, zkv):
+    for cl in systems:
         o = throughput.run_once(cl.label, cl.writer.host, cl.writer.port, warmup, timeout)
         log(f"  warm-up run {cl.label}: {o.seconds:.1f}s" + (f" ERROR {o.error}" if o.error else ""))
     for cfg in configs:
         for rep in range(repeats):
-            for cl in (redis, zkv):
+            for cl in systems:
                 cl.check_alive()
                 settle = settle_replicas(cl)
                 o = throughput.run_once(cl.label, cl.writer.host, cl.writer.port, cfg, timeout)
@@ -171,7 +179,7 @@ def run_throughput(redis: Cluster, zkv: Cluster, configs: list[BenchConfig], rep
 
 
 def summarize(outcomes: list[RunOutcome], configs: list[BenchConfig],
-              labels: tuple[str, str]) -> dict[str, dict[str, dict[str, Summary]]]:
+              labels: tuple[str, ...]) -> dict[str, dict[str, dict[str, Summary]]]:
     """label -> config name -> test -> medians (from whatever runs completed)."""
     return {label: {cfg.name: {t: throughput.summarize([o for o in outcomes if o.target == label
                                                         and o.config == cfg.name], t)
@@ -228,23 +236,30 @@ def main(argv: list[str] | None = None) -> int:
     lags: list[lag.LagResult] = []
     mems: list[memory.MemoryResult] = []
     hop_result: hop.HopResult | None = None
+    wake_result: hop.WakeResult | None = None
     zkv_label = "zkv (dry run: Redis)" if args.dry_run else "zkv"
     status = "ok"
     try:
         if not (args.skip_throughput and args.skip_lag):
             redis, zkv = start_pair(tmp, args, "main")
+            systems = [redis, zkv]
             try:
-                log("warming the redis-benchmark keyspace on both")
-                warm_keyspace(redis)
-                warm_keyspace(zkv)
+                if args.bare and not args.skip_throughput:
+                    log("starting the bare Python calibration server (bench/bare.py)")
+                    systems.append(clusters.start_bare(tmp / "bare", BARE_LABEL, args.start_timeout))
+                log("warming the redis-benchmark keyspace on each")
+                for cl in systems:
+                    warm_keyspace(cl)
                 if not args.skip_throughput:
                     log(f"throughput: {len(configs)} configs x {args.repeats} repeats, interleaved")
-                    run_throughput(redis, zkv, configs, args.repeats, args.run_timeout, outcomes)
+                    run_throughput(systems, configs, args.repeats, args.run_timeout, outcomes)
                     log("single-client floor: bare pyzmq ipc round trips")
                     try:
                         hop_result = hop.measure()
                     except Exception as e:  # noqa: BLE001 - the floor is a side figure; keep the run
                         hop_result = hop.HopResult(0, float("nan"), float("nan"), f"{type(e).__name__}: {e}")
+                    log("receiver CPU per message: ZeroMQ vs a plain socket")
+                    wake_result = hop.measure_wake()
                 if not args.skip_lag:
                     if args.lag_load_rate is None:
                         args.lag_load_rate = half_max_write_rate(outcomes, zkv_label)
@@ -252,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"background load {args.lag_load_rate:,.0f} SET/s")
                     run_lag(redis, zkv, args, tmp, lags)
             finally:
-                redis.stop()
-                zkv.stop()
+                for cl in systems:
+                    cl.stop()
         if args.memory:
             log("memory per key: fresh clusters")
             run_memory(tmp, args, mems)
@@ -274,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     if outcomes:
-        summaries = summarize(outcomes, configs, (REDIS_LABEL, zkv_label))
+        summaries = summarize(outcomes, configs, (REDIS_LABEL, zkv_label, BARE_LABEL))
     checks = report.all_checks(configs, summaries, lags, mems, zkv_label, REDIS_LABEL)
     lines = report.machine_lines(machine)
     if args.zkv_set:
@@ -283,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"status: {status}")
     if summaries:
         lines += [""] + report.throughput_table(configs, summaries, zkv_label, REDIS_LABEL, args.repeats)
+    if summaries and any(o.target == BARE_LABEL for o in outcomes):
+        lines += [""] + report.bare_lines(configs, summaries, zkv_label, REDIS_LABEL, BARE_LABEL)
     if hop_result is not None:
-        lines += [""] + report.hop_lines(hop_result, summaries, zkv_label, REDIS_LABEL)
+        lines += [""] + report.hop_lines(hop_result, summaries, zkv_label, REDIS_LABEL, wake_result)
     if lags:
         lines += [""] + report.lag_table(lags)
     if mems:
@@ -299,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine, "status": status, "seconds": round(elapsed, 1),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "configs": configs, "runs": outcomes, "summaries": summaries, "lag": lags, "memory": mems,
-        "hop": hop_result, "checks": checks,
+        "hop": hop_result, "wake": wake_result, "checks": checks,
     }
     path = args.json or RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}{'-dry-run' if args.dry_run else ''}.json"
     report.write_json(doc, path)
