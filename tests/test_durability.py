@@ -62,3 +62,23 @@ def test_gc_horizon_adopted_by_a_full_transfer_survives_restart(tmp_path: Path) 
     disk = _open(tmp_path)
     assert disk.recover().gc_horizon == 777
     disk.close()
+
+
+def test_snapshot_of_several_origins_restores_the_same_keyspace(tmp_path: Path) -> None:
+    """Recovery applies a snapshot's entries grouped by origin: every entry, tombstones
+    included, must come back with its own origin and stamp."""
+    from zkv.store.keyspace import Keyspace
+
+    disk = _open(tmp_path)
+    disk.recover()
+    ks = Keyspace()
+    for i in range(3000):
+        ks.apply(b"k%d" % i, 100 + i, ("n0", "n1", "n2")[i % 3], None if i % 7 == 0 else b"v%d" % i)
+    disk.snapshot_now(ks, {"n0": 1000, "n1": 1000, "n2": 1000}, 5000, 0)
+    disk.close()
+    disk = _open(tmp_path)
+    rec = disk.recover()
+    assert rec.snapshot_entries == 3000
+    assert sorted(rec.keyspace.entries()) == sorted(ks.entries())
+    assert rec.keyspace.digest() == ks.digest() and rec.keyspace.tombstones == ks.tombstones
+    disk.close()
