@@ -69,3 +69,39 @@ def test_anti_entropy_repair_reaches_a_cached_reader(make_cluster) -> None:
             assert first in (b"NOT FOUND", b"VALUE only-here")
             wait_until(lambda: cl.cmd(b"GET planted-key") == b"VALUE only-here", timeout=30,
                        what=f"the repaired key on {node.id}")
+
+
+def test_tracking_past_its_bound_drops_some_keys_not_the_whole_cache(make_cluster) -> None:
+    """The store tracks at most track_max keys for its frontend (10,485 with read_cache_mb = 1).
+    Past that it stops tracking some and invalidates exactly those, as Redis's tracking table
+    does: the rest of the cache stays (telling the frontend to forget everything would empty
+    it), and a key no longer tracked must not stay cached, or a later write made on another
+    node would never reach this reader."""
+    c: Cluster = make_cluster(2, read_cache_mb=1).start()
+    a, b = c.nodes
+    keys = [f"tk{i}" for i in range(11_000)]
+    chunks = [keys[i:i + 500] for i in range(0, len(keys), 500)]
+    with LineClient(a.port) as ca, LineClient(b.port) as cb:
+        for chunk in chunks:
+            assert ca.pipeline([f"SET {k} one".encode() for k in chunk]) == [b"OK"] * len(chunk)
+        wait_until(lambda: cb.cmd(f"GET {keys[-1]}".encode()) == b"VALUE one", timeout=30,
+                   what="b to have a's writes")
+        for chunk in chunks:  # every key read once on b: all tracked, more than the bound
+            assert cb.pipeline([f"GET {k}".encode() for k in chunk]) == [b"VALUE one"] * len(chunk)
+        info = b.info("frontend")
+        assert int(info["read_cache_tracked"]) <= int(info["read_cache_tracked_max"]) == 10_485
+        # about 5,400 entries fit in 1 MB; the untracked ones (about 1,000 of them) are gone
+        assert int(info["read_cache_keys"]) > 2_500, info
+        for chunk in chunks:
+            assert ca.pipeline([f"SET {k} two".encode() for k in chunk]) == [b"OK"] * len(chunk)
+        # Read back, one request at a time (the cache answers a request when none before it
+        # on the connection waits for the store), only the last keys read: fewer than the
+        # cache holds, so no entry is pushed out by these reads, and a stale one would be
+        # served for ever.
+        recent = [f"GET {k}".encode() for k in keys[-4_000:]]
+        wait_until(lambda: all(cb.cmd(r) == b"VALUE two" for r in recent),
+                   timeout=30, what="b to serve a's new values for every key it had cached")
+        # and those reads went through the cache: read again, they are all answered there
+        hits = int(b.info("frontend")["read_cache_hits"])
+        assert all(cb.cmd(r) == b"VALUE two" for r in recent[:100])
+        assert int(b.info("frontend")["read_cache_hits"]) == hits + 100

@@ -96,7 +96,8 @@ class ReadCache:
                 key, value = op[1], result
                 old = get(key, MISS)
             elif code == "i" and result.__class__ is dict:
-                result["read_cache"] = self.stats()  # INFO shows this node's cache too
+                # INFO shows this node's cache too, beside what the store says of it
+                result["read_cache"] = {**self.stats(), **(result.get("read_cache") or {})}
                 continue
             elif code == "s" or code == "d":
                 key = op[1]

@@ -52,6 +52,7 @@ SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandon
 PUBLISH_MAX_EVENTS = 4096
 PEER_SILENT_S = 2.0  # a peer unheard for this long counts as disconnected (INFO, logs)
 INVALIDATE_MAX_KEYS = 10_000  # beyond this per turn, "forget everything" is cheaper for both sides
+TRACK_EVICT = 1_000  # keys untracked (and invalidated) at a time once track_max is reached
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
 
 
@@ -140,8 +141,9 @@ class Store:
         # connection, before any reply computed after the change.  Only keys it may hold are
         # named: those it read here since it was last told of a change to them ("tracked", as
         # in Redis's client-side caching; its writes only update keys already cached), each
-        # once, so a frontend that does not read what peers write hears little.  Bounded: past
-        # track_max, it is told to forget everything and tracking starts over.
+        # once, so a frontend that does not read what peers write hears little.  Bounded, as
+        # Redis's tracking table is: past track_max, some tracked keys are dropped and named
+        # in an invalidation, so the frontend stops caching exactly what is no longer tracked.
         self._tracked: set[bytes] = set()
         self._track_max = max(10_000, cfg.read_cache_mb * 1024 * 1024 // 100)
         self._changed: list[bytes] = []  # tracked keys changed since the last invalidation
@@ -382,7 +384,16 @@ class Store:
         for ident, results in replies:
             clients.send_multipart([ident, pack(results)])
         if len(self._tracked) > self._track_max:
-            self._forget_all = True  # sent after these replies: the frontend drops them too
+            self._untrack_some()
+
+    def _untrack_some(self) -> None:
+        """Bring the tracked set back under its bound: stop tracking arbitrary keys, a small
+        slice more than the excess so this runs once per TRACK_EVICT new reads, not per read.
+        They are invalidated at the end of this turn, after the replies that may cache them."""
+        tracked, changed = self._tracked, self._changed
+        pop = tracked.pop
+        for _ in range(len(tracked) - self._track_max + TRACK_EVICT):
+            changed.append(pop())
 
     def _invalidate(self) -> None:
         """Tell the frontend which keys changed without its asking (None: forget everything)."""
@@ -546,10 +557,8 @@ class Store:
                 entries = decode_chunk(frames[2])
                 check_entries(entries)
                 self._forget_all = True
-                for key, hlc, origin, value in entries:
-                    self.ks.apply(key, hlc, origin, value)
-                    self.clock.observe(hlc)
-                    self.sync.keys.add(key)
+                self.clock.observe(self.ks.apply_entries(entries))
+                self.sync.keys.update(e[0] for e in entries)
                 self.sync.entries += len(entries)
                 self.sync.last_chunk = time.monotonic()
                 self.disk.append([encode_repair_record(None, 0, entries)], len(entries))
@@ -764,6 +773,8 @@ class Store:
                           "vv": dict(self.peers[p].hb.vv) if p in self.peers else {}}
                       for p in sorted(self.peer_ids)},
             "syncing": self.sync is not None, "stats": dict(self.stats),
+            "read_cache": {"tracked": len(self._tracked), "tracked_max": self._track_max}
+            if self.cfg.read_cache_mb else {},
             "recovery": {"seconds": round(self.recovered.seconds, 3),
                          "snapshot_entries": self.recovered.snapshot_entries,
                          "log_records": self.recovered.log_records,
