@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import zmq
 
@@ -51,23 +52,41 @@ class WakeResult:
     error: str = ""
 
 
-def _receiver_cpu(transport: str, endpoint: str, count: int) -> None:
-    """Child: receive ``count`` messages, then print the CPU seconds they cost this process."""
-    if transport == "zmq":
-        ctx = zmq.Context()
-        s = ctx.socket(zmq.ROUTER)
-        s.linger = 0
-        s.bind(endpoint)
-        recv = s.recv_multipart
-    else:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.bind(endpoint)
-        s.listen(1)
+def _ready() -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    if transport != "zmq":
-        conn, _ = s.accept()
-        recv = lambda: conn.recv(65536)  # noqa: E731
+
+
+def _receiving_end(transport: str, name: str) -> Callable[[], object]:
+    """Bind the receiving end of ``transport`` under ``name``, say "ready", return its recv."""
+    if transport == "zmq":
+        s = zmq.Context.instance().socket(zmq.ROUTER)
+        s.linger = 0
+        s.bind(f"ipc://@{name}")
+        _ready()
+        return s.recv_multipart
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind("\0" + name)  # Linux's abstract namespace: no file left behind
+    listener.listen(1)
+    _ready()
+    conn, _ = listener.accept()
+    return lambda: conn.recv(65536)
+
+
+def _sending_end(transport: str, name: str) -> Callable[[bytes], object]:
+    if transport == "zmq":
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.linger = 0
+        s.connect(f"ipc://@{name}")
+        return s.send
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.connect("\0" + name)
+    return sock.send
+
+
+def _receiver_cpu(transport: str, name: str, count: int) -> None:
+    """Child: receive ``count`` messages, then print the CPU seconds they cost this process."""
+    recv = _receiving_end(transport, name)
     recv()  # the first message starts the clock (connection set-up is not counted)
     t0 = resource.getrusage(resource.RUSAGE_SELF)  # all threads, ZeroMQ's I/O thread included
     for _ in range(count):
@@ -80,22 +99,12 @@ def _receiver_cpu(transport: str, endpoint: str, count: int) -> None:
 def _wake_once(transport: str, count: int, gap_s: float, timeout_s: float) -> float:
     """Receiver CPU microseconds per message for one transport."""
     name = f"zkv-bench-wake-{os.getpid()}-{transport}"
-    endpoint = f"ipc://@{name}" if transport == "zmq" else f"\0{name}"
-    child = subprocess.Popen([sys.executable, __file__, "--receive", transport, endpoint.replace("\0", "@", 1),
-                              str(count)], stdout=subprocess.PIPE, text=True)
-    ctx = zmq.Context() if transport == "zmq" else None
+    child = subprocess.Popen([sys.executable, __file__, "--receive", transport, name, str(count)],
+                             stdout=subprocess.PIPE, text=True)
     try:
         if child.stdout is None or child.stdout.readline().strip() != "ready":
             raise RuntimeError(f"{transport} receiver did not start")
-        if ctx is not None:
-            s = ctx.socket(zmq.DEALER)
-            s.linger = 0
-            s.connect(endpoint)
-            send = s.send
-        else:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            sock.connect(endpoint)
-            send = sock.send
+        send = _sending_end(transport, name)
         msg = b"x" * 1000
         for _ in range(count + 1):
             send(msg)
@@ -103,8 +112,6 @@ def _wake_once(transport: str, count: int, gap_s: float, timeout_s: float) -> fl
         out, _ = child.communicate(timeout=timeout_s)
         return float(out.strip()) / count * 1e6
     finally:
-        if ctx is not None:
-            ctx.destroy(0)
         if child.poll() is None:
             child.kill()
             child.wait()
@@ -169,8 +176,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         _serve(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) == 5 and sys.argv[1] == "--receive":
-        endpoint = sys.argv[3] if sys.argv[2] == "zmq" else "\0" + sys.argv[3][1:]
-        _receiver_cpu(sys.argv[2], endpoint, int(sys.argv[4]))
+        _receiver_cpu(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         r = measure()
         print(f"pyzmq ipc round trip: p50 {r.p50_us:.1f} us, p99 {r.p99_us:.1f} us "
