@@ -32,7 +32,7 @@ def snapshot(ks: Keyspace) -> dict[bytes, tuple[int, str, bytes | None]]:
 # A write's version (key, hlc, origin) is unique in a real cluster, so its value is determined:
 # generate a dict version -> value and turn it into writes.
 versions = st.tuples(st.sampled_from(KEYS), st.integers(1, 6), st.sampled_from(ORIGINS))
-# Short values and values long enough (> 256 bytes) that the old entry is hashed through a view.
+# Short values and long ones (a few hundred bytes).
 values = st.one_of(st.none(), st.binary(max_size=4), st.binary(min_size=250, max_size=600))
 write_sets = st.dictionaries(versions, values, max_size=25).map(
     lambda d: [(k, h, o, v) for (k, h, o), v in d.items()]

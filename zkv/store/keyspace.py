@@ -58,12 +58,12 @@ def wins(hlc: int, origin: str, current: Entry | None) -> bool:
     return hlc > current[0] or (hlc == current[0] and origin > current[1])
 
 
-_HEADER = struct.Struct(">QH")  # hlc, origin index (high bit set: tombstone)
+# hlc, origin index (high bit set: tombstone), the entry's hash (0 for a tombstone)
+_HEADER = struct.Struct(">QHQ")
 _HDR = _HEADER.size
 _TOMB = 0x8000
 _GOLDEN = 0x9E3779B97F4A7C15
 _BUCKET_MASK = BUCKETS - 1
-_SLICE_MAX = _HDR + 256  # longer values are hashed through a memoryview, not a copy
 _crc32 = zlib.crc32
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
@@ -72,8 +72,10 @@ _unpack_header = _HEADER.unpack_from
 class Keyspace:
     """The data of one node.  ``apply`` is the only way in.
 
-    Each entry is stored as ONE bytes object: a 10-byte header (timestamp, index of the origin in
-    this keyspace's own table of node ids, tombstone flag) followed by the value.  A tuple of
+    Each entry is stored as ONE bytes object: an 18-byte header (timestamp, index of the origin
+    in this keyspace's own table of node ids, tombstone flag, and the entry's ``entry_hash``, so
+    replacing it takes its hash out of the digest without hashing the old value again) followed
+    by the value.  A tuple of
     (int, str, bytes) would cost about 100 bytes more per key; memory per key is what limits a
     store that keeps everything in RAM.  The origin index never leaves this object: entries go
     out (``entries``, ``entry``) with the origin's name.
@@ -104,7 +106,7 @@ class Keyspace:
         return i
 
     def _decode(self, e: bytes) -> Entry:
-        hlc, oi = _HEADER.unpack_from(e)
+        hlc, oi, _h = _HEADER.unpack_from(e)
         return hlc, self._origins[oi & ~_TOMB], None if oi & _TOMB else e[_HDR:]
 
     # --- reads -------------------------------------------------------------------------------
@@ -148,9 +150,8 @@ class Keyspace:
         changed the map and the highest timestamp among them (0 if none).
 
         Every write of every node passes here, so the loop keeps everything in locals and
-        inlines ``entry_hash`` (twice: the old entry's hash leaves its bucket, the new one's
-        enters), and short values are sliced rather than viewed (a memoryview costs more than
-        copying a few dozen bytes)."""
+        inlines ``entry_hash``; the hash of the entry it replaces is read from that entry's
+        header."""
         data = self._data
         get = data.get
         buckets = self._buckets
@@ -169,7 +170,7 @@ class Keyspace:
             cur = get(key)
             kc = _crc32(key)
             if cur is not None:
-                chlc, coi = _unpack_header(cur)
+                chlc, coi, ch = _unpack_header(cur)
                 if hlc < chlc:
                     continue
                 tomb = coi & _TOMB
@@ -180,18 +181,16 @@ class Keyspace:
                 if tomb:
                     del tombstones[key]
                 else:
-                    old = cur[_HDR:] if len(cur) <= _SLICE_MAX else memoryview(cur)[_HDR:]
-                    h = ((kc << 32) | _crc32(old, origin_crcs[coi])) ^ chlc
-                    h = (h * _GOLDEN) & _MASK64
-                    buckets[kc & _BUCKET_MASK] ^= h ^ (h >> 29)
+                    buckets[kc & _BUCKET_MASK] ^= ch
             if value is None:
-                data[key] = _pack_header(hlc, tomb_header)
+                data[key] = _pack_header(hlc, tomb_header, 0)
                 tombstones[key] = hlc
             else:
-                data[key] = _pack_header(hlc, oi) + value
                 h = ((kc << 32) | _crc32(value, ocrc)) ^ hlc
                 h = (h * _GOLDEN) & _MASK64
-                buckets[kc & _BUCKET_MASK] ^= h ^ (h >> 29)
+                h ^= h >> 29
+                data[key] = _pack_header(hlc, oi, h) + value
+                buckets[kc & _BUCKET_MASK] ^= h
             changed += 1
         return changed, top
 
@@ -242,11 +241,11 @@ class Keyspace:
             e = self._data.get(k)
             if e is None or _HEADER.unpack_from(e)[0] >= horizon:
                 continue
-            h, o, v = self._decode(self._data.pop(k))
-            if v is None:
+            _hlc, oi, h = _HEADER.unpack_from(self._data.pop(k))
+            if oi & _TOMB:
                 del self._tombstones[k]
             else:
-                self._buckets[bucket_of(k)] ^= entry_hash(k, h, o, v)
+                self._buckets[bucket_of(k)] ^= h
             dropped.append(k)
         return dropped
 
