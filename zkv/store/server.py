@@ -306,7 +306,9 @@ class Store:
                 break
         self.stats["frontend_batches"] += len(msgs)
         ks, clock, me = self.ks, self.clock, self.id
-        now = clock.now
+        # One clock reading per turn: its writes take that stamp and the ones after it, each
+        # above everything issued or observed before, and the clock then passes the last.
+        stamp = clock.now()
         # Local writes are stamped in order into ``items`` and applied to the keyspace in runs
         # (``apply_many``), the pending run always before any read, so each read sees every
         # write sent before it.
@@ -334,7 +336,8 @@ class Store:
                         key, value = op[1], op[2]
                         if key.__class__ is not bytes or value.__class__ is not bytes:
                             raise TypeError("SET needs bytes")
-                        items.append((now(), key, value))
+                        items.append((stamp, key, value))
+                        stamp += 1
                         results.append(None)
                         continue
                     if applied < len(items):
@@ -350,7 +353,8 @@ class Store:
                         if key.__class__ is not bytes:
                             raise TypeError("DEL needs bytes")
                         results.append(0 if ks.get(key) is None else 1)
-                        items.append((now(), key, None))
+                        items.append((stamp, key, None))
+                        stamp += 1
                     elif code == "n":
                         results.append(len(ks))
                     elif code == "i":
@@ -363,6 +367,7 @@ class Store:
         if applied < len(items):
             ks.apply_many(me, items[applied:])
         if items:
+            clock.observe(stamp - 1)
             first = self.inbox.vv.get(me, 0) + 1
             batch = Batch(me, first, items)
             payload = encode_batch(batch)
