@@ -370,3 +370,16 @@ def test_format_info_minimal_dict() -> None:
     assert "# Replication\r\n" in text
     assert "# Keyspace\r\ndb0:keys=0,expires=0,avg_ttl=0\r\ntombstones:0\r\n" in text
     assert "connected_peers:0\r\n" in text
+
+
+def test_set_and_get_shortcut_gives_what_the_command_table_gives() -> None:
+    """dispatch answers upper-case SET and GET without the table; a lower-case name takes the
+    table's path, and both must give the same reply, in RESP2 and RESP3."""
+    for args in ([b"SET", b"k", b"v"], [b"GET", b"k"], [b"SET", b"k", b"v", b"EX"], [b"GET"]):
+        for resp3 in (False, True):
+            fast = dispatch(args, True, resp3)
+            table = dispatch([args[0].lower(), *args[1:]], True, resp3)
+            if fast.__class__ is Deferred:
+                assert fast == table
+            else:  # errors name the command as the client spelled it
+                assert fast.lower() == table.lower()

@@ -335,6 +335,13 @@ def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
     """One request -> its reply; ``resp3`` once the connection has said HELLO 3."""
     if not is_resp:
         return dispatch_plain(args)
+    # The two requests of nearly every workload, as clients send them (upper case), without
+    # the table lookup: the same replies _set and _get give.
+    n = len(args)
+    if n == 3 and args[0] == b"SET":
+        return Deferred([("s", args[1], args[2])], _r_ok)
+    if n == 2 and args[0] == b"GET" and not resp3:
+        return Deferred([("g", args[1])], _r_get)
     r = dispatch_resp(args)
     if resp3:
         if r.__class__ is Deferred:
