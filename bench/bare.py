@@ -1,7 +1,7 @@
 """The calibration point the issue gives, measured in the same run: a bare Python server.
 
-One process, one uvloop event loop (asyncio's if uvloop is missing), a dict, no replication, no
-log and no second process: the most a Python server on this machine does for ``SET``/``GET``.
+One process, one uvloop event loop (asyncio's if uvloop is missing: the server's log says
+which), a dict, no replication, no log and no second process: the most a Python server on this machine does for ``SET``/``GET``.
 It parses with zkv's own request parser (``zkv.protocol.requests``), so the difference between
 it and zkv is what zkv's design adds (the frontend<->store hop, the log, two replicas applying
 every write), not a parser written differently.  The report prints zkv's rates as a fraction of
@@ -21,11 +21,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from zkv.commands import Hello, dispatch  # noqa: E402
 from zkv.protocol import resp  # noqa: E402
 from zkv.protocol.requests import parse_requests  # noqa: E402
 
 MAX_LINE = 64 * 1024
-OK, PONG, EMPTY = b"+OK\r\n", b"+PONG\r\n", b"*0\r\n"  # EMPTY: CONFIG GET's empty answer
+OK = b"+OK\r\n"
 
 
 class BareConnection(asyncio.Protocol):
@@ -33,6 +34,7 @@ class BareConnection(asyncio.Protocol):
         self.data = data
         self.buf = bytearray()
         self.resume: list = []
+        self.resp3 = False  # after HELLO 3, nulls are written the RESP3 way
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,19 +52,22 @@ class BareConnection(asyncio.Protocol):
                 buf += chunk[parsed.consumed:]
         data = self.data
         out = []
-        for args, _is_resp in parsed.requests:
+        for args, is_resp in parsed.requests:
             name = args[0].upper()
             if name == b"SET" and len(args) == 3:
                 data[args[1]] = args[2]
                 out.append(OK)
             elif name == b"GET" and len(args) == 2:
-                out.append(resp.bulk(data.get(args[1])))
-            elif name == b"PING":
-                out.append(PONG)
-            elif name == b"CONFIG":
-                out.append(EMPTY)
-            else:
-                out.append(resp.error(f"ERR unknown command for the bare server: {name.decode(errors='replace')}"))
+                value = data.get(args[1])
+                out.append(resp.bulk3(value) if self.resp3 else resp.bulk(value))
+            else:  # PING, CONFIG GET, HELLO, COMMAND...: what zkv answers without its store
+                r = dispatch(args, is_resp, self.resp3)
+                if r.__class__ is Hello:
+                    self.resp3 = r.proto == 3
+                if r.__class__ is not bytes:  # HELLO and QUIT carry their reply; others need a store
+                    r = getattr(r, "reply", None) or resp.error(
+                        f"ERR the bare server has no {name.decode(errors='replace')}")
+                out.append(r)
         if parsed.fatal is not None:
             out.append(parsed.fatal)
         if out and self.transport is not None:
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
+    print(f"bare server on {args.host}:{args.port}, event loop {type(loop).__module__}", flush=True)
     try:
         loop.run_until_complete(serve(args.host, args.port))
     finally:

@@ -1,10 +1,11 @@
-"""The two systems under test, each as three nodes on 127.0.0.1 started in a temp dir.
+"""The systems under test, started on 127.0.0.1 in a temp dir.
 
 * :func:`start_redis` - one Redis master and two replicas (persistence off).
 * :func:`start_zkv` - three zkv nodes, full mesh of peers, one TOML config each.
-* :func:`start_bare` - the issue's calibration point: a single-process Python server with a dict.
+* :func:`start_bare` - the issue's calibration point: a single-process Python server with a
+  dict (one node, nothing replicated; throughput only).
 
-Both return a :class:`Cluster`: a list of ``host:port`` client endpoints, node 0 being the one
+Each returns a :class:`Cluster`: a list of ``host:port`` client endpoints, node 0 being the one
 that takes the writes (the Redis master / zkv ``node0``), plus how to measure its memory.
 """
 
@@ -42,9 +43,10 @@ class Node:
 
 @dataclass
 class Cluster:
-    """Three running nodes of one system; ``nodes[0]`` takes writes, ``nodes[1]`` is read for lag."""
+    """The running nodes of one system; ``nodes[0]`` takes writes, ``nodes[1]`` (if any) is read
+    for lag."""
 
-    kind: str  # "redis" or "zkv"
+    kind: str  # "redis", "zkv" or "bare"
     label: str  # what the report calls it
     nodes: list[Node]
     workdir: Path

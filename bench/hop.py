@@ -9,9 +9,10 @@ then the best -c1 p50 any code inside those two processes could reach.
 
 It also measures what one message costs the process that receives it, in CPU time, when the
 receiver sleeps between messages (as a store does between batches under moderate load): once
-over ZeroMQ (ipc, a ROUTER woken by each DEALER message) and once over a plain Unix socket pair.
-ZeroMQ delivers through a background I/O thread in each process, so each message wakes two
-threads on the receiving side where a plain socket wakes one.
+over ZeroMQ (ipc, a ROUTER woken by each DEALER message, pyzmq's recv_multipart) and once over
+a plain Unix socket pair.  ZeroMQ delivers through a background I/O thread in each process, so
+each message wakes two threads on the receiving side where a plain socket wakes one; the
+figure is that, plus what pyzmq adds per message.
 
     python bench/hop.py            # prints p50/p99 in microseconds and the CPU per message
 """
@@ -57,31 +58,38 @@ def _ready() -> None:
     sys.stdout.flush()
 
 
+RECEIVE_TIMEOUT_S = 30  # a receiver child whose sender died gives up instead of waiting for ever
+
+
 def _receiving_end(transport: str, name: str) -> Callable[[], object]:
     """Bind the receiving end of ``transport`` under ``name``, say "ready", return its recv."""
     if transport == "zmq":
         s = zmq.Context.instance().socket(zmq.ROUTER)
         s.linger = 0
+        s.rcvtimeo = RECEIVE_TIMEOUT_S * 1000
         s.bind(f"ipc://@{name}")
         _ready()
         return s.recv_multipart
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.settimeout(RECEIVE_TIMEOUT_S)
     listener.bind("\0" + name)  # Linux's abstract namespace: no file left behind
     listener.listen(1)
     _ready()
     conn, _ = listener.accept()
+    conn.settimeout(RECEIVE_TIMEOUT_S)
     return lambda: conn.recv(65536)
 
 
-def _sending_end(transport: str, name: str) -> Callable[[bytes], object]:
+def _sending_end(transport: str, name: str) -> tuple[Callable[[bytes], object], Callable[[], None]]:
+    """Connect to the receiving end; returns its send and how to close it."""
     if transport == "zmq":
         s = zmq.Context.instance().socket(zmq.DEALER)
         s.linger = 0
         s.connect(f"ipc://@{name}")
-        return s.send
+        return s.send, s.close
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.connect("\0" + name)
-    return sock.send
+    return sock.send, sock.close
 
 
 def _receiver_cpu(transport: str, name: str, count: int) -> None:
@@ -104,36 +112,43 @@ def _wake_once(transport: str, count: int, gap_s: float, timeout_s: float) -> fl
     try:
         if child.stdout is None or child.stdout.readline().strip() != "ready":
             raise RuntimeError(f"{transport} receiver did not start")
-        send = _sending_end(transport, name)
-        msg = b"x" * 1000
-        for _ in range(count + 1):
-            send(msg)
-            time.sleep(gap_s)
-        out, _ = child.communicate(timeout=timeout_s)
+        send, close = _sending_end(transport, name)
+        try:
+            msg = b"x" * 1000
+            for _ in range(count + 1):
+                send(msg)
+                time.sleep(gap_s)
+            out, _ = child.communicate(timeout=timeout_s)
+        finally:
+            close()
         return float(out.strip()) / count * 1e6
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def measure_wake(count: int = 1500, gap_ms: float = 1.0, timeout_s: float = 60.0) -> WakeResult:
     """CPU per received message, ZeroMQ vs a plain socket, the receiver idle between messages."""
-    try:
-        z = _wake_once("zmq", count, gap_ms / 1000, timeout_s)
-        u = _wake_once("socket", count, gap_ms / 1000, timeout_s)
-        return WakeResult(count, gap_ms, z, u)
-    except Exception as e:  # noqa: BLE001 - a side figure: report, do not fail the run
-        return WakeResult(count, gap_ms, float("nan"), float("nan"), f"{type(e).__name__}: {e}")
+    figures, errors = [], []
+    for transport in ("zmq", "socket"):
+        try:
+            figures.append(_wake_once(transport, count, gap_ms / 1000, timeout_s))
+        except Exception as e:  # noqa: BLE001 - a side figure: report, do not fail the run
+            figures.append(float("nan"))
+            errors.append(f"{transport}: {type(e).__name__}: {e}")
+    return WakeResult(count, gap_ms, figures[0], figures[1], "; ".join(errors))
 
 
 def _serve(endpoint: str, count: int) -> None:
     ctx = zmq.Context()
     s = ctx.socket(zmq.ROUTER)
     s.linger = 0
+    s.rcvtimeo = RECEIVE_TIMEOUT_S * 1000  # an orphan (the harness killed) exits on its own
     s.bind(endpoint)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+    _ready()
     for _ in range(count):
         s.send_multipart(s.recv_multipart())
     s.close()
@@ -170,6 +185,8 @@ def measure(samples: int = 5000, timeout_s: float = 60.0) -> HopResult:
         ctx.term()
         server.kill()
         server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
 
 
 if __name__ == "__main__":

@@ -166,8 +166,9 @@ def bare_lines(configs: list[BenchConfig], summaries: dict[str, dict[str, dict[s
     Python process with a dict does here, and how far that is from Redis."""
     head = (f"{'test':<4} {'config':<10} | {'bare ops/s':>10} {'bare/Redis':>10} {'zkv/bare':>8} | "
             f"{'bare p50':>8} {'zkv/bare p50':>12}")
-    lines = ["Calibration: a bare single-process Python server with a dict (bench/bare.py: uvloop, "
-             "zkv's parser, no store process, no log, no replicas), same runs", head, "-" * len(head)]
+    lines = ["Calibration: a bare single-process Python server with a dict (bench/bare.py: uvloop if "
+             "installed, zkv's parser, no store process, no log, no replicas), same runs",
+             head, "-" * len(head)]
     for cfg in configs:
         for test in ("SET", "GET"):
             b = summaries.get(bare, {}).get(cfg.name, {}).get(test)

@@ -160,13 +160,18 @@ def settle_replicas(cluster: Cluster, deadline_s: float = 120.0) -> float | None
 def run_throughput(systems: list[Cluster], configs: list[BenchConfig], repeats: int,
                    timeout: float, outcomes: list[RunOutcome]) -> None:
     """Run every config ``repeats`` times, the systems interleaved; append to ``outcomes``."""
+    systems = list(systems)  # the calibration server may drop out; the caller's list stays whole
     warmup = BenchConfig("warmup", 50, 1, max(1000, min(cfg.requests for cfg in configs)))
     for cl in systems:
         o = throughput.run_once(cl.label, cl.writer.host, cl.writer.port, warmup, timeout)
         log(f"  warm-up run {cl.label}: {o.seconds:.1f}s" + (f" ERROR {o.error}" if o.error else ""))
     for cfg in configs:
         for rep in range(repeats):
-            for cl in systems:
+            for cl in list(systems):
+                if cl.kind == "bare" and not all(c.alive() for c in cl.children()):
+                    log(f"  {cl.label} exited; the runs go on without it")  # a side figure only
+                    systems.remove(cl)
+                    continue
                 cl.check_alive()
                 settle = settle_replicas(cl)
                 o = throughput.run_once(cl.label, cl.writer.host, cl.writer.port, cfg, timeout)
@@ -246,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if args.bare and not args.skip_throughput:
                     log("starting the bare Python calibration server (bench/bare.py)")
-                    systems.append(clusters.start_bare(tmp / "bare", BARE_LABEL, args.start_timeout))
+                    try:
+                        systems.append(clusters.start_bare(tmp / "bare", BARE_LABEL, args.start_timeout))
+                    except StartupError as e:  # a side figure: the comparison goes on without it
+                        log(f"  no calibration server: {e}")
                 log("warming the redis-benchmark keyspace on each")
                 for cl in systems:
                     warm_keyspace(cl)
@@ -289,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     if outcomes:
-        summaries = summarize(outcomes, configs, (REDIS_LABEL, zkv_label, BARE_LABEL))
+        labels = (REDIS_LABEL, zkv_label) + ((BARE_LABEL,) if any(o.target == BARE_LABEL for o in outcomes) else ())
+        summaries = summarize(outcomes, configs, labels)
     checks = report.all_checks(configs, summaries, lags, mems, zkv_label, REDIS_LABEL)
     lines = report.machine_lines(machine)
     if args.zkv_set:

@@ -82,3 +82,18 @@ def test_snapshot_of_several_origins_restores_the_same_keyspace(tmp_path: Path) 
     assert sorted(rec.keyspace.entries()) == sorted(ks.entries())
     assert rec.keyspace.digest() == ks.digest() and rec.keyspace.tombstones == ks.tombstones
     disk.close()
+
+
+def test_replayed_repair_records_move_the_clock_past_their_entries(tmp_path: Path) -> None:
+    """After a restart the clock starts above every timestamp the log holds, those of repaired
+    entries too: otherwise a new local write could be stamped below data it should replace."""
+    disk = _open(tmp_path)
+    disk.recover()
+    entries = [(b"a", 500, "n1", b"1"), (b"b", 900, "n2", None), (b"c", 700, "n0", b"3")]
+    disk.append([encode_repair_record(None, 0, entries)], 3)
+    disk.close()
+    disk = _open(tmp_path)
+    rec = disk.recover()
+    assert rec.max_hlc == 900
+    assert rec.keyspace.get(b"a") == b"1" and rec.keyspace.entry(b"b") == (900, "n2", None)
+    disk.close()

@@ -12,8 +12,8 @@ are tiny tuples the store process understands::
 
 The store answers each batch of operations with one message: the list of their results.  On
 the same connection it also sends ``[INVALIDATE, keys]`` (msgpack list, or nil for "all") to
-the frontend's identity ``FRONTEND_ID``: keys it changed without the frontend asking, for the
-frontend's read cache (``zkv.frontend.readcache``).
+the frontend's identity ``FRONTEND_ID``: keys it changed without the frontend asking, or
+stopped tracking, for the frontend's read cache (``zkv.frontend.readcache``).
 
 Plain-text replies keep the original servers' words byte for byte (``OK``, ``VALUE v``,
 ``NOT FOUND``, ``ERROR ...``); RESP replies are Redis's.  Pure: no I/O.

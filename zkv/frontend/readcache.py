@@ -9,7 +9,9 @@ store did it, and the cache changes only as those messages are handled:
 * a reply to a SET or DEL (the write is applied and logged) sets a cached key to its new
   value, or to "absent" - before the client is told ``OK`` (keys not cached stay out);
 * an invalidation drops keys the store changed for other reasons (writes replicated from peers,
-  repairs, a full transfer), and is sent before any reply the store computed after the change.
+  repairs, a full transfer), and is sent before any reply the store computed after the change;
+  it also drops keys the store stopped tracking for the cache (past its bound), sent after the
+  replies that may have cached them and before any later change to them could go untold.
 
 So the cache holds, for every key in it, the value the store had when it last told the frontend
 about that key, and the store always tells it before anyone on this node can have seen a newer

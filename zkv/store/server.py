@@ -146,7 +146,7 @@ class Store:
         # in an invalidation, so the frontend stops caching exactly what is no longer tracked.
         self._tracked: set[bytes] = set()
         self._track_max = max(10_000, cfg.read_cache_mb * 1024 * 1024 // 100)
-        self._changed: list[bytes] = []  # tracked keys changed since the last invalidation
+        self._changed: list[bytes] = []  # keys to invalidate: tracked ones changed, or untracked
         self._forget_all = False  # a bulk change: the frontend must drop its whole cache
         self.ctx = zmq.Context.instance()
         self._bind()
@@ -396,12 +396,17 @@ class Store:
         slice more than the excess so this runs once per TRACK_EVICT new reads, not per read.
         They are invalidated at the end of this turn, after the replies that may cache them."""
         tracked, changed = self._tracked, self._changed
+        count = len(tracked) - self._track_max + TRACK_EVICT
+        if count + len(changed) > INVALIDATE_MAX_KEYS:  # a flood of new reads in one turn
+            self._forget_all = True  # (which also empties the tracked set)
+            return
         pop = tracked.pop
-        for _ in range(len(tracked) - self._track_max + TRACK_EVICT):
+        for _ in range(count):
             changed.append(pop())
 
     def _invalidate(self) -> None:
-        """Tell the frontend which keys changed without its asking (None: forget everything)."""
+        """Tell the frontend which keys to drop: changed without its asking, or no longer
+        tracked (None: forget everything)."""
         keys = None if self._forget_all else self._changed
         # (to a frontend not connected yet, whose cache is empty, ZeroMQ drops it)
         self.clients.send_multipart([FRONTEND_ID, INVALIDATE, pack(keys)])
