@@ -383,3 +383,11 @@ def test_set_and_get_shortcut_gives_what_the_command_table_gives() -> None:
                 assert fast == table
             else:  # errors name the command as the client spelled it
                 assert fast.lower() == table.lower()
+
+
+def test_format_info_persistence_shows_the_background_fsync() -> None:
+    text = format_info({"id": "x", "keys": 0, "fsync": "everysec",
+                        "background_fsync": {"syncs": 3, "delayed": 1, "max_ms": 12.5}})
+    assert "fsync:everysec\r\n" in text  # the mode, in # Server
+    persistence = text.split("# Persistence\r\n", 1)[1]
+    assert "fsync_syncs:3\r\nfsync_delayed:1\r\nfsync_max_ms:12.5\r\n" in persistence

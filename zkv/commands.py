@@ -164,7 +164,8 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
             *(f"{k}:{v}" for k, v in sorted(info.get("stats", {}).items())),
         ],
         "persistence": [f"{k}:{v}" for k, v in [*info.get("recovery", {}).items(),
-                                                 *(("snapshot_" + a, b) for a, b in info.get("snapshots", {}).items())]],
+                                                 *(("snapshot_" + a, b) for a, b in info.get("snapshots", {}).items()),
+                                                 *(("fsync_" + a, b) for a, b in info.get("background_fsync", {}).items())]],
         "keyspace": [f"db0:keys={info['keys']},expires=0,avg_ttl=0", f"tombstones:{info.get('tombstones', 0)}"],
         "frontend": [f"read_cache_{k}:{v}" for k, v in info.get("read_cache", {}).items()],
     }

@@ -12,8 +12,10 @@ A log record is one of
     anti-entropy repair, keys dropped because the peer had collected them, and the version
     vector the transfer covered (or None).
 
-Snapshots run in a forked child (copy-on-write view, as Redis does): the parent only rotates
-to a new segment and forks, so client requests pause for the fork alone.  When the child has
+Snapshots run in a forked child (copy-on-write view, as Redis does) at a lower CPU priority:
+the parent only rotates to a new segment and forks, so client requests pause for the fork
+alone.  With ``fsync = "everysec"`` the log is synced by a background thread
+(``zkv.store.syncer``), never in the store loop.  When the child has
 written the snapshot, the segments before the rotation are deleted.  Recovery loads the
 snapshot, then replays the remaining segments; a torn or corrupt tail is cut off and reported.
 """
@@ -37,6 +39,7 @@ from zkv.proc import die_with_parent
 from zkv.events import Batch, decode_batch
 from zkv.store.keyspace import Keyspace
 from zkv.store.snapshot import SnapshotError, read_snapshot, write_snapshot
+from zkv.store.syncer import BackgroundSync
 from zkv.store.wal import WalWriter, read_wal, truncate_to
 
 log = logging.getLogger("zkv.store")
@@ -98,6 +101,8 @@ class Durability:
         self.max_fork_pause_ms = 0.0  # the longest a snapshot has paused the store loop
         self.last_snapshot_seconds = 0.0
         self.snapshots_taken = 0
+        # everysec: the once-a-second fdatasync runs in a thread, never in the store loop
+        self.syncer = BackgroundSync() if fsync == "everysec" else None
 
     # --- recovery ----------------------------------------------------------------------------
     def _segments(self) -> list[tuple[int, Path]]:
@@ -165,7 +170,7 @@ class Durability:
     # --- writing -----------------------------------------------------------------------------
     def _open_segment(self, n: int) -> None:
         if self._wal is not None:
-            self._wal.close()
+            self._wal.close(self.syncer)
         self._segment = n
         self._wal = WalWriter(self._segment_path(n), fsync=self.fsync)
 
@@ -176,9 +181,9 @@ class Durability:
         self.records_since_snapshot += writes
 
     def sync(self) -> None:
-        """Called once a second: makes everysec mean what it says."""
-        if self._wal is not None and self.fsync == "everysec":
-            self._wal.sync()
+        """Called once a second: makes everysec mean what it says (in the background)."""
+        if self._wal is not None and self.syncer is not None:
+            self._wal.sync_in_background(self.syncer)
 
     # --- snapshots ---------------------------------------------------------------------------
     @property
@@ -200,6 +205,7 @@ class Durability:
         if pid == 0:  # child: write and leave without running any of the parent's cleanup
             code = 0
             try:
+                os.nice(10)  # background work: the live processes come first for the CPUs
                 os.close(self._lock_fd)  # the lock belongs to the parent alone
                 die_with_parent(signal.SIGKILL)  # never outlive it holding its sockets' ports
                 write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta)
@@ -246,6 +252,8 @@ class Durability:
             self._wal.sync()
             self._wal.close()
             self._wal = None
+        if self.syncer is not None and not self.syncer.drain():
+            log.error("background fdatasync still running at shutdown; the log may lack its last second")
         os.close(self._lock_fd)
 
 

@@ -32,7 +32,10 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from zkv.store.syncer import BackgroundSync
 
 __all__ = [
     "MAGIC",
@@ -350,6 +353,12 @@ class WalWriter:
         self._dirty = False  # cleared first: an append racing with us re-marks it
         _fdatasync(self._fd)
 
+    def sync_in_background(self, syncer: BackgroundSync) -> None:
+        """Have ``syncer`` fdatasync what was appended so far, without waiting for it (no-op if
+        nothing was appended; retried at the next call if the syncer is still busy)."""
+        if self._fd >= 0 and self._dirty and syncer.request(self._fd):
+            self._dirty = False
+
     def size(self) -> int:
         """Current file size in bytes (header included)."""
         return self._size
@@ -358,12 +367,15 @@ class WalWriter:
     def closed(self) -> bool:
         return self._fd < 0
 
-    def close(self) -> None:
-        """Sync (unless fsync="no") and close. Idempotent."""
+    def close(self, syncer: BackgroundSync | None = None) -> None:
+        """Sync (unless fsync="no") and close: now, or queued on ``syncer``. Idempotent."""
         if self._fd < 0:
             return
         try:
-            if self.fsync != "no":
+            if self.fsync != "no" and syncer is not None and self._dirty:
+                syncer.request(self._fd, always=True)  # on a duplicate: closing here is fine
+                self._dirty = False
+            elif self.fsync != "no":
                 self.sync()
         finally:
             os.close(self._fd)
