@@ -76,7 +76,7 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
     assert c.fsync == DEFAULT_FSYNC == "everysec"
     assert c.max_line == DEFAULT_MAX_LINE == 1024 * 1024
     assert c.max_clients == DEFAULT_MAX_CLIENTS == 10_000
-    assert c.snapshot_records == DEFAULT_SNAPSHOT_RECORDS == 200_000
+    assert c.snapshot_records == DEFAULT_SNAPSHOT_RECORDS == 1_000_000
     assert c.backlog == DEFAULT_BACKLOG == 200_000
     assert c.heartbeat_ms == DEFAULT_HEARTBEAT_MS == 200
     assert c.anti_entropy_ms == DEFAULT_ANTI_ENTROPY_MS == 2_000

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -54,6 +55,11 @@ PEER_SILENT_S = 2.0  # a peer unheard for this long counts as disconnected (INFO
 INVALIDATE_MAX_KEYS = 10_000  # beyond this per turn, "forget everything" is cheaper for both sides
 TRACK_EVICT = 1_000  # keys untracked (and invalidated) at a time once track_max is reached
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
+
+
+def snapshot_threshold(records: int) -> int:
+    """Logged writes before the next snapshot: ``records``, give or take a quarter at random."""
+    return int(records * random.uniform(0.75, 1.25))
 
 
 def pack(obj: Any) -> bytes:
@@ -133,6 +139,9 @@ class Store:
         # Publishing is paced: after a publish, the next waits publish_interval_ms, gathering
         # what arrives meanwhile into one batch (each batch costs every peer a wake-up); after a
         # quiet spell the first event goes out at once, so light traffic sees no delay.
+        # Every node logs every write, so without jitter all of them would snapshot at the
+        # same moment, and the whole cluster would slow down at once.
+        self._snapshot_at = snapshot_threshold(cfg.snapshot_records)
         self.publish_interval = cfg.publish_interval_ms / 1000
         self._next_publish = 0.0
         self._live_peers: set[str] = set()  # peers heard lately (for the log: up / silent)
@@ -237,8 +246,9 @@ class Store:
                 self._anti_entropy()
                 self._collect_tombstones()
                 next_ae = now + ae_every
-            if self.disk.records_since_snapshot >= self.cfg.snapshot_records and self.sync is None:
-                self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
+            if self.disk.records_since_snapshot >= self._snapshot_at and self.sync is None:
+                if self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon):
+                    self._snapshot_at = snapshot_threshold(self.cfg.snapshot_records)
             wake = min(next_hb, next_sync, next_ae)
             timeout = max(0, int(1000 * (wake - time.monotonic())) + 1)
             if self.streams:
