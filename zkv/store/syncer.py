@@ -24,6 +24,7 @@ import time
 log = logging.getLogger("zkv.store")
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+SLOW_SYNC_MS = 1000.0  # a sync slower than this is logged: everysec no longer means a second
 
 
 class BackgroundSync:
@@ -78,6 +79,9 @@ class BackgroundSync:
             finally:
                 os.close(fd)
             ms = (time.perf_counter() - t0) * 1000
+            if ms > SLOW_SYNC_MS:
+                log.warning("fdatasync of the write-ahead log took %.0f ms (disk busy?): a crash of "
+                            "the machine can lose that much of the latest writes", ms)
             with self._cond:
                 self._running = False
                 self.syncs += 1
