@@ -97,3 +97,18 @@ def test_replayed_repair_records_move_the_clock_past_their_entries(tmp_path: Pat
     assert rec.max_hlc == 900
     assert rec.keyspace.get(b"a") == b"1" and rec.keyspace.entry(b"b") == (900, "n2", None)
     disk.close()
+
+
+def test_after_replay_the_snapshot_counter_counts_writes_not_records(tmp_path: Path) -> None:
+    """snapshot_records counts writes; a replayed record of 50 writes must count 50, or a node
+    that restarts often would let its log grow far past the threshold."""
+    disk = _open(tmp_path)
+    disk.recover()
+    items = [(100 + i, b"k%d" % i, b"v") for i in range(50)]
+    disk.append([encode_event_record(encode_batch(Batch("n1", 1, items)))], 50)
+    disk.append([encode_repair_record(None, 0, [(b"r", 5, "n2", b"x")], [b"gone"])], 2)
+    disk.close()
+    disk = _open(tmp_path)
+    rec = disk.recover()
+    assert rec.log_records == 2 and disk.records_since_snapshot == 52
+    disk.close()

@@ -12,10 +12,10 @@ A log record is one of
     anti-entropy repair, keys dropped because the peer had collected them, and the version
     vector the transfer covered (or None).
 
-Snapshots run in a forked child (copy-on-write view, as Redis does) at a lower CPU priority:
-the parent only rotates to a new segment and forks, so client requests pause for the fork
-alone.  With ``fsync = "everysec"`` the log is synced by a background thread
-(``zkv.store.syncer``), never in the store loop.  When the child has
+Snapshots run in a forked child (copy-on-write view, as Redis does): the parent only rotates
+to a new segment (syncing the old one) and forks, so client requests pause for that alone.
+With ``fsync = "everysec"`` the once-a-second sync of the log runs in a background thread
+(``zkv.store.syncer``), not in the store loop.  When the child has
 written the snapshot, the segments before the rotation are deleted.  Recovery loads the
 snapshot, then replays the remaining segments; a torn or corrupt tail is cut off and reported.
 """
@@ -146,7 +146,7 @@ class Durability:
                 log.error("snapshot unusable (%s); moved to %s, recovering from the log and peers",
                           exc, aside.name)
                 ks, vv, max_hlc, horizon, first_segment, snap_entries = Keyspace(), {}, 0, 0, 0, 0
-        records = 0
+        records = writes = 0
         dropped = 0
         for n, path in self._segments():
             if n < first_segment:
@@ -160,29 +160,36 @@ class Durability:
                 dropped += result.dropped_bytes
             for payload in result.payloads:
                 records += 1
-                top, adopted = _replay(ks, vv, payload, on_batch)
+                top, adopted, n_writes = _replay(ks, vv, payload, on_batch)
                 max_hlc, horizon = max(max_hlc, top), max(horizon, adopted)
+                writes += n_writes
             self._segment = n
-        self.records_since_snapshot = records
+        self.records_since_snapshot = writes  # counted in writes, as append() counts them
         self._open_segment(max(self._segment, first_segment, 1))
         return Recovered(ks, vv, max_hlc, horizon, time.perf_counter() - t0, snap_entries, records, dropped)
 
     # --- writing -----------------------------------------------------------------------------
     def _open_segment(self, n: int) -> None:
         if self._wal is not None:
-            self._wal.close(self.syncer)
+            # Synced here, not in the background: a machine crash must never keep the next
+            # segment's records while losing this one's tail (replay would skip the hole).
+            self._wal.close()
         self._segment = n
         self._wal = WalWriter(self._segment_path(n), fsync=self.fsync)
 
     def append(self, records: list[bytes], writes: int) -> None:
-        """Append records holding ``writes`` writes; with fsync=always they are on disk on return."""
+        """Append records holding ``writes`` writes; with fsync=always they are on disk on return.
+        Raises ``SyncFailed`` once a background sync has failed: no write is acknowledged then."""
         assert self._wal is not None
+        if self.syncer is not None:
+            self.syncer.check()
         self._wal.append(records)
         self.records_since_snapshot += writes
 
     def sync(self) -> None:
         """Called once a second: makes everysec mean what it says (in the background)."""
         if self._wal is not None and self.syncer is not None:
+            self.syncer.check()  # a failed sync stops the store even while no write comes
             self._wal.sync_in_background(self.syncer)
 
     # --- snapshots ---------------------------------------------------------------------------
@@ -205,7 +212,6 @@ class Durability:
         if pid == 0:  # child: write and leave without running any of the parent's cleanup
             code = 0
             try:
-                os.nice(10)  # background work: the live processes come first for the CPUs
                 os.close(self._lock_fd)  # the lock belongs to the parent alone
                 die_with_parent(signal.SIGKILL)  # never outlive it holding its sockets' ports
                 write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta)
@@ -252,20 +258,21 @@ class Durability:
             self._wal.sync()
             self._wal.close()
             self._wal = None
-        if self.syncer is not None and not self.syncer.drain():
+        if self.syncer is not None and not self.syncer.stop():
             log.error("background fdatasync still running at shutdown; the log may lack its last second")
         os.close(self._lock_fd)
 
 
 def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
-            on_batch: Callable[[str, int, int, bytes], None] | None) -> tuple[int, int]:
-    """Apply one log record; returns the highest timestamp in it, and the GC horizon a full
-    transfer made the store adopt (0 for other records)."""
+            on_batch: Callable[[str, int, int, bytes], None] | None) -> tuple[int, int, int]:
+    """Apply one log record; returns the highest timestamp in it, the GC horizon a full
+    transfer made the store adopt (0 for other records), and how many writes it held."""
     kind, body = payload[:1], payload[1:]
-    top = adopted = 0
+    top = adopted = writes = 0
     if kind == b"E":
         batch: Batch = decode_batch(body)
         top = ks.apply_many(batch.origin, batch.items)[1]
+        writes = len(batch.items)
         if batch.last_seq > vv.get(batch.origin, 0):
             vv[batch.origin] = batch.last_seq
             if on_batch is not None:
@@ -273,6 +280,7 @@ def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
     elif kind == b"R":
         rvv, horizon, entries, *rest = msgpack.unpackb(body, raw=False)
         top = ks.apply_entries(entries)
+        writes = len(entries) + len(rest[0] if rest and rest[0] else ())
         if rest and rest[0]:
             ks.drop(rest[0], horizon)
         if rvv is not None:  # the end of a full transfer: the peer's horizon became ours
@@ -282,7 +290,7 @@ def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
                 vv[origin] = seq
     else:
         log.warning("skipping a log record of unknown kind %r", kind)
-    return top, adopted
+    return top, adopted, writes
 
 
 def clock_after(recovered: Recovered) -> HybridClock:

@@ -355,8 +355,9 @@ class WalWriter:
 
     def sync_in_background(self, syncer: BackgroundSync) -> None:
         """Have ``syncer`` fdatasync what was appended so far, without waiting for it (no-op if
-        nothing was appended; retried at the next call if the syncer is still busy)."""
-        if self._fd >= 0 and self._dirty and syncer.request(self._fd):
+        nothing was appended since)."""
+        if self._fd >= 0 and self._dirty:
+            syncer.request(self._fd)
             self._dirty = False
 
     def size(self) -> int:
@@ -367,15 +368,12 @@ class WalWriter:
     def closed(self) -> bool:
         return self._fd < 0
 
-    def close(self, syncer: BackgroundSync | None = None) -> None:
-        """Sync (unless fsync="no") and close: now, or queued on ``syncer``. Idempotent."""
+    def close(self) -> None:
+        """Sync (unless fsync="no") and close. Idempotent."""
         if self._fd < 0:
             return
         try:
-            if self.fsync != "no" and syncer is not None and self._dirty:
-                syncer.request(self._fd, always=True)  # on a duplicate: closing here is fine
-                self._dirty = False
-            elif self.fsync != "no":
+            if self.fsync != "no":
                 self.sync()
         finally:
             os.close(self._fd)
