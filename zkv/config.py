@@ -18,7 +18,7 @@ from typing import Any
 DEFAULT_MAX_LINE = 1024 * 1024  # bytes in one plain-text request line
 DEFAULT_MAX_CLIENTS = 10_000
 DEFAULT_FSYNC = "everysec"
-DEFAULT_SNAPSHOT_RECORDS = 1_000_000  # log records that trigger a snapshot + log truncation
+DEFAULT_SNAPSHOT_RECORDS = 1_000_000  # logged writes that trigger a snapshot (+/- 25% per node)
 DEFAULT_BACKLOG = 200_000  # events per origin kept in memory to answer catch-up requests
 DEFAULT_HEARTBEAT_MS = 200
 DEFAULT_ANTI_ENTROPY_MS = 2_000

@@ -136,12 +136,12 @@ class Store:
         self._unpublished: list[tuple[int, bytes, bytes | None]] = []  # local events, in seq order
         self._unpublished_first = 0
         self._unpublished_payload: bytes | None = None  # their encoding, if they are one batch
-        # Publishing is paced: after a publish, the next waits publish_interval_ms, gathering
-        # what arrives meanwhile into one batch (each batch costs every peer a wake-up); after a
-        # quiet spell the first event goes out at once, so light traffic sees no delay.
         # Every node logs every write, so without jitter all of them would snapshot at the
         # same moment, and the whole cluster would slow down at once.
         self._snapshot_at = snapshot_threshold(cfg.snapshot_records)
+        # Publishing is paced: after a publish, the next waits publish_interval_ms, gathering
+        # what arrives meanwhile into one batch (each batch costs every peer a wake-up); after a
+        # quiet spell the first event goes out at once, so light traffic sees no delay.
         self.publish_interval = cfg.publish_interval_ms / 1000
         self._next_publish = 0.0
         self._live_peers: set[str] = set()  # peers heard lately (for the log: up / silent)
