@@ -424,3 +424,19 @@ def test_clean_restart_recovers_from_snapshot(make_cluster) -> None:
         assert found == [("500", "500", "0")], restart_log
         assert not missing(n, items)
     assert_verify(c)
+
+
+# --- 10. every node snapshots after about snapshot_records logged writes, local or replicated
+def test_every_node_snapshots_after_about_snapshot_records_writes(make_cluster) -> None:
+    """With snapshot_records = 1000 each node draws a threshold of 750-1250 logged writes, so
+    after 3,000 writes on one node every node, writer or replica, has taken at least two
+    snapshots: each counts the writes it logs, not only the ones its clients made."""
+    c = make_cluster(snapshot_records=1000, **FAST).start()
+    a = c.nodes[0]
+    items = dataset("snap", 3000)
+    put(a, items, chunk=100)
+    for node in c.nodes:
+        wait_has(node, items)
+        wait_until(lambda node=node: int(node.info()["snapshot_taken"]) >= 2, timeout=30,
+                   what=f"{node.id} to take its snapshots")
+    assert_verify(c)
