@@ -259,3 +259,14 @@ def proc_rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` (all its threads) plus that of children it has reaped, in seconds
+    (0 if the process is gone).  A zkv store reaps its snapshot children, so theirs counts."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14)
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
