@@ -21,7 +21,7 @@ value.  Pure: no I/O.  Eviction is first-in first-out, by an estimate of bytes h
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 ENTRY_OVERHEAD = 180  # bytes of Python objects per entry beyond key and value (measured, rounded up)
@@ -55,24 +55,9 @@ class ReadCache:
         return self._d.get(key, MISS)
 
     def put(self, key: bytes, value: bytes | None) -> None:
-        """What the store just said about ``key``: its value, or None for no such key."""
-        d = self._d
-        vlen = 0 if value is None else len(value)
-        old = d.get(key, MISS)
-        if old is not MISS:
-            if vlen + len(key) + ENTRY_OVERHEAD > self.budget:
-                self.invalidate((key,))
-                return
-            d[key] = value  # keeps its place in the eviction order
-            self.size += vlen - (0 if old is None else len(old))  # type: ignore[arg-type]
-        else:
-            cost = vlen + len(key) + ENTRY_OVERHEAD
-            if cost > self.budget:
-                return
-            d[key] = value
-            self.size += cost
-        if self.size > self.budget:
-            self._evict()
+        """What the store just said about ``key``: its value, or None for no such key (as if it
+        had answered a GET of it)."""
+        self.learn((("g", key),), (value,))
 
     def _evict(self) -> None:
         d = self._d
@@ -80,10 +65,11 @@ class ReadCache:
             k, v = d.popitem(last=False)
             self.size -= len(k) + (0 if v is None else len(v)) + ENTRY_OVERHEAD
 
-    def learn(self, ops: list[Any], results: list[Any]) -> None:
+    def learn(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
         """What the store answered to a batch of operations (``zkv.commands``), before any
         client hears of it: a value read enters the cache; a value written (applied and
-        logged) or a delete replaces the cached entry if there is one.  Writes do not add keys:
+        logged) or a delete replaces the cached entry if there is one (kept in its place in the
+        eviction order).  Writes do not add keys:
         a write-heavy load costs the cache nothing, and the store need only track what was
         read (see ``zkv.store.server``, ``_tracked``).
 

@@ -803,10 +803,7 @@ class Store:
                           "last_fork_pause_ms": round(self.disk.last_fork_pause_ms, 2),
                           "max_fork_pause_ms": round(self.disk.max_fork_pause_ms, 2),
                           "last_seconds": round(self.disk.last_snapshot_seconds, 3)},
-            "background_fsync": {} if self.disk.syncer is None else {
-                "syncs": self.disk.syncer.syncs, "delayed": self.disk.syncer.delayed,
-                "errors": self.disk.syncer.errors, "last_ms": round(self.disk.syncer.last_ms, 2),
-                "max_ms": round(self.disk.syncer.max_ms, 2)},
+            "background_fsync": {} if self.disk.syncer is None else self.disk.syncer.stats(),
         }
 
 

@@ -51,6 +51,10 @@ class BackgroundSync:
         self._thread = threading.Thread(target=self._work, name="zkv-fsync", daemon=True)
         self._thread.start()
 
+    def stats(self) -> dict[str, float]:
+        return {"syncs": self.syncs, "delayed": self.delayed, "errors": self.errors,
+                "last_ms": round(self.last_ms, 2), "max_ms": round(self.max_ms, 2)}
+
     def check(self) -> None:
         """Raise ``SyncFailed`` if a sync failed or the worker is gone."""
         if self.failed is not None:
