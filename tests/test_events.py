@@ -14,25 +14,27 @@ from hypothesis import strategies as st
 
 from zkv.events import (
     TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError, Event, Heartbeat, decode_batch,
-    decode_heartbeat, encode_batch, encode_heartbeat,
+    decode_heartbeat, encode_batch, encode_heartbeat, new_origin, node_of, split_items,
 )
 
 items_st = st.lists(
     st.tuples(st.integers(0, 2**63 - 1), st.binary(max_size=12), st.one_of(st.none(), st.binary(max_size=12))),
-    max_size=8,
-)
+    min_size=1, max_size=8, unique_by=lambda it: it[0],
+).map(lambda items: sorted(items, key=lambda it: it[0]))  # an origin stamps in increasing order
 batches = st.builds(Batch, st.text(min_size=1, max_size=8), st.integers(1, 2**40), items_st)
 heartbeats = st.builds(
     Heartbeat,
-    id=st.text(max_size=8),
+    id=st.text(min_size=1, max_size=8),
     seq=st.integers(0, 2**40),
     hlc=st.integers(0, 2**63 - 1),
-    vv=st.dictionaries(st.text(max_size=6), st.integers(0, 2**40), max_size=4),
+    vv=st.dictionaries(st.text(min_size=1, max_size=6), st.integers(0, 2**40), max_size=4),
     stable=st.integers(0, 2**63 - 1),
     digest=st.binary(max_size=16),
     keys=st.integers(0, 2**32),
     catchup=st.text(max_size=20),
-    peers=st.lists(st.text(max_size=6), max_size=4),
+    peers=st.lists(st.text(min_size=1, max_size=6), max_size=4),
+    origin=st.text(min_size=1, max_size=12),
+    wall=st.integers(0, 2**50),
 )
 
 
@@ -173,6 +175,7 @@ def make_hb() -> Heartbeat:
     return Heartbeat(
         id="n1", seq=10, hlc=123456789, vv={"n1": 10, "n2": 4}, stable=99,
         digest=b"\x00\x01" * 8, keys=3, catchup="tcp://127.0.0.1:7101", peers=["n2", "n3"],
+        origin="n1@5f00aa01", wall=1_700_000_000_000,
     )
 
 
@@ -182,7 +185,7 @@ def test_heartbeat_round_trip() -> None:
 
 
 def test_heartbeat_default_peers() -> None:
-    hb = Heartbeat("n1", 0, 0, {}, 0, b"", 0, "")
+    hb = Heartbeat("n1", 0, 0, {}, 0, b"", 0, "", origin="n1")
     assert hb.peers == []
     assert decode_heartbeat(encode_heartbeat(hb)) == hb
 
@@ -205,6 +208,18 @@ def test_heartbeat_round_trip_property(hb: Heartbeat) -> None:
     ["n1", 1, 2],                       # not a map
     {"id": "n1", "seq": "x", "hlc": 2, "vv": {}, "stable": 0, "digest": b"", "keys": 0, "catchup": ""},
     None,
+    # hostile values: each must be refused before it reaches a store
+    {"id": "n1", "seq": 1, "hlc": 2**64 - 1, "vv": {}, "stable": 0, "digest": b"", "keys": 0, "catchup": ""},
+    {"id": "n1", "seq": 1, "hlc": 2, "vv": {"n0": "x"}, "stable": 0, "digest": b"", "keys": 0, "catchup": ""},
+    {"id": "n1", "seq": 1, "hlc": 2, "vv": {"n0": -1}, "stable": 0, "digest": b"", "keys": 0, "catchup": ""},
+    {"id": "n1", "seq": 1, "hlc": 2, "vv": {7: 1}, "stable": 0, "digest": b"", "keys": 0, "catchup": ""},
+    {"id": "n1", "seq": 1, "hlc": 2, "vv": [], "stable": 0, "digest": b"", "keys": 0, "catchup": ""},
+    {"id": 5, "seq": 1, "hlc": 2, "vv": {}, "stable": 0, "digest": b"", "keys": 0, "catchup": ""},
+    {"id": "n1", "seq": True, "hlc": 2, "vv": {}, "stable": 0, "digest": b"", "keys": 0, "catchup": ""},
+    {"id": "n1", "seq": 1, "hlc": 2, "vv": {}, "stable": 0, "digest": "s", "keys": 0, "catchup": ""},
+    {"id": "n1", "seq": 1, "hlc": 2, "vv": {}, "stable": 0, "digest": b"", "keys": 0, "catchup": 3},
+    {"id": "n1", "seq": 1, "hlc": 2, "vv": {}, "stable": 0, "digest": b"", "keys": 0, "catchup": "",
+     "peers": [1]},
 ])
 def test_malformed_heartbeat_raises_decode_error(obj: object) -> None:
     with pytest.raises(DecodeError):
@@ -216,3 +231,32 @@ def test_heartbeat_is_not_a_batch() -> None:
         decode_batch(encode_heartbeat(make_hb()))
     with pytest.raises(DecodeError):
         decode_heartbeat(encode_batch(make_batch()))
+
+
+@pytest.mark.parametrize("obj", [
+    ["n1", 1, [[2**64 - 1, b"k", b"v"]]],          # a timestamp beyond 63 bits
+    ["n1", 1, [[5, b"k", b"v"], [5, b"j", None]]],  # timestamps not increasing
+    ["n1", 1, [[5, b"k", b"v"], [4, b"j", None]]],
+    ["n1", 1, []],                                   # an empty batch
+    ["n1", 2**63 - 1, [[5, b"k", b"v"], [6, b"j", None]]],  # seqs past 63 bits
+    ["", 1, [[5, b"k", b"v"]]],                      # no origin
+    ["n1", 1, [[5, "k", b"v"]]],                     # a str key
+])
+def test_hostile_batch_raises_decode_error(obj: object) -> None:
+    with pytest.raises(DecodeError):
+        decode_batch(msgpack.packb(obj, use_bin_type=True))
+
+
+def test_split_items_bounds_bytes_and_keeps_order() -> None:
+    items = [(i, b"k%d" % i, b"x" * 100) for i in range(10)]
+    runs = split_items(items, max_bytes=350)
+    assert [it for run in runs for it in run] == items
+    assert all(sum(len(k) + len(v) + 16 for _h, k, v in run) <= 350 for run in runs)
+    big = [(1, b"a", b"x" * 1000), (2, b"b", None)]
+    assert split_items(big, max_bytes=100) == [[big[0]], [big[1]]]  # one too-big item alone
+
+
+def test_origins_are_fresh_incarnations_of_their_node() -> None:
+    a, b = new_origin("node0"), new_origin("node0")
+    assert a != b and node_of(a) == node_of(b) == "node0"
+    assert node_of("node0") == "node0"

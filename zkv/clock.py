@@ -4,6 +4,13 @@ A timestamp is one integer: ``physical_ms << 16 | logical``.  ``now()`` stamps a
 ``observe()`` folds in a timestamp seen from a peer so that anything stamped afterwards orders
 after it (causality), even when the peer's wall clock runs ahead of ours.  Pure: the wall clock
 is injected, so tests drive it by hand.
+
+The clock is *bounded*: a peer's timestamp is adopted only if it is at most ``max_offset_ms``
+ahead of our own wall clock (``observe`` returns False otherwise and leaves the clock alone).
+Without the bound, one node whose clock runs an hour ahead would drag every peer's clock an hour
+ahead, and its writes would beat every later write in the cluster for that hour.  Every
+timestamp fits in 63 bits (``MAX_TS``): the log, msgpack and the keyspace's entry header all
+take it, and anything larger off the wire is refused before it reaches a clock.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from collections.abc import Callable
 
 LOGICAL_BITS = 16
 LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
+MAX_TS = (1 << 63) - 1  # the largest timestamp any message, log record or entry may carry
 
 
 def wall_ms() -> int:
@@ -35,11 +43,13 @@ def make(physical_ms: int, counter: int = 0) -> int:
 class HybridClock:
     """Monotonic HLC.  Not thread-safe: one clock belongs to one store loop."""
 
-    __slots__ = ("_last", "_wall")
+    __slots__ = ("_last", "_wall", "_max_offset")
 
-    def __init__(self, wall: Callable[[], int] = wall_ms, last: int = 0) -> None:
+    def __init__(self, wall: Callable[[], int] = wall_ms, last: int = 0,
+                 max_offset_ms: int | None = None) -> None:
         self._wall = wall
         self._last = last
+        self._max_offset = max_offset_ms  # None: unbounded (tools that only read timestamps)
 
     @property
     def last(self) -> int:
@@ -52,7 +62,30 @@ class HybridClock:
         self._last = candidate if candidate > last else last + 1
         return self._last
 
-    def observe(self, remote: int) -> None:
-        """Fold in a peer's timestamp: later ``now()`` results order after it."""
-        if remote > self._last:
-            self._last = remote
+    def issued(self, ts: int) -> None:
+        """Move past ``ts``, a stamp this store handed out itself (``now()`` ... ``now() + n``);
+        never bounded, or a later ``now()`` could repeat it."""
+        if ts > self._last:
+            self._last = ts
+
+    def wall(self) -> int:
+        """Our own wall clock, in milliseconds."""
+        return self._wall()
+
+    def limit(self) -> int:
+        """The highest timestamp a peer may make this clock adopt: wall + max offset."""
+        if self._max_offset is None:
+            return MAX_TS
+        return min(MAX_TS, ((self._wall() + self._max_offset) << LOGICAL_BITS) | LOGICAL_MASK)
+
+    def observe(self, remote: int) -> bool:
+        """Fold in a peer's timestamp so that later ``now()`` results order after it.
+
+        Returns False, adopting nothing, when ``remote`` lies beyond ``limit()``: the caller
+        holds back whatever carried it."""
+        if remote <= self._last:
+            return True
+        if remote > self.limit():
+            return False
+        self._last = remote
+        return True

@@ -7,14 +7,29 @@ sequence numbers, encoded as ``[origin, first_seq, [[hlc, key, value], ...]]`` s
 writes costs one message and one log record.  Heartbeats (``Heartbeat``) share the bus.
 
 PUB frames: ``[b"ev", batch]`` or ``[b"hb", heartbeat]``.
+
+An origin is an *incarnation* of a node, ``"<node id>@<tag>"``, with a fresh tag at every start
+of its store (``new_origin``).  A node that lost the tail of its log (a machine crash with
+``fsync = "everysec"``) or its whole directory cannot know which sequence numbers it already
+handed out; under a fresh origin it starts again at 1 and can never issue an event identity a
+peer already holds with other content.  Its earlier incarnations stay ordinary origins: their
+events are kept, pulled and replicated like anyone's.
+
+Everything decoded here comes off the network from peers that may be buggy or hostile, so the
+decoders check every field's type and range (integers within 63 bits, timestamps increasing
+within a batch, bounded strings) and raise ``DecodeError`` before anything reaches the store.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+
+from zkv.clock import MAX_TS
 
 TOPIC_EVENTS = b"ev"
 TOPIC_HEARTBEAT = b"hb"
@@ -23,8 +38,66 @@ TOPIC_HEARTBEAT = b"hb"
 Item = tuple[int, bytes, bytes | None]
 
 
+MAX_SEQ = (1 << 63) - 1
+MAX_NAME = 128  # characters in an origin or node id on the wire
+MAX_VV = 65_536  # origins in one version vector
+# Local and replicated writes are logged and published in batches of at most about this many
+# bytes, so no value size that a client may send (RESP's 512 MB bulk limit) makes a log record
+# or a bus message too large; one item larger than this travels alone.
+BATCH_BYTES = 32 * 1024 * 1024
+ORIGIN_SEP = "@"
+
+
 class DecodeError(ValueError):
     """Bytes that are not a well-formed zkv message."""
+
+
+def new_origin(node_id: str) -> str:
+    """A fresh incarnation of ``node_id``: its start time in seconds and 32 random bits, in hex."""
+    return f"{node_id}{ORIGIN_SEP}{int(time.time()):x}{os.urandom(4).hex()}"
+
+
+def node_of(origin: str) -> str:
+    """The node an origin (incarnation) belongs to."""
+    return origin.partition(ORIGIN_SEP)[0]
+
+
+def split_items(items: list[Item], max_bytes: int = BATCH_BYTES) -> list[list[Item]]:
+    """``items`` cut into runs of at most about ``max_bytes`` of keys and values each."""
+    out: list[list[Item]] = []
+    run: list[Item] = []
+    size = 0
+    for item in items:
+        n = len(item[1]) + (len(item[2]) if item[2] is not None else 0) + 16
+        if run and size + n > max_bytes:
+            out.append(run)
+            run, size = [], 0
+        run.append(item)
+        size += n
+    if run:
+        out.append(run)
+    return out
+
+
+def check_name(v: Any, what: str) -> str:
+    if v.__class__ is not str or not 0 < len(v) <= MAX_NAME:
+        raise DecodeError(f"bad {what}")
+    return v
+
+
+def check_int(v: Any, what: str, hi: int = MAX_SEQ) -> int:
+    if v.__class__ is not int or not 0 <= v <= hi:
+        raise DecodeError(f"bad {what}")
+    return v
+
+
+def check_vv(v: Any) -> dict[str, int]:
+    if v.__class__ is not dict or len(v) > MAX_VV:
+        raise DecodeError("bad version vector")
+    for o, n in v.items():
+        check_name(o, "origin in version vector")
+        check_int(n, "seq in version vector")
+    return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +144,18 @@ def decode_batch(payload: bytes) -> Batch:
     try:
         origin, first_seq, items = msgpack.unpackb(payload, raw=False, use_list=False)
         items = list(items)  # a list of (hlc, key, value) tuples
-        if not isinstance(origin, str) or not isinstance(first_seq, int) or first_seq < 1:
+        if (origin.__class__ is not str or not 0 < len(origin) <= MAX_NAME
+                or first_seq.__class__ is not int or not 1 <= first_seq <= MAX_SEQ - len(items)
+                or not items):
             raise DecodeError("bad batch header")
+        prev = -1
         for hlc, key, value in items:  # a wrong-length item raises ValueError here
-            if hlc.__class__ is not int or hlc < 0 or key.__class__ is not bytes or (
+            # An origin stamps its events in increasing order, so the last is the batch's
+            # latest: the store checks the clock bound on it alone.
+            if hlc.__class__ is not int or not prev < hlc <= MAX_TS or key.__class__ is not bytes or (
                     value is not None and value.__class__ is not bytes):
                 raise DecodeError("bad batch item")
+            prev = hlc
         return Batch(origin, first_seq, items)
     except DecodeError:
         raise
@@ -88,8 +167,9 @@ def decode_batch(payload: bytes) -> Batch:
 class Heartbeat:
     """What a store tells everyone every ``heartbeat_ms`` on its bus.
 
-    ``seq`` is the last sequence number it issued and ``hlc`` a timestamp above every event it
-    ever issued; ``vv`` is its version vector (origin -> highest contiguous seq applied);
+    ``origin`` is its current incarnation, ``seq`` the last sequence number it issued under it
+    and ``hlc`` a timestamp above every event it issued; ``wall`` its wall clock (ms) when it
+    sent the heartbeat, from which peers measure clock offsets; ``vv`` is its version vector (origin -> highest contiguous seq applied);
     ``stable`` is a time below which it has applied every event of every origin it knows
     (for tombstone collection); ``digest`` summarises its live data (for anti-entropy and
     ``zkv verify``); ``catchup`` is its ROUTER endpoint that serves missed events.
@@ -104,6 +184,8 @@ class Heartbeat:
     keys: int
     catchup: str
     peers: list[str] = field(default_factory=list)
+    origin: str = ""  # "" (an older sender): the node id itself
+    wall: int = 0
 
 
 def encode_heartbeat(hb: Heartbeat) -> bytes:
@@ -111,6 +193,7 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
         {
             "id": hb.id, "seq": hb.seq, "hlc": hb.hlc, "vv": hb.vv, "stable": hb.stable,
             "digest": hb.digest, "keys": hb.keys, "catchup": hb.catchup, "peers": hb.peers,
+            "origin": hb.origin, "wall": hb.wall,
         },
         use_bin_type=True,
     )
@@ -119,10 +202,28 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
 def decode_heartbeat(payload: bytes) -> Heartbeat:
     try:
         d: dict[str, Any] = msgpack.unpackb(payload, raw=False)
-        return Heartbeat(
-            id=str(d["id"]), seq=int(d["seq"]), hlc=int(d["hlc"]), vv=dict(d["vv"]),
-            stable=int(d["stable"]), digest=bytes(d["digest"]), keys=int(d["keys"]),
-            catchup=str(d["catchup"]), peers=list(d.get("peers", [])),
-        )
     except Exception as exc:
         raise DecodeError(f"undecodable heartbeat: {exc}") from None
+    if d.__class__ is not dict:
+        raise DecodeError("heartbeat is not a map")
+    try:
+        peers = d.get("peers", [])
+        if peers.__class__ is not list or len(peers) > MAX_VV:
+            raise DecodeError("bad peers")
+        digest, catchup = d["digest"], d["catchup"]
+        if digest.__class__ is not bytes or len(digest) > 64:
+            raise DecodeError("bad digest")
+        if catchup.__class__ is not str or len(catchup) > 300:
+            raise DecodeError("bad catchup endpoint")
+        node = check_name(d["id"], "id")
+        origin = d.get("origin", "")
+        return Heartbeat(
+            id=node, seq=check_int(d["seq"], "seq"), hlc=check_int(d["hlc"], "hlc", MAX_TS),
+            vv=check_vv(d["vv"]), stable=check_int(d["stable"], "stable", MAX_TS), digest=digest,
+            keys=check_int(d["keys"], "keys"), catchup=catchup,
+            peers=[check_name(p, "peer id") for p in peers],
+            origin=check_name(origin, "origin") if origin else node,
+            wall=check_int(d.get("wall", 0), "wall"),
+        )
+    except KeyError as exc:
+        raise DecodeError(f"heartbeat lacks {exc}") from None
