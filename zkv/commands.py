@@ -89,9 +89,24 @@ def _p_ok(_results: list[Any]) -> bytes:
 
 def internal_error(d: Deferred) -> bytes:
     """The reply for a request the store could not answer, in the request's protocol."""
+    return error_reply(d, "internal error")
+
+
+def error_reply(d: Deferred, text: str) -> bytes:
+    """``ERROR <text>`` (plain) or ``-ERR <text>`` (RESP), in the request's protocol."""
+    text = " ".join(text.split())  # one line, whatever it says
     if d.encode in (_p_get, _p_ok):
-        return b"ERROR internal error\n"
-    return resp.error("ERR internal error")
+        return f"ERROR {text}\n".encode()
+    return resp.error(f"ERR {text}")
+
+
+class Refused(str):
+    """The store refused the writes of a batch (e.g. ``clock skew: ...``): the reason, passed
+    to the callbacks of requests that wrote instead of their results.  A store reply that
+    refuses is a map ``{"refused": reason, "results": [...]}`` instead of the results list."""
+
+
+WRITE_OPS = ("s", "d")
 
 
 _P_ARITY = {b"SET": 3, b"GET": 2, b"DEL": 2, b"DELETE": 2, b"PING": 1, b"QUIT": 1}
@@ -154,12 +169,17 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
         "server": [f"zkv_version:{__version__}", f"node_id:{info['id']}", "redis_mode:standalone",
                    f"fsync:{info.get('fsync', '')}"],
         "replication": [
-            "role:master", f"node_id:{info['id']}", f"seq:{info.get('seq', 0)}", f"vv:{vv}",
+            "role:master", f"node_id:{info['id']}", f"origin:{info.get('origin', '')}",
+            f"seq:{info.get('seq', 0)}", f"vv:{vv}",
             f"digest:{info.get('digest', '')}", f"connected_peers:{sum(1 for p in peers.values() if p['connected'])}",
             f"peers:{len(peers)}",
             *(",".join([f"peer{i}:id={pid}", f"connected={int(p['connected'])}",
+                        *([f"clock_offset_ms={p['clock_offset_ms']}"]
+                          if p.get("clock_offset_ms") is not None else []),
                         *(f"{o}={s}" for o, s in sorted(p["vv"].items()))])
               for i, (pid, p) in enumerate(sorted(peers.items()))),
+            f"writes_refused:{info.get('clock', {}).get('writes_refused', '')}",
+            f"held_back_origins:{','.join(info.get('clock', {}).get('held_back_origins', []))}",
             f"syncing:{int(bool(info.get('syncing')))}",
             *(f"{k}:{v}" for k, v in sorted(info.get("stats", {}).items())),
         ],

@@ -27,6 +27,10 @@ DEFAULT_ANTI_ENTROPY_MS = 2_000
 DEFAULT_PUBLISH_INTERVAL_MS = 2
 # The frontend's read cache (zkv.frontend.readcache): a GET it answers skips the store round trip.
 DEFAULT_READ_CACHE_MB = 64
+# A peer's timestamp more than this ahead of our wall clock is not adopted (its events wait),
+# and a node whose clock is this far ahead of the cluster's median refuses client writes.
+DEFAULT_MAX_CLOCK_OFFSET_MS = 500
+DEFAULT_BACKLOG_MB = 64  # bytes of event batches per origin kept for catch-up, besides ``backlog``
 DEFAULT_HWM = 100_000  # ZeroMQ high-water mark of the replication PUB/SUB sockets
 FSYNC_MODES = ("always", "everysec", "no")
 
@@ -61,6 +65,8 @@ class Config:
     hwm: int = DEFAULT_HWM
     publish_interval_ms: int = DEFAULT_PUBLISH_INTERVAL_MS
     read_cache_mb: int = DEFAULT_READ_CACHE_MB
+    max_clock_offset_ms: int = DEFAULT_MAX_CLOCK_OFFSET_MS
+    backlog_mb: int = DEFAULT_BACKLOG_MB
     source: str = field(default="", compare=False)
 
     @property
@@ -115,7 +121,7 @@ def _optional_int(raw: dict[str, Any], key: str, default: int, minimum: int, whe
 _KNOWN_KEYS = {
     "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
-    "publish_interval_ms", "read_cache_mb",
+    "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb",
 }
 
 
@@ -176,6 +182,8 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         hwm=_optional_int(raw, "hwm", DEFAULT_HWM, 1, where),
         publish_interval_ms=_optional_int(raw, "publish_interval_ms", DEFAULT_PUBLISH_INTERVAL_MS, 0, where),
         read_cache_mb=_optional_int(raw, "read_cache_mb", DEFAULT_READ_CACHE_MB, 0, where),
+        max_clock_offset_ms=_optional_int(raw, "max_clock_offset_ms", DEFAULT_MAX_CLOCK_OFFSET_MS, 1, where),
+        backlog_mb=_optional_int(raw, "backlog_mb", DEFAULT_BACKLOG_MB, 1, where),
         source=where,
     )
 

@@ -216,5 +216,6 @@ def test_status_reports_replication_state(cluster: Cluster) -> None:
                        cwd=REPO, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["id"] == "node1" and info["keys"] == 1 and info["vv"]["node0"] == 1
+    origin0 = cluster.nodes[0].info()["origin"]
+    assert info["id"] == "node1" and info["keys"] == 1 and info["vv"][origin0] == 1
     assert set(info["peers"]) == {"node0", "node2"}

@@ -87,6 +87,11 @@ def stat(node: Node, field: str) -> int:
     return int(node.info()[field])
 
 
+def origin_of(node: Node) -> str:
+    """The node's current incarnation: the origin its new writes carry."""
+    return node.info()["origin"]
+
+
 def vv(node: Node) -> dict[str, int]:
     text = node.info()["vv"]
     return {o: int(s) for o, s in (p.split("=") for p in text.split(",") if p)}
@@ -251,7 +256,8 @@ def test_dropped_events_gap_is_repaired(make_cluster) -> None:
     items = dataset("gap", 3000, size=8000)  # ~24 MB: far more than hwm + socket buffers hold
     with frozen(n):
         put(a, items, chunk=100)
-        wait_until(lambda: vv(b).get(a.id) == stat(a, "seq"), timeout=30, what="node1 to have node0's writes")
+        wait_until(lambda: vv(b).get(origin_of(a)) == stat(a, "seq"), timeout=30,
+                   what="node1 to have node0's writes")
     want = vv(a)
     wait_until(lambda: vv(n) == want, timeout=30, what=f"{n.id} to repair the gap (want {want})")
     sample = {k: items[k] for k in list(items)[::97] + [list(items)[-1]]}
@@ -313,10 +319,11 @@ def test_writes_of_a_dead_origin_are_pulled_from_a_peer(make_cluster) -> None:
     with frozen(late):
         put(origin, items, chunk=100)
         seq = stat(origin, "seq")
-        wait_until(lambda: vv(relay).get(origin.id) == seq, timeout=30, what="relay to have every write")
+        incarnation = origin_of(origin)
+        wait_until(lambda: vv(relay).get(incarnation) == seq, timeout=30, what="relay to have every write")
         wait_has(relay, items)
         origin.kill()  # for good
-    wait_until(lambda: vv(late).get(origin.id) == seq, timeout=30,
+    wait_until(lambda: vv(late).get(incarnation) == seq, timeout=30,
                what=f"{late.id} to pull {origin.id}'s writes from {relay.id}")
     wait_has(late, items)
     assert stat(late, "pulled_events") > 0

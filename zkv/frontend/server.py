@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from zkv.commands import Deferred, Hello, Quit, dispatch, internal_error
+from zkv.commands import Deferred, Hello, Quit, Refused, dispatch, error_reply, internal_error
 from zkv.config import Config
 from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
@@ -150,7 +150,10 @@ class ClientConnection(asyncio.Protocol):
         if not self.queue:  # connection gone
             return
         parts = group.parts
-        if len(parts) == 1 and results is not None:  # one request that waited for the store
+        if results.__class__ is Refused:  # its writes were refused: each says why
+            group.out = b"".join(error_reply(p, results) if p.__class__ is Deferred else p
+                                 for p in parts)
+        elif len(parts) == 1 and results is not None:  # one request that waited for the store
             group.out = parts[0].encode(results)
         else:
             out = []

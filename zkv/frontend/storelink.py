@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from zkv.commands import FRONTEND_ID, INVALIDATE
+from zkv.commands import FRONTEND_ID, INVALIDATE, WRITE_OPS, Refused
 from zkv.frontend.readcache import ReadCache
 
 
@@ -82,6 +82,9 @@ class StoreLink:
                 results = msgpack.unpackb(raw, raw=False)
             except Exception:  # noqa: BLE001 - never expected from our store; fail the batch only
                 results = None
+            if results.__class__ is dict:  # the store refused this batch's writes
+                self._refused(cbs, ops, results)
+                continue
             if results.__class__ is not list or len(results) != len(ops):
                 if self.cache is not None:
                     self.cache.clear()  # know nothing rather than something stale
@@ -97,6 +100,26 @@ class StoreLink:
             for cb, n in cbs:
                 cb(results[i:i + n])
                 i += n
+
+    def _refused(self, cbs: list[tuple[Callback, int]], ops: list[Any], reply: dict) -> None:
+        """``{"refused": reason, "results": [...]}``: the store applied none of the batch's
+        writes.  Each request that wrote is answered with the reason (``Refused``); the others
+        get their results, and the cache learns only from those."""
+        reason, results = reply.get("refused"), reply.get("results")
+        if reason.__class__ is not str or results.__class__ is not list or len(results) != len(ops):
+            if self.cache is not None:
+                self.cache.clear()
+            for cb, _n in cbs:
+                cb(None)
+            return
+        if self.cache is not None:
+            kept = [(op, r) for op, r in zip(ops, results) if op[0] not in WRITE_OPS]
+            self.cache.learn([op for op, _r in kept], [r for _op, r in kept])
+        i = 0
+        for cb, n in cbs:
+            mine = ops[i:i + n]
+            cb(Refused(reason) if any(op[0] in WRITE_OPS for op in mine) else results[i:i + n])
+            i += n
 
     def _invalidated(self, payload: bytes) -> None:
         cache = self.cache

@@ -18,6 +18,13 @@ With ``fsync = "everysec"`` the once-a-second sync of the log runs in a backgrou
 (``zkv.store.syncer``), not in the store loop.  When the child has
 written the snapshot, the segments before the rotation are deleted.  Recovery loads the
 snapshot, then replays the remaining segments; a torn or corrupt tail is cut off and reported.
+
+Recovery is honest about what it holds: the version vector advances over an origin's events only
+while they join up with what came before (the snapshot's vector, then each record in turn).  A
+batch after a hole (a lost or unusable snapshot, a missing segment) is applied to the keyspace -
+the conflict rule makes that safe in any order - but not counted: it is handed back in
+``Recovered.held`` for the store's inbox, and the store pulls the missing events (or a full
+state transfer) from its peers before it claims any of them.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +43,7 @@ import msgpack
 
 from zkv.clock import HybridClock
 from zkv.proc import die_with_parent
-from zkv.events import Batch, decode_batch
+from zkv.events import BATCH_BYTES, Batch, decode_batch
 from zkv.store.keyspace import Keyspace
 from zkv.store.snapshot import SnapshotError, read_snapshot, write_snapshot
 from zkv.store.syncer import BackgroundSync
@@ -61,6 +68,28 @@ def encode_repair_record(vv: dict[str, int] | None, horizon: int, entries: Entri
     return b"R" + msgpack.packb([vv, horizon, entries, dropped or []], use_bin_type=True)
 
 
+def encode_repair_records(vv: dict[str, int] | None, horizon: int, entries: Entries,
+                          dropped: list[bytes] | None = None,
+                          max_bytes: int = BATCH_BYTES) -> list[bytes]:
+    """``encode_repair_record``, cut into records of about ``max_bytes`` of entries each (the
+    log takes records of up to 1 GiB; values reach 512 MB).  ``vv`` goes on the last record
+    alone, so a log that ends early never claims a transfer it does not hold whole."""
+    runs: list[Entries] = []
+    run: Entries = []
+    size = 0
+    for e in entries:
+        n = len(e[0]) + (len(e[3]) if e[3] is not None else 0) + 32
+        if run and size + n > max_bytes:
+            runs.append(run)
+            run, size = [], 0
+        run.append(e)
+        size += n
+    runs.append(run)
+    last = len(runs) - 1
+    return [encode_repair_record(vv if i == last else None, horizon, r, dropped if i == 0 else None)
+            for i, r in enumerate(runs)]
+
+
 class DataDirInUse(Exception):
     """Another store holds this data directory."""
 
@@ -75,6 +104,7 @@ class Recovered:
     snapshot_entries: int
     log_records: int
     dropped_bytes: int
+    held: list[Batch] = field(default_factory=list)  # batches after a hole: applied, not counted
 
 
 class Durability:
@@ -101,6 +131,7 @@ class Durability:
         self.max_fork_pause_ms = 0.0  # the longest a snapshot has paused the store loop
         self.last_snapshot_seconds = 0.0
         self.snapshots_taken = 0
+        self.broken = False  # an append failed: no snapshot may be taken from this keyspace
         # everysec: the once-a-second fdatasync runs in a thread, never in the store loop
         self.syncer = BackgroundSync() if fsync == "everysec" else None
 
@@ -148,6 +179,7 @@ class Durability:
                 ks, vv, max_hlc, horizon, first_segment, snap_entries = Keyspace(), {}, 0, 0, 0, 0
         records = writes = 0
         dropped = 0
+        held: list[Batch] = []
         for n, path in self._segments():
             if n < first_segment:
                 path.unlink()  # covered by the snapshot; its deletion was interrupted
@@ -160,19 +192,29 @@ class Durability:
                 dropped += result.dropped_bytes
             for payload in result.payloads:
                 records += 1
-                top, adopted, n_writes = _replay(ks, vv, payload, on_batch)
+                top, adopted, n_writes = _replay(ks, vv, payload, on_batch, held)
                 max_hlc, horizon = max(max_hlc, top), max(horizon, adopted)
                 writes += n_writes
             self._segment = n
         self.records_since_snapshot = writes  # counted in writes, as append() counts them
         self._open_segment(max(self._segment, first_segment, 1))
-        return Recovered(ks, vv, max_hlc, horizon, time.perf_counter() - t0, snap_entries, records, dropped)
+        held = [b.slice_from(vv.get(b.origin, 0) + 1) for b in held if b.last_seq > vv.get(b.origin, 0)]
+        for origin in sorted({b.origin for b in held}):
+            mine = [b for b in held if b.origin == origin]
+            log.warning("the log holds %d events of %s after a hole (it has up to %d, then from %d): "
+                        "kept, and counted only once peers supply the missing ones",
+                        sum(len(b.items) for b in mine), origin, vv.get(origin, 0),
+                        min(b.first_seq for b in mine))
+        return Recovered(ks, vv, max_hlc, horizon, time.perf_counter() - t0, snap_entries, records,
+                         dropped, held)
 
     # --- writing -----------------------------------------------------------------------------
     def _open_segment(self, n: int) -> None:
         if self._wal is not None:
-            # Synced here, not in the background: a machine crash must never keep the next
-            # segment's records while losing this one's tail (replay would skip the hole).
+            # Synced here, not in the background, and in every fsync mode ("no" included): a
+            # machine crash must never keep the next segment's records while losing this
+            # one's tail (replay would find a hole, and have to fetch it from peers).
+            self._wal.sync()
             self._wal.close()
         self._segment = n
         self._wal = WalWriter(self._segment_path(n), fsync=self.fsync)
@@ -181,9 +223,15 @@ class Durability:
         """Append records holding ``writes`` writes; with fsync=always they are on disk on return.
         Raises ``SyncFailed`` once a background sync has failed: no write is acknowledged then."""
         assert self._wal is not None
-        if self.syncer is not None:
-            self.syncer.check()
-        self._wal.append(records)
+        try:
+            if self.syncer is not None:
+                self.syncer.check()
+            self._wal.append(records)
+        except BaseException:
+            # The caller has applied these writes to its keyspace already; a snapshot taken
+            # now would persist writes the log never held, so none is taken any more.
+            self.broken = True
+            raise
         self.records_since_snapshot += writes
 
     def sync(self) -> None:
@@ -203,7 +251,7 @@ class Durability:
 
     def start_snapshot(self, ks: Keyspace, vv: dict[str, int], hlc: int, horizon: int) -> bool:
         """Fork a child that writes the snapshot; returns False if one is already running."""
-        if self._child is not None:
+        if self._child is not None or self.broken:
             return False
         t0 = time.perf_counter()
         self._open_segment(self._segment + 1)  # everything before this segment is in the view
@@ -246,6 +294,10 @@ class Durability:
     def snapshot_now(self, ks: Keyspace, vv: dict[str, int], hlc: int, horizon: int) -> None:
         """Synchronous snapshot (clean shutdown): the next start reads no log at all."""
         self.poll_snapshot(block=True)
+        if self.broken:
+            log.error("no snapshot at shutdown: a log append failed, so the keyspace may hold "
+                      "writes the log does not; the next start replays the log instead")
+            return
         self._open_segment(self._segment + 1)
         write_snapshot(self.dir / SNAPSHOT, ks.entries(), self._meta(vv, hlc, horizon, self._segment))
         for n, path in self._segments():
@@ -264,16 +316,21 @@ class Durability:
 
 
 def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
-            on_batch: Callable[[str, int, int, bytes], None] | None) -> tuple[int, int, int]:
+            on_batch: Callable[[str, int, int, bytes], None] | None,
+            held: list[Batch]) -> tuple[int, int, int]:
     """Apply one log record; returns the highest timestamp in it, the GC horizon a full
-    transfer made the store adopt (0 for other records), and how many writes it held."""
+    transfer made the store adopt (0 for other records), and how many writes it held.
+    An event batch that does not join up with ``vv`` is applied but goes to ``held``."""
     kind, body = payload[:1], payload[1:]
     top = adopted = writes = 0
     if kind == b"E":
         batch: Batch = decode_batch(body)
         top = ks.apply_many(batch.origin, batch.items)[1]
         writes = len(batch.items)
-        if batch.last_seq > vv.get(batch.origin, 0):
+        have = vv.get(batch.origin, 0)
+        if batch.first_seq > have + 1:
+            held.append(batch)  # a hole before it: not ours to claim yet
+        elif batch.last_seq > have:
             vv[batch.origin] = batch.last_seq
             if on_batch is not None:
                 on_batch(batch.origin, batch.first_seq, batch.last_seq, body)

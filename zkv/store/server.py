@@ -22,7 +22,9 @@ import logging
 import os
 import random
 import signal
+import statistics
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,16 +32,18 @@ from typing import Any
 import msgpack
 import zmq
 
+from zkv.clock import LOGICAL_BITS, HybridClock, physical
 from zkv.commands import FRONTEND_ID, INVALIDATE
 from zkv.config import Config
 from zkv.events import (
-    TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, Heartbeat, decode_batch,
-    decode_heartbeat, encode_batch, encode_heartbeat,
+    BATCH_BYTES, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError, Heartbeat, check_int, check_name,
+    check_vv, decode_batch, decode_heartbeat, encode_batch, encode_heartbeat, new_origin, split_items,
 )
 from zkv.replication.backlog import Backlog, TooOld
+from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
 from zkv.store.durability import (
-    SNAPSHOT, Durability, Recovered, clock_after, encode_event_record, encode_repair_record,
+    SNAPSHOT, Durability, Recovered, encode_event_record, encode_repair_records,
 )
 from zkv.store.keyspace import BUCKETS, Keyspace
 from zkv.store.snapshot import check_entries, decode_chunk, read_snapshot_raw
@@ -55,6 +59,11 @@ PEER_SILENT_S = 2.0  # a peer unheard for this long counts as disconnected (INFO
 INVALIDATE_MAX_KEYS = 10_000  # beyond this per turn, "forget everything" is cheaper for both sides
 TRACK_EVICT = 1_000  # keys untracked (and invalidated) at a time once track_max is reached
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
+# No bus or catch-up message may be larger than this (ZeroMQ drops the connection of a peer that
+# sends one): the largest value a client may write (512 MB) fits, and so does its log record.
+MAX_MSG_BYTES = 768 * 1024 * 1024
+REPAIR_BYTES = 32 * 1024 * 1024  # entries per anti-entropy reply, about (at least one bucket)
+BAD_LOG_EVERY = 10.0  # seconds between log lines about malformed peer messages
 
 
 def snapshot_threshold(records: int) -> int:
@@ -107,30 +116,45 @@ class Store:
         self.peer_ids = {p.id for p in cfg.peers}
         self.running = True
         self.disk = Durability(cfg.data_dir, cfg.id, cfg.fsync)
-        self.backlog = Backlog(cfg.backlog)
+        self.backlog = Backlog(cfg.backlog, cfg.backlog_mb * 1024 * 1024)
         rec = self.disk.recover(on_batch=self.backlog.add)
         self.recovered: Recovered = rec
         self.ks: Keyspace = rec.keyspace
-        self.clock = clock_after(rec)
+        # This start's incarnation: our events are (origin, 1), (origin, 2), ... under a name
+        # never used before, so a log that lost its tail can never make us hand out an event
+        # identity a peer already holds (see zkv.events).
+        self.origin = new_origin(cfg.id)
+        # Bounded: a peer's timestamp more than max_clock_offset_ms ahead of our wall clock is
+        # not adopted, and the events carrying one wait (see _apply_remote).
+        self.clock = HybridClock(last=rec.max_hlc, max_offset_ms=cfg.max_clock_offset_ms)
         self.inbox = Inbox(rec.vv)
+        for b in rec.held:  # events after a hole in the log: applied, but claimed only once
+            self.inbox.offer(b)  # the missing ones have been pulled (they wait as a gap)
         self.gc_horizon = rec.gc_horizon
         self.peers: dict[str, PeerView] = {}
         self.fetching: dict[str, tuple[str, float]] = {}  # origin -> (peer asked, when)
-        self.frontier: dict[str, int] = {}  # origin -> time below which we have all its events
-        self.announced: dict[str, tuple[int, int]] = {}  # origin -> (seq, hlc) of its last heartbeat
+        self.horizon = Horizon(self.origin, frozenset(self.peer_ids))  # when tombstones may go
         self.sync: FullSync | None = None
+        # Events stamped beyond our clock's bound, per origin, waiting until our wall clock
+        # comes within max_clock_offset_ms of them (later events of that origin wait behind).
+        self.held_back: dict[str, Batch] = {}
+        self.clock_offsets: dict[str, int] = {}  # peer -> its wall clock minus ours, ms
+        self.refuse_writes: str | None = None  # why client writes are refused (clock skew)
+        self.ae_asked: tuple[str, float] | None = None  # (peer, when): anti-entropy outstanding
+        self._bad_logged = 0.0
+        self._offset_samples: dict[str, deque[int]] = {}
         self.snap_waiters: dict[bytes, bytes] = {}  # catchup identity -> tag, awaiting a snapshot
         self.streams: list[SnapStream] = []
         self._streams_blocked = False
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
                       "tombstones_collected": 0, "local_writes": 0, "remote_events": 0,
-                      "loop_turns": 0, "frontend_batches": 0, "bus_batches": 0}
+                      "loop_turns": 0, "frontend_batches": 0, "bus_batches": 0,
+                      "bad_messages": 0, "clock_held_events": 0, "writes_refused": 0}
         self._ae_turn = 0
-        # A node that lost its disk (or the log tail of its own writes) must not reuse sequence
-        # numbers its peers already hold events for: they would drop the new writes as
-        # duplicates.  So client batches wait while a live peer announces more of our own events
-        # than we have (we pull them meanwhile) and, at start-up, until a peer has been heard or
-        # five heartbeats have passed (a lost log tail is invisible until then).
+        # At start-up, client requests wait until a peer has been heard or five heartbeats have
+        # passed: a peer's heartbeat moves our clock past every event it holds (our own lost log
+        # tail included, so a new write is stamped after the writes it may overwrite), and it
+        # tells us whether our clock is too far ahead of the cluster's to accept writes.
         self.own_wait_until = time.monotonic() + 5 * cfg.heartbeat_ms / 1000 if self.peer_ids else 0.0
         self.clients_paused = False
         self._unpublished: list[tuple[int, bytes, bytes | None]] = []  # local events, in seq order
@@ -205,6 +229,7 @@ class Store:
         s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
         s.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 5)
         s.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+        s.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)  # a peer sending more is disconnected
         return s
 
     def _fetcher(self, peer: str, endpoint: str) -> zmq.Socket:
@@ -236,7 +261,9 @@ class Store:
                     self._publish()  # a heartbeat never announces events not yet sent
                 self._heartbeat()
                 self._expire_fetches(now)
-                self._pause_clients_if_behind_self(now)
+                self._release_held_back()
+                self._check_clock_skew(now)
+                self._pause_clients_until_heard(now)
                 next_hb = now + hb_every
             if now >= next_sync:
                 self.disk.sync()
@@ -273,22 +300,35 @@ class Store:
             if self.streams:
                 self._advance_streams()
 
-    def _pause_clients_if_behind_self(self, now: float) -> None:
-        mine = self.inbox.vv.get(self.id, 0)
-        fresh = [v for v in self.peers.values() if now - v.seen < PEER_SILENT_S]
-        paused = (any(v.hb.vv.get(self.id, 0) > mine for v in fresh)
-                  or (not fresh and now < self.own_wait_until))
+    def _pause_clients_until_heard(self, now: float) -> None:
+        paused = not self.peers and now < self.own_wait_until
         if paused != self.clients_paused:
             self.clients_paused = paused
             self.poller.modify(self.clients, 0 if paused else zmq.POLLIN)
-            if paused and fresh:
-                log.warning("peers hold more of %s's own events than its log (lost log tail?); "
-                            "client requests wait until it has pulled them", self.id)
-            elif paused:
+            if paused:
                 log.info("client requests wait until a peer has been heard (at most %d ms)",
                          5 * self.cfg.heartbeat_ms)
             else:
-                log.info("serving client requests")
+                log.info("serving client requests as %s", self.origin)
+
+    def _check_clock_skew(self, now: float) -> None:
+        """Refuse client writes while our wall clock is more than max_clock_offset_ms ahead of
+        the median of the cluster's (ours included, peers heard lately): stamped that far ahead,
+        our writes would beat later writes everywhere until the other clocks caught up."""
+        offsets = [self.clock_offsets[p] for p, v in self.peers.items()
+                   if now - v.seen < PEER_SILENT_S and p in self.clock_offsets]
+        refuse = None
+        if offsets:
+            ahead = -statistics.median([0, *offsets])
+            if ahead > self.cfg.max_clock_offset_ms:
+                refuse = (f"clock skew: this node's clock is {ahead:.0f} ms ahead of the cluster's "
+                          f"(max_clock_offset_ms = {self.cfg.max_clock_offset_ms}); writes refused")
+        if (refuse is None) != (self.refuse_writes is None):
+            if refuse:
+                log.error("%s", refuse)
+            else:
+                log.info("clock back within max_clock_offset_ms of the cluster's: accepting writes")
+        self.refuse_writes = refuse
 
     def shutdown(self) -> None:
         """Clean stop: a snapshot, so the next start replays no log."""
@@ -296,8 +336,10 @@ class Store:
         if self._unpublished:
             self._publish()
         try:
-            self.disk.snapshot_now(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
-            log.info("clean shutdown: snapshot of %d keys written in %.2fs", len(self.ks), time.perf_counter() - t0)
+            if not self.disk.broken:
+                self.disk.snapshot_now(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
+                log.info("clean shutdown: snapshot of %d keys written in %.2fs", len(self.ks),
+                         time.perf_counter() - t0)
         finally:
             self.disk.close()
             for s in [self.clients, self.publisher, self.subscriber, self.catchup,
@@ -315,7 +357,8 @@ class Store:
             except zmq.Again:
                 break
         self.stats["frontend_batches"] += len(msgs)
-        ks, clock, me = self.ks, self.clock, self.id
+        ks, clock, me = self.ks, self.clock, self.origin
+        refuse = self.refuse_writes
         # One clock reading per turn: its writes take that stamp and the ones after it, each
         # above everything issued or observed before, and the clock then passes the last.
         stamp = clock.now()
@@ -337,11 +380,16 @@ class Store:
                 replies.append((ident, []))
                 continue
             results: list[Any] = []
+            refused = False
             for op in ops:
                 # The frontend only sends well-formed ops; anything else (another process on the
                 # ipc socket) gets a null result, checked before it can touch the keyspace.
                 try:
                     code = op[0]
+                    if refuse is not None and (code == "s" or code == "d"):
+                        results.append(None)
+                        refused = True
+                        continue
                     if code == "s":
                         key, value = op[1], op[2]
                         if key.__class__ is not bytes or value.__class__ is not bytes:
@@ -373,16 +421,31 @@ class Store:
                         results.append(None)
                 except (TypeError, IndexError, KeyError):
                     results.append(None)
-            replies.append((ident, results))
+            if refused:  # the frontend answers its writes with the reason (zkv.commands)
+                self.stats["writes_refused"] += 1
+                replies.append((ident, {"refused": refuse, "results": results}))
+            else:
+                replies.append((ident, results))
         if applied < len(items):
             ks.apply_many(me, items[applied:])
         if items:
-            clock.observe(stamp - 1)
+            clock.issued(stamp - 1)
             first = self.inbox.vv.get(me, 0) + 1
             batch = Batch(me, first, items)
             payload = encode_batch(batch)
-            self.disk.append([encode_event_record(payload)], len(items))  # fsync=always: on disk now
-            self.backlog.add(me, first, batch.last_seq, payload)
+            if len(payload) <= BATCH_BYTES:
+                self.disk.append([encode_event_record(payload)], len(items))  # fsync=always: on disk now
+                self.backlog.add(me, first, batch.last_seq, payload)
+            else:  # big values: several log records, none near the log's 1 GiB record limit
+                payload = None
+                records = []
+                seq = first
+                for run in split_items(items):
+                    data = encode_batch(Batch(me, seq, run))
+                    records.append(encode_event_record(data))
+                    self.backlog.add(me, seq, seq + len(run) - 1, data)
+                    seq += len(run)
+                self.disk.append(records, len(items))
             self.inbox.applied(me, batch.last_seq)
             self.stats["local_writes"] += len(items)
             if self._unpublished:
@@ -426,15 +489,24 @@ class Store:
         self._forget_all = False
 
     def _publish(self) -> None:
-        """Send the local events not yet published as one batch."""
+        """Send the local events not yet published as one batch (several, if they are big)."""
         payload = self._unpublished_payload
         if payload is None:
-            payload = encode_batch(Batch(self.id, self._unpublished_first, self._unpublished))
+            payload = encode_batch(Batch(self.origin, self._unpublished_first, self._unpublished))
+        if len(payload) <= BATCH_BYTES:
+            payloads = [payload]
+        else:
+            payloads = []
+            seq = self._unpublished_first
+            for run in split_items(self._unpublished):
+                payloads.append(encode_batch(Batch(self.origin, seq, run)))
+                seq += len(run)
         self._unpublished = []
         self._unpublished_payload = None
         self._next_publish = time.monotonic() + self.publish_interval
         try:
-            self.publisher.send_multipart([TOPIC_EVENTS, payload], zmq.NOBLOCK)
+            for payload in payloads:
+                self.publisher.send_multipart([TOPIC_EVENTS, payload], zmq.NOBLOCK)
         except zmq.Again:
             pass  # peers will see the gap and pull it
 
@@ -446,36 +518,61 @@ class Store:
             except zmq.Again:
                 return
             if len(frames) != 2:
+                self._bad("bus", "a message of %d frames" % len(frames))
                 continue
             topic, payload = frames
             try:
                 if topic == TOPIC_EVENTS:
                     self.stats["bus_batches"] += 1
                     batch = decode_batch(payload)
-                    if batch.origin != self.id:
-                        self._offer(batch, payload, via=batch.origin)
+                    if batch.origin != self.origin:
+                        self._offer(batch, payload, via=None)
                 elif topic == TOPIC_HEARTBEAT:
                     self._on_heartbeat(decode_heartbeat(payload))
+                else:
+                    self._bad("bus", "unknown topic")
+            except DecodeError as exc:
+                self._bad("bus", str(exc))
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
-                log.warning("ignoring a malformed bus message: %s: %s", type(exc).__name__, exc)
+                self._bad("bus", f"{type(exc).__name__}: {exc}")
 
-    def _offer(self, batch: Batch, payload: bytes | None, via: str) -> None:
+    def _bad(self, where: str, what: str) -> None:
+        """A malformed or unexpected message from a peer (or a stranger): dropped, counted, and
+        logged at most once per BAD_LOG_EVERY seconds."""
+        self.stats["bad_messages"] += 1
+        now = time.monotonic()
+        if now - self._bad_logged >= BAD_LOG_EVERY:
+            self._bad_logged = now
+            log.warning("dropped a bad %s message (%s); %d so far", where, what[:200],
+                        self.stats["bad_messages"])
+
+    def _offer(self, batch: Batch, payload: bytes | None, via: str | None) -> None:
         ready, gap = self.inbox.offer(batch)
         if ready:
             self._apply_remote(ready, payload if len(ready) == 1 and ready[0] is batch else None)
-        if gap and batch.origin not in self.fetching and self.sync is None:
+        origin = batch.origin
+        if (gap and origin not in self.fetching and self.sync is None
+                and origin not in self.held_back):
             self.stats["gaps"] += 1
             log.warning("gap in %s's events: have %d, got %d..%d; pulling the missing ones",
-                        batch.origin, self.inbox.vv.get(batch.origin, 0), batch.first_seq, batch.last_seq)
-            self._pull(batch.origin, via)
+                        origin, self.inbox.vv.get(origin, 0), batch.first_seq, batch.last_seq)
+            self._pull(origin, via)
 
     def _apply_remote(self, batches: list[Batch], payload: bytes | None) -> None:
         ks, clock = self.ks, self.clock
         records = []
         writes = 0
         tracked = self._tracked
+        limit = clock.limit()
         for b in batches:
             origin = b.origin
+            if origin in self.held_back:
+                continue  # an earlier batch of it waits, so this one is pulled again later
+            if b.items[-1][0] > limit:  # stamped too far ahead of our clock (events increase)
+                b = self._hold_back(b, limit)
+                payload = None
+                if b is None:
+                    continue
             clock.observe(ks.apply_many(origin, b.items)[1])
             if tracked and not self._forget_all:
                 changed = self._changed
@@ -491,34 +588,69 @@ class Store:
             self.inbox.applied(origin, b.last_seq)
             self.stats["remote_events"] += len(b.items)
             writes += len(b.items)
-            self._advance_frontier(origin)
-        self.disk.append(records, writes)
+            self.horizon.advance(origin, self.inbox.vv)
+        if records:
+            self.disk.append(records, writes)
 
-    def _advance_frontier(self, origin: str) -> None:
-        ann = self.announced.get(origin)
-        if ann is not None and self.inbox.vv.get(origin, 0) >= ann[0]:
-            self.frontier[origin] = max(self.frontier.get(origin, 0), ann[1])
+    def _hold_back(self, b: Batch, limit: int) -> Batch | None:
+        """Keep the events of ``b`` stamped beyond ``limit`` (and, through the inbox, everything
+        after them) until our wall clock comes within max_clock_offset_ms of them; return the
+        part that may be applied now, or None."""
+        cut = next(i for i, item in enumerate(b.items) if item[0] > limit)
+        rest = Batch(b.origin, b.first_seq + cut, b.items[cut:])
+        self.held_back[b.origin] = rest
+        self.stats["clock_held_events"] += len(rest.items)
+        ahead = physical(rest.items[0][0]) - self.clock.wall()
+        log.warning("holding back %d events of %s from seq %d: stamped %d ms ahead of this node's "
+                    "clock (max_clock_offset_ms = %d)", len(rest.items), b.origin, rest.first_seq,
+                    ahead, self.cfg.max_clock_offset_ms)
+        return Batch(b.origin, b.first_seq, b.items[:cut]) if cut else None
+
+    def _release_held_back(self) -> None:
+        """Offer again the held-back events whose time has come (checked every heartbeat)."""
+        if not self.held_back:
+            return
+        limit = self.clock.limit()
+        for origin, b in list(self.held_back.items()):
+            if b.items[0][0] <= limit:
+                del self.held_back[origin]
+                log.info("releasing held-back events of %s from seq %d", origin, b.first_seq)
+                self._offer(b, None, via=None)
+                rel = self.inbox.release(origin)
+                if rel:
+                    self._apply_remote(rel, None)
 
     def _on_heartbeat(self, hb: Heartbeat) -> None:
         if hb.id == self.id:
             return
+        if hb.id not in self.peer_ids:
+            self._bad("heartbeat", f"from {hb.id!r}, which is not a configured peer")
+            return
         self._fetcher(hb.id, hb.catchup)  # first: a bad endpoint raises before any state changes
-        if hb.id not in self._live_peers and hb.id in self.peer_ids:
+        now = time.monotonic()
+        if hb.id not in self._live_peers:
             self._live_peers.add(hb.id)
-            log.info("peer %s is up (its vv: %s)", hb.id, _vv_text(hb.vv))
-        self.peers[hb.id] = PeerView(hb, time.monotonic())
-        self.clock.observe(hb.hlc)
-        self.announced[hb.id] = (hb.seq, hb.hlc)
-        self._advance_frontier(hb.id)
-        if hb.vv.get(self.id, 0) > self.inbox.vv.get(self.id, 0) or self.clients_paused:
-            self._pause_clients_if_behind_self(time.monotonic())
+            log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
+        self.peers[hb.id] = PeerView(hb, now)
+        if hb.wall:
+            # Its wall clock minus ours: a sample can only be too low (by the time the heartbeat
+            # spent queued), so the highest of the last few is the estimate.
+            samples = self._offset_samples.setdefault(hb.id, deque(maxlen=8))
+            samples.append(hb.wall - self.clock.wall())
+            self.clock_offsets[hb.id] = max(samples)
+        self.clock.observe(hb.hlc)  # (not adopted if beyond our bound)
+        self.horizon.heard(hb.id, Announced(hb.origin, hb.seq, hb.hlc, hb.vv, hb.stable), self.inbox.vv)
+        if self.clients_paused:
+            self._check_clock_skew(now)
+            self._pause_clients_until_heard(now)
         for origin, seq in hb.vv.items():
-            if seq > self.inbox.vv.get(origin, 0) and origin not in self.fetching and self.sync is None:
+            if (seq > self.inbox.vv.get(origin, 0) and origin not in self.fetching
+                    and self.sync is None and origin not in self.held_back):
                 self._pull(origin, hb.id)
 
-    def _pull(self, origin: str, peer: str) -> None:
+    def _pull(self, origin: str, peer: str | None) -> None:
         """Ask ``peer`` for ``origin``'s events after what we have."""
-        view = self.peers.get(peer)
+        view = self.peers.get(peer) if peer is not None else None
         if view is None or view.hb.vv.get(origin, 0) <= self.inbox.vv.get(origin, 0):
             # That peer has not announced what we need; ask one that has.
             best = max(self.peers.values(), key=lambda v: v.hb.vv.get(origin, 0), default=None)
@@ -536,6 +668,8 @@ class Store:
         if self.sync is not None and now - self.sync.last_chunk > SYNC_TIMEOUT:
             log.warning("full state transfer from %s stalled; abandoning it", self.sync.peer)
             self.sync = None
+        if self.ae_asked is not None and now - self.ae_asked[1] > FETCH_TIMEOUT:
+            self.ae_asked = None
 
     def _receive_fetch(self, peer: str, sock: zmq.Socket) -> None:
         for _ in range(1000):
@@ -549,22 +683,28 @@ class Store:
                 log.warning("ignoring a malformed reply from %s: %s: %s", peer, type(exc).__name__, exc)
 
     def _on_fetch_reply(self, peer: str, frames: list[bytes]) -> None:
+        """A reply on our DEALER to ``peer``: accepted only if it answers a request of ours
+        still outstanding there (a stranger's or a stale reply is dropped and counted)."""
         verb = frames[0]
+        if verb == b"events" or verb == b"tooold":
+            origin = check_name(frames[1].decode(), "origin")
+            if self.fetching.get(origin, ("",))[0] != peer:
+                self._bad("catch-up", f"{verb.decode()} for {origin} from {peer}, not asked")
+                return
         if verb == b"events":
-            origin, more = frames[1].decode(), frames[2] == b"1"
+            more = frames[2] == b"1"
             for payload in frames[3:]:
                 batch = decode_batch(payload)
+                if batch.origin != origin:
+                    raise DecodeError(f"events of {batch.origin} in a reply about {origin}")
                 self.stats["pulled_events"] += len(batch.items)
-                ready, _gap = self.inbox.offer(batch)
-                if ready:
-                    self._apply_remote(ready, None)
+                self._offer(batch, payload, via=peer)
             if more:
                 self._pull(origin, peer)
             else:
                 self.fetching.pop(origin, None)
                 self._pull(origin, peer)  # only sends if the peer announced still more
         elif verb == b"tooold":
-            origin = frames[1].decode()
             self.fetching.pop(origin, None)
             if self.sync is None:
                 log.warning("%s no longer holds %s's events after %d; full state transfer from it",
@@ -572,68 +712,113 @@ class Store:
                 self.sync = FullSync(peer, os.urandom(8), set(), time.monotonic())
                 self.stats["full_syncs"] += 1
                 self.fetchers[peer][1].send_multipart([b"snap", self.sync.tag])
-        elif verb == b"snapchunk":
-            if self.sync is not None and self.sync.peer == peer and frames[1] == self.sync.tag:
-                entries = decode_chunk(frames[2])
-                check_entries(entries)
-                self._forget_all = True
-                self.clock.observe(self.ks.apply_entries(entries))
-                self.sync.keys.update(e[0] for e in entries)
-                self.sync.entries += len(entries)
-                self.sync.last_chunk = time.monotonic()
-                self.disk.append([encode_repair_record(None, 0, entries)], len(entries))
-        elif verb == b"snapend":
-            if self.sync is not None and self.sync.peer == peer and frames[1] == self.sync.tag:
-                meta = unpack(frames[2])
-                horizon = int(meta.get("gc_horizon", 0))
-                dropped = self.ks.drop(self.ks.absent(self.sync.keys, horizon), horizon)
-                self._forget_all = True
-                self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
-                vv = {str(k): int(v) for k, v in meta["vv"].items()}
-                self.inbox.advance(vv)
-                self.disk.append([encode_repair_record(vv, horizon, [], dropped)], 1 + len(dropped))
-                for origin in list(vv):
-                    rel = self.inbox.release(origin)
-                    if rel:
-                        self._apply_remote(rel, None)
-                log.info("full state transfer from %s done: %d entries, %d stale keys dropped",
-                         peer, self.sync.entries, len(dropped))
+        elif verb in (b"snapchunk", b"snapend", b"snapfail"):
+            if self.sync is None or self.sync.peer != peer or frames[1:2] != [self.sync.tag]:
+                self._bad("catch-up", f"{verb.decode()} from {peer}, not asked")
+            elif verb == b"snapchunk":
+                self._transfer_chunk(frames[2])
+            elif verb == b"snapend":
+                self._transfer_end(peer, frames[2])
+            else:
                 self.sync = None
-                # A snapshot now spares the next start replaying the whole transfer.
-                self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
-        elif verb == b"snapfail":
-            if self.sync is not None and self.sync.peer == peer and frames[1:2] == [self.sync.tag]:
-                self.sync = None
-        elif verb == b"buckets":
-            vv, hashes = unpack(frames[1])
-            if vv == self.inbox.vv:
-                mine = self.ks.bucket_hashes()
-                diff = [i for i in range(BUCKETS) if hashes[i] != mine[i]][:64]
-                if diff:
-                    self.fetchers[peer][1].send_multipart([b"entries", pack(diff)])
-        elif verb == b"entries":
-            horizon, buckets, entries = unpack(frames[1])
-            self._repair(peer, horizon, set(buckets), entries)
+        elif verb == b"buckets" or verb == b"entries":
+            if self.ae_asked is None or self.ae_asked[0] != peer:
+                self._bad("catch-up", f"{verb.decode()} from {peer}, not asked")
+                return
+            if verb == b"buckets":
+                vv, hashes = unpack(frames[1])
+                check_vv(vv)
+                if hashes.__class__ is not list or len(hashes) != BUCKETS:
+                    raise DecodeError("bad bucket hashes")
+                self.ae_asked = None
+                if vv == self.inbox.vv:
+                    mine = self.ks.bucket_hashes()
+                    diff = [i for i in range(BUCKETS) if hashes[i] != mine[i]][:64]
+                    if diff:
+                        self.fetchers[peer][1].send_multipart([b"entries", pack(diff)])
+                        self.ae_asked = (peer, time.monotonic())
+            else:
+                self.ae_asked = None
+                _horizon, buckets, entries = unpack(frames[1])
+                self._repair(peer, buckets, entries)
+        else:
+            self._bad("catch-up", f"unknown reply {verb[:20]!r} from {peer}")
 
-    def _repair(self, peer: str, horizon: int, buckets: set[int], entries: list) -> None:
+    def _transfer_chunk(self, chunk: bytes) -> None:
+        assert self.sync is not None
+        entries = decode_chunk(chunk)
+        check_entries(entries)
+        entries = self._within_clock(entries)
+        self._forget_all = True
+        self.clock.observe(self.ks.apply_entries(entries))
+        self.sync.keys.update(e[0] for e in entries)
+        self.sync.entries += len(entries)
+        self.sync.last_chunk = time.monotonic()
+        self.disk.append(encode_repair_records(None, 0, entries), len(entries))
+
+    def _transfer_end(self, peer: str, raw_meta: bytes) -> None:
+        """The peer's snapshot has been applied whole: adopt the vector it covered.
+
+        A key we hold that the snapshot lacks is dropped only on positive evidence that the peer
+        saw our version of it and deleted it since: stamped before the peer's tombstone horizon
+        (so the peer's tombstone was collected), from an origin of which the peer had seen at
+        least every event we had (so it saw this write).  A write the peer never saw - ours
+        since it forked its snapshot, or an origin it lags on - stays."""
+        assert self.sync is not None
+        meta = unpack(raw_meta)
+        horizon = check_int(meta.get("gc_horizon", 0), "gc_horizon")
+        vv = dict(check_vv(meta["vv"]))
+        mine = self.inbox.vv
+        stale = []
+        for k in self.ks.absent(self.sync.keys, horizon):
+            e = self.ks.entry(k)
+            if e is not None and vv.get(e[1], 0) >= mine.get(e[1], 0):
+                stale.append(k)
+        dropped = self.ks.drop(stale, horizon)
+        self._forget_all = True
+        self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
+        self.inbox.advance(vv)
+        self.disk.append(encode_repair_records(vv, horizon, [], dropped), 1 + len(dropped))
+        for origin in list(vv):
+            rel = self.inbox.release(origin)
+            if rel:
+                self._apply_remote(rel, None)
+            self.horizon.advance(origin, self.inbox.vv)
+        log.info("full state transfer from %s done: %d entries, %d stale keys dropped",
+                 peer, self.sync.entries, len(dropped))
+        self.sync = None
+        # A snapshot now spares the next start replaying the whole transfer.
+        self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
+
+    def _within_clock(self, entries: list) -> list:
+        """Entries a peer sent (transfer, repair) minus those stamped beyond our clock's bound:
+        those wait for a later round, when our wall clock has come near them."""
+        limit = self.clock.limit()
+        if all(e[1] <= limit for e in entries):
+            return entries
+        kept = [e for e in entries if e[1] <= limit]
+        self.stats["clock_held_events"] += len(entries) - len(kept)
+        return kept
+
+    def _repair(self, peer: str, buckets: list, entries: list) -> None:
+        """Merge a peer's entries of buckets whose hashes differ at equal version vectors.
+
+        Only merge: a key the peer lacks is never deleted here (absence is no evidence of a
+        delete; deletes travel as tombstones), so a divergence keeps both sides' data, the
+        conflict rule picks each key's winner, and the peer takes ours in its own round."""
         check_entries(entries)  # a peer's reply: nothing reaches the keyspace unchecked
+        entries = self._within_clock(entries)
         changed = []
-        present = set()
         for key, hlc, origin, value in entries:
-            present.add(key)
-            if hlc < self.gc_horizon and self.ks.entry(key) is None:
-                continue  # deleted and collected here: a copy from before the horizon is stale
-            self.clock.observe(hlc)  # so a later local write is stamped after what it replaced
             if self.ks.apply(key, hlc, origin, value):
                 changed.append((key, hlc, origin, value))
-        dropped = self.ks.drop(self.ks.absent(present, horizon, buckets), horizon)
-        if changed or dropped:
+        if changed:
+            self.clock.observe(max(e[1] for e in changed))  # a later write is stamped after them
             self._forget_all = True
-            self.stats["repaired_keys"] += len(changed) + len(dropped)
-            self.disk.append([encode_repair_record(None, horizon, changed, dropped)],
-                             len(changed) + len(dropped) + 1)
-            log.warning("anti-entropy with %s repaired %d keys (%d dropped) in %d buckets",
-                        peer, len(changed), len(dropped), len(buckets))
+            self.stats["repaired_keys"] += len(changed)
+            self.disk.append(encode_repair_records(None, 0, changed), len(changed) + 1)
+            log.warning("anti-entropy with %s repaired %d keys in %d buckets",
+                        peer, len(changed), len(buckets) if buckets.__class__ is list else 0)
 
     # --- replication: serving ----------------------------------------------------------------
     def _serve_catchup(self) -> None:
@@ -671,8 +856,18 @@ class Store:
         if verb == b"buckets":
             return [b"buckets", pack([self.inbox.vv, self.ks.bucket_hashes()])]
         if verb == b"entries":
-            buckets = [int(b) for b in unpack(args[0])][:BUCKETS]
-            return [b"entries", pack([self.gc_horizon, buckets, self.ks.bucket_entries(buckets)])]
+            buckets = [check_int(b, "bucket", BUCKETS - 1) for b in unpack(args[0])][:BUCKETS]
+            sent: list[int] = []
+            entries: list = []
+            size = 0
+            for b in buckets:  # at most about REPAIR_BYTES per reply; the rest in later rounds
+                if sent and size > REPAIR_BYTES:
+                    break
+                part = self.ks.bucket_entries([b])
+                size += sum(len(e[0]) + (len(e[3]) if e[3] is not None else 0) for e in part)
+                sent.append(b)
+                entries.extend(part)
+            return [b"entries", pack([self.gc_horizon, sent, entries])]
         if verb == b"info":
             return [b"info", pack(self.info())]
         return [b"error", b"unknown verb"]
@@ -731,12 +926,6 @@ class Store:
             pass
 
     # --- heartbeat, tombstones, anti-entropy -------------------------------------------------
-    def _stable(self) -> int:
-        """A time below which we hold every event of every configured node."""
-        t = self.clock.now()
-        for p in self.peer_ids:
-            t = min(t, self.frontier.get(p, 0))
-        return t
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
@@ -745,10 +934,12 @@ class Store:
                 self._live_peers.discard(p)
                 log.warning("peer %s silent for %.1fs: down or cut off; its writes will be pulled "
                             "when it is heard again", p, now - self.peers[p].seen)
+        now_ts = self.clock.now()
         hb = Heartbeat(
-            id=self.id, seq=self.inbox.vv.get(self.id, 0), hlc=self.clock.now(), vv=dict(self.inbox.vv),
-            stable=self._stable(), digest=self.ks.digest(), keys=len(self.ks),
-            catchup=self.catchup_endpoint, peers=sorted(self.peer_ids),
+            id=self.id, seq=self.inbox.vv.get(self.origin, 0), hlc=now_ts, vv=dict(self.inbox.vv),
+            stable=self.horizon.stable(now_ts, self.inbox.vv), digest=self.ks.digest(),
+            keys=len(self.ks), catchup=self.catchup_endpoint, peers=sorted(self.peer_ids),
+            origin=self.origin, wall=self.clock.wall(),
         )
         try:
             self.publisher.send_multipart([TOPIC_HEARTBEAT, encode_heartbeat(hb)], zmq.NOBLOCK)
@@ -758,15 +949,7 @@ class Store:
     def _collect_tombstones(self) -> None:
         if not self.ks.tombstones:
             return
-        known = self.peer_ids | {self.id}
-        if any(o not in known for o in self.inbox.vv):
-            return  # writes from a node we do not track: we cannot tell when deletes are stable
-        horizon = self._stable()
-        for p in self.peer_ids:
-            view = self.peers.get(p)
-            if view is None:
-                return
-            horizon = min(horizon, view.hb.stable)
+        horizon = self.horizon.collectable(self.clock.now(), self.inbox.vv)
         if horizon > self.gc_horizon:
             self.gc_horizon = horizon
             n = self.ks.collect_tombstones(horizon)
@@ -780,18 +963,23 @@ class Store:
             return
         self._ae_turn += 1
         view = fresh[self._ae_turn % len(fresh)]
-        if view.hb.vv == self.inbox.vv and view.hb.digest != self.ks.digest():
+        if (view.hb.vv == self.inbox.vv and view.hb.digest != self.ks.digest()
+                and self.ae_asked is None):
             self.fetchers[view.hb.id][1].send_multipart([b"buckets"])
+            self.ae_asked = (view.hb.id, time.monotonic())
 
     def info(self) -> dict[str, Any]:
         now = time.monotonic()
         return {
-            "id": self.id, "keys": len(self.ks), "tombstones": self.ks.tombstones,
-            "seq": self.inbox.vv.get(self.id, 0), "vv": dict(self.inbox.vv),
+            "id": self.id, "origin": self.origin, "keys": len(self.ks), "tombstones": self.ks.tombstones,
+            "seq": self.inbox.vv.get(self.origin, 0), "vv": dict(self.inbox.vv),
             "digest": self.ks.digest().hex(), "gc_horizon": self.gc_horizon, "fsync": self.cfg.fsync,
             "peers": {p: {"connected": p in self.peers and now - self.peers[p].seen < PEER_SILENT_S,
-                          "vv": dict(self.peers[p].hb.vv) if p in self.peers else {}}
+                          "vv": dict(self.peers[p].hb.vv) if p in self.peers else {},
+                          "clock_offset_ms": self.clock_offsets.get(p)}
                       for p in sorted(self.peer_ids)},
+            "clock": {"writes_refused": self.refuse_writes or "",
+                      "held_back_origins": sorted(self.held_back)},
             "syncing": self.sync is not None, "stats": dict(self.stats),
             "read_cache": {"tracked": len(self._tracked), "tracked_max": self._track_max}
             if self.cfg.read_cache_mb else {},
