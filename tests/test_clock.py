@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zkv import clock
-from zkv.clock import LOGICAL_BITS, LOGICAL_MASK, HybridClock, logical, make, physical
+from zkv.clock import LOGICAL_BITS, LOGICAL_MASK, MAX_TS, HybridClock, logical, make, physical
 
 
 class FakeWall:
@@ -188,3 +188,34 @@ def test_now_strictly_increases_and_dominates_everything_seen(ops: list[Op]) -> 
             seen_max = ts
         assert c.last >= seen_max
 
+
+
+# ------------------------------------------------------------------ the bound
+
+
+def test_observe_refuses_a_timestamp_beyond_the_bound() -> None:
+    wall = FakeWall(10_000)
+    c = HybridClock(wall, max_offset_ms=500)
+    assert c.observe(make(10_400)) is True
+    assert physical(c.now()) == 10_400
+    assert c.observe(make(10_501)) is False  # 501 ms ahead: not adopted
+    assert physical(c.now()) == 10_400
+    wall.ms = 10_100  # our clock moved on: 10_501 is now within the bound
+    assert c.observe(make(10_501)) is True
+    assert physical(c.now()) == 10_501
+
+
+def test_no_timestamp_however_large_breaks_the_clock() -> None:
+    c = HybridClock(FakeWall(10_000), max_offset_ms=500)
+    assert c.observe(MAX_TS) is False
+    assert c.observe(2**64 - 1) is False
+    assert physical(c.now()) == 10_000
+
+
+def test_own_stamps_are_never_bounded() -> None:
+    """A store hands out now(), now()+1, ... in one turn; the clock must pass the last one even
+    if it lies beyond the bound, or a later now() would repeat it."""
+    c = HybridClock(FakeWall(10_000), max_offset_ms=1)
+    t = c.now()
+    c.issued(t + 70_000 << 16)
+    assert c.now() > t + 70_000 << 16

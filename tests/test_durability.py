@@ -112,3 +112,87 @@ def test_after_replay_the_snapshot_counter_counts_writes_not_records(tmp_path: P
     rec = disk.recover()
     assert rec.log_records == 2 and disk.records_since_snapshot == 52
     disk.close()
+
+
+def _events(origin: str, first: int, n: int, key: bytes = b"k") -> bytes:
+    return encode_event_record(encode_batch(Batch(origin, first, [(100 * first + i, key + b"%d" % (first + i), b"v")
+                                                                  for i in range(n)])))
+
+
+def test_replay_claims_only_contiguous_events(tmp_path: Path) -> None:
+    """A hole in the log (a lost segment, an unusable snapshot) must not let the vector jump over
+    events the node never loaded: what lies after the hole is applied but handed back as held."""
+    disk = _open(tmp_path)
+    disk.recover()
+    disk.append([_events("n1@a", 1, 3)], 3)   # seqs 1..3
+    disk.append([_events("n1@a", 7, 2)], 2)   # seqs 7..8: 4..6 are missing
+    disk.append([_events("n2@b", 5, 1)], 1)   # n2 starts at 5: 1..4 missing
+    disk.close()
+    rec = _open(tmp_path).recover()
+    assert rec.vv == {"n1@a": 3}
+    assert [(b.origin, b.first_seq, b.last_seq) for b in rec.held] == [("n1@a", 7, 8), ("n2@b", 5, 5)]
+    assert rec.keyspace.get(b"k7") == b"v" and rec.keyspace.get(b"k5") == b"v"  # applied all the same
+
+
+def test_a_transfer_record_fills_a_hole(tmp_path: Path) -> None:
+    disk = _open(tmp_path)
+    disk.recover()
+    disk.append([_events("n1@a", 5, 2)], 2)                   # held: 1..4 missing
+    disk.append([encode_repair_record({"n1@a": 5}, 0, [])], 1)  # a full transfer covered 1..5
+    disk.close()
+    rec = _open(tmp_path).recover()
+    assert rec.vv == {"n1@a": 5}
+    assert [(b.first_seq, b.last_seq) for b in rec.held] == [(6, 6)]  # only seq 6 still unclaimed
+
+
+def test_unusable_snapshot_claims_nothing_it_did_not_load(tmp_path: Path) -> None:
+    from zkv.store.keyspace import Keyspace
+
+    disk = _open(tmp_path)
+    disk.recover()
+    disk.append([_events("n1@a", 1, 50)], 50)
+    ks = Keyspace()
+    for i in range(50):
+        ks.apply(b"k%d" % (1 + i), 100 + i, "n1@a", b"v")
+    disk.snapshot_now(ks, {"n1@a": 50}, 200, 0)
+    disk.append([_events("n1@a", 51, 2)], 2)
+    disk.close()
+    snap = tmp_path / "snapshot.zkv"
+    raw = bytearray(snap.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+    snap.write_bytes(bytes(raw))
+    rec = _open(tmp_path).recover()
+    assert rec.vv == {}  # not {"n1@a": 52}: events 1..50 were in the snapshot it could not read
+    assert [(b.first_seq, b.last_seq) for b in rec.held] == [(51, 52)]
+
+
+def test_rotation_syncs_the_old_segment_in_every_mode(tmp_path: Path, monkeypatch) -> None:
+    import zkv.store.wal as wal
+
+    synced: list[int] = []
+    real = wal._fdatasync
+    monkeypatch.setattr(wal, "_fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    disk = _open(tmp_path)  # fsync = "no"
+    disk.recover()
+    disk.append([_events("n1@a", 1, 1)], 1)
+    assert synced == []
+    disk._open_segment(disk._segment + 1)
+    assert len(synced) == 1  # the old segment reached the disk before the new one was used
+    disk.close()
+
+
+def test_no_snapshot_after_a_failed_append(tmp_path: Path) -> None:
+    from zkv.store.keyspace import Keyspace
+
+    disk = _open(tmp_path)
+    disk.recover()
+    try:
+        disk.append([b""], 1)  # the log refuses an empty record
+    except ValueError:
+        pass
+    assert disk.broken
+    assert disk.start_snapshot(Keyspace(), {}, 0, 0) is False
+    disk.snapshot_now(Keyspace(), {}, 0, 0)
+    assert not (tmp_path / "snapshot.zkv").exists()
+    disk.close()
