@@ -24,7 +24,8 @@ from zkv.protocol.requests import parse_requests
 log = logging.getLogger("zkv.frontend")
 
 MAX_QUEUED_GROUPS = 256  # reply groups waiting per connection before we stop reading from it
-# Replies buffered for a client that does not read them; past this the connection is closed
+# Replies buffered for a client that does not read them; past this (plus the reply being written)
+# the connection is closed
 # (as Redis's client-output-buffer-limit does), so one client cannot exhaust the node's memory.
 MAX_OUTPUT_BUFFER = 256 * 1024 * 1024
 
@@ -185,7 +186,9 @@ class ClientConnection(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         t.write(data)
-        if t.get_write_buffer_size() > MAX_OUTPUT_BUFFER:
+        # The limit applies to what was already waiting: one reply larger than it (a GET of a
+        # 400 MB value) still goes out to a client that reads.
+        if t.get_write_buffer_size() - len(data) > MAX_OUTPUT_BUFFER:
             log.warning("closing a client that has %d bytes of unread replies",
                         t.get_write_buffer_size())
             self.closing = True
