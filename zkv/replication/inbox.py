@@ -14,9 +14,12 @@ from zkv.events import Batch
 class Inbox:
     """Tracks, per origin, the highest contiguous seq applied (the version vector)."""
 
-    def __init__(self, vv: dict[str, int] | None = None, max_pending: int = 10_000) -> None:
+    def __init__(self, vv: dict[str, int] | None = None, max_pending: int = 10_000,
+                 max_pending_bytes: int = 256 * 1024 * 1024) -> None:
         self.vv: dict[str, int] = dict(vv or {})
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # held batches per origin
+        self.max_pending_bytes = max_pending_bytes  # keys and values held, all origins together
+        self.pending_bytes = 0
         self._pending: dict[str, dict[int, Batch]] = {}
 
     def expected(self, origin: str) -> int:
@@ -34,11 +37,17 @@ class Inbox:
         if batch.first_seq > exp:
             pend = self._pending.setdefault(origin, {})
             held = pend.get(batch.first_seq)
+            # Past either bound a batch is not held: it is pulled again once the gap is filled.
+            size = _size(batch)
+            if self.pending_bytes + size > self.max_pending_bytes:
+                return [], True
             if held is not None:
                 if held.last_seq < batch.last_seq:  # keep the longer of two overlapping batches
                     pend[batch.first_seq] = batch
+                    self.pending_bytes += size - _size(held)
             elif len(pend) < self.max_pending:
                 pend[batch.first_seq] = batch
+                self.pending_bytes += size
             return [], True
         ready = [batch.slice_from(exp)]
         ready.extend(self._take_pending(origin, ready[-1].last_seq + 1))
@@ -58,6 +67,7 @@ class Inbox:
                 break
             for b in usable:
                 del pend[b.first_seq]
+                self.pending_bytes -= _size(b)
             best = max(usable, key=lambda b: b.last_seq)
             if best.last_seq >= nxt:
                 ready.append(best.slice_from(nxt))
@@ -76,7 +86,12 @@ class Inbox:
         for origin, pend in self._pending.items():
             floor = self.vv.get(origin, 0)
             for f in [f for f, b in pend.items() if b.last_seq <= floor]:
-                del pend[f]
+                self.pending_bytes -= _size(pend.pop(f))
 
     def has_pending(self, origin: str) -> bool:
         return bool(self._pending.get(origin))
+
+
+def _size(batch: Batch) -> int:
+    """About how many bytes a held batch keeps in memory."""
+    return sum(len(k) + (len(v) if v is not None else 0) + 48 for _h, k, v in batch.items)
