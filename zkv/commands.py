@@ -100,10 +100,17 @@ def error_reply(d: Deferred, text: str) -> bytes:
     return resp.error(f"ERR {text}")
 
 
-class Refused(str):
-    """The store refused the writes of a batch (e.g. ``clock skew: ...``): the reason, passed
-    to the callbacks of requests that wrote instead of their results.  A store reply that
-    refuses is a map ``{"refused": reason, "results": [...]}`` instead of the results list."""
+class Refused(list):
+    """Results of a batch whose writes the store refused (e.g. ``clock skew: ...``), with the
+    reason: a request that wrote is answered with the reason, any other with its results.  A
+    store reply that refuses is a map ``{"refused": reason, "results": [...]}`` instead of the
+    results list."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, results: list[Any], reason: str) -> None:
+        super().__init__(results)
+        self.reason = reason
 
 
 WRITE_OPS = ("s", "d")

@@ -15,7 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from zkv.commands import Deferred, Hello, Quit, Refused, dispatch, error_reply, internal_error
+from zkv.commands import (
+    WRITE_OPS, Deferred, Hello, Quit, Refused, dispatch, error_reply, internal_error,
+)
 from zkv.config import Config
 from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
@@ -147,13 +149,30 @@ class ClientConnection(asyncio.Protocol):
             self._write(b"".join(parts))
 
     # --- replies ------------------------------------------------------------------------------
+    @staticmethod
+    def _refused(parts: list[Any], results: Refused) -> bytes:
+        """Replies when the store refused the writes: a request that wrote gets the reason,
+        a read in the same pipeline its value."""
+        out = []
+        i = 0
+        for p in parts:
+            if p.__class__ is Deferred:
+                n = len(p.ops)
+                if any(op[0] in WRITE_OPS for op in p.ops):
+                    out.append(error_reply(p, results.reason))
+                else:
+                    out.append(p.encode(results[i:i + n]))
+                i += n
+            else:
+                out.append(p)
+        return b"".join(out)
+
     def _complete(self, group: _Group, results: list[Any] | None) -> None:
         if not self.queue:  # connection gone
             return
         parts = group.parts
         if results.__class__ is Refused:  # its writes were refused: each says why
-            group.out = b"".join(error_reply(p, results) if p.__class__ is Deferred else p
-                                 for p in parts)
+            group.out = self._refused(parts, results)
         elif len(parts) == 1 and results is not None:  # one request that waited for the store
             group.out = parts[0].encode(results)
         else:

@@ -103,8 +103,8 @@ class StoreLink:
 
     def _refused(self, cbs: list[tuple[Callback, int]], ops: list[Any], reply: dict) -> None:
         """``{"refused": reason, "results": [...]}``: the store applied none of the batch's
-        writes.  Each request that wrote is answered with the reason (``Refused``); the others
-        get their results, and the cache learns only from those."""
+        writes.  Each callback gets its results as ``Refused``, which carries the reason for the
+        requests that wrote; the cache learns only from the others."""
         reason, results = reply.get("refused"), reply.get("results")
         if reason.__class__ is not str or results.__class__ is not list or len(results) != len(ops):
             if self.cache is not None:
@@ -117,8 +117,7 @@ class StoreLink:
             self.cache.learn([op for op, _r in kept], [r for _op, r in kept])
         i = 0
         for cb, n in cbs:
-            mine = ops[i:i + n]
-            cb(Refused(reason) if any(op[0] in WRITE_OPS for op in mine) else results[i:i + n])
+            cb(Refused(results[i:i + n], reason))
             i += n
 
     def _invalidated(self, payload: bytes) -> None:

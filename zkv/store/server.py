@@ -39,6 +39,7 @@ from zkv.events import (
     BATCH_BYTES, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError, Heartbeat, check_int, check_name,
     check_vv, decode_batch, decode_heartbeat, encode_batch, encode_heartbeat, new_origin, split_items,
 )
+from zkv.replication.antientropy import differing_buckets, entries_reply, merge
 from zkv.replication.backlog import Backlog, TooOld
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
@@ -62,7 +63,6 @@ MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log 
 # No bus or catch-up message may be larger than this (ZeroMQ drops the connection of a peer that
 # sends one): the largest value a client may write (512 MB) fits, and so does its log record.
 MAX_MSG_BYTES = 768 * 1024 * 1024
-REPAIR_BYTES = 32 * 1024 * 1024  # entries per anti-entropy reply, about (at least one bucket)
 BAD_LOG_EVERY = 10.0  # seconds between log lines about malformed peer messages
 
 
@@ -143,6 +143,7 @@ class Store:
         self.ae_asked: tuple[str, float] | None = None  # (peer, when): anti-entropy outstanding
         self._bad_logged = 0.0
         self._offset_samples: dict[str, deque[int]] = {}
+        self._max_stable: dict[str, int] = {}  # peer -> highest stable time it announced
         self.snap_waiters: dict[bytes, bytes] = {}  # catchup identity -> tag, awaiting a snapshot
         self.streams: list[SnapStream] = []
         self._streams_blocked = False
@@ -312,17 +313,26 @@ class Store:
                 log.info("serving client requests as %s", self.origin)
 
     def _check_clock_skew(self, now: float) -> None:
-        """Refuse client writes while our wall clock is more than max_clock_offset_ms ahead of
-        the median of the cluster's (ours included, peers heard lately): stamped that far ahead,
-        our writes would beat later writes everywhere until the other clocks caught up."""
+        """Refuse client writes while the stamps we would give them are more than
+        max_clock_offset_ms off the median of the cluster's wall clocks (ours included, peers
+        heard lately).  Ahead, our writes would beat later writes everywhere until the other
+        clocks caught up (a clock that stepped back after a restart counts as ahead: our stamps
+        continue from the last one we issued).  Behind, our writes would lose to earlier ones,
+        and our clock may not adopt the peers' stamps (they lie beyond our bound)."""
         offsets = [self.clock_offsets[p] for p, v in self.peers.items()
                    if now - v.seen < PEER_SILENT_S and p in self.clock_offsets]
         refuse = None
         if offsets:
-            ahead = -statistics.median([0, *offsets])
-            if ahead > self.cfg.max_clock_offset_ms:
+            wall = self.clock.wall()
+            median_wall = wall + statistics.median([0, *offsets])
+            ahead = max(wall, physical(self.clock.last)) - median_wall
+            bound = self.cfg.max_clock_offset_ms
+            if ahead > bound:
                 refuse = (f"clock skew: this node's clock is {ahead:.0f} ms ahead of the cluster's "
-                          f"(max_clock_offset_ms = {self.cfg.max_clock_offset_ms}); writes refused")
+                          f"(max_clock_offset_ms = {bound}); writes refused")
+            elif -ahead > bound:
+                refuse = (f"clock skew: this node's clock is {-ahead:.0f} ms behind the cluster's "
+                          f"(max_clock_offset_ms = {bound}); writes refused")
         if (refuse is None) != (self.refuse_writes is None):
             if refuse:
                 log.error("%s", refuse)
@@ -632,6 +642,8 @@ class Store:
             self._live_peers.add(hb.id)
             log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, now)
+        if hb.stable > self._max_stable.get(hb.id, 0):
+            self._max_stable[hb.id] = hb.stable
         if hb.wall:
             # Its wall clock minus ours: a sample can only be too low (by the time the heartbeat
             # spent queued), so the highest of the last few is the estimate.
@@ -680,7 +692,7 @@ class Store:
             try:
                 self._on_fetch_reply(peer, frames)
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
-                log.warning("ignoring a malformed reply from %s: %s: %s", peer, type(exc).__name__, exc)
+                self._bad("catch-up reply", f"from {peer}: {type(exc).__name__}: {exc}")
 
     def _on_fetch_reply(self, peer: str, frames: list[bytes]) -> None:
         """A reply on our DEALER to ``peer``: accepted only if it answers a request of ours
@@ -728,12 +740,9 @@ class Store:
             if verb == b"buckets":
                 vv, hashes = unpack(frames[1])
                 check_vv(vv)
-                if hashes.__class__ is not list or len(hashes) != BUCKETS:
-                    raise DecodeError("bad bucket hashes")
+                diff = differing_buckets(self.ks.bucket_hashes(), hashes)
                 self.ae_asked = None
                 if vv == self.inbox.vv:
-                    mine = self.ks.bucket_hashes()
-                    diff = [i for i in range(BUCKETS) if hashes[i] != mine[i]][:64]
                     if diff:
                         self.fetchers[peer][1].send_multipart([b"entries", pack(diff)])
                         self.ae_asked = (peer, time.monotonic())
@@ -748,7 +757,13 @@ class Store:
         assert self.sync is not None
         entries = decode_chunk(chunk)
         check_entries(entries)
-        entries = self._within_clock(entries)
+        if self._within_clock(entries) is not entries:
+            # The transfer would claim (in its vector) entries we did not apply: give it up
+            # and ask again later, when our clock has come near them.
+            log.warning("full state transfer from %s carries entries stamped beyond this node's "
+                        "clock bound; abandoning it", self.sync.peer)
+            self.sync = None
+            return
         self._forget_all = True
         self.clock.observe(self.ks.apply_entries(entries))
         self.sync.keys.update(e[0] for e in entries)
@@ -769,6 +784,16 @@ class Store:
         horizon = check_int(meta.get("gc_horizon", 0), "gc_horizon")
         vv = dict(check_vv(meta["vv"]))
         mine = self.inbox.vv
+        announced = self._max_stable.get(peer, 0)
+        # A lying or broken sender must not make us drop data: no node's horizon passes the
+        # highest stable time it has announced, nor our clock's bound, and no node holds events of our
+        # current incarnation that we never issued.
+        if (horizon > max(announced, self.gc_horizon) or horizon > self.clock.limit()
+                or vv.get(self.origin, 0) > mine.get(self.origin, 0)):
+            self._bad("catch-up", f"a full transfer from {peer} claims more than it can hold "
+                                  f"(horizon {horizon}, announced stable {announced})")
+            self.sync = None
+            return
         stale = []
         for k in self.ks.absent(self.sync.keys, horizon):
             e = self.ks.entry(k)
@@ -801,17 +826,10 @@ class Store:
         return kept
 
     def _repair(self, peer: str, buckets: list, entries: list) -> None:
-        """Merge a peer's entries of buckets whose hashes differ at equal version vectors.
-
-        Only merge: a key the peer lacks is never deleted here (absence is no evidence of a
-        delete; deletes travel as tombstones), so a divergence keeps both sides' data, the
-        conflict rule picks each key's winner, and the peer takes ours in its own round."""
-        check_entries(entries)  # a peer's reply: nothing reaches the keyspace unchecked
-        entries = self._within_clock(entries)
-        changed = []
-        for key, hlc, origin, value in entries:
-            if self.ks.apply(key, hlc, origin, value):
-                changed.append((key, hlc, origin, value))
+        """Merge a peer's entries of buckets whose hashes differ at equal version vectors
+        (only merge: see zkv.replication.antientropy)."""
+        check_entries(entries)
+        changed = merge(self.ks, self._within_clock(entries))
         if changed:
             self.clock.observe(max(e[1] for e in changed))  # a later write is stamped after them
             self._forget_all = True
@@ -835,7 +853,7 @@ class Store:
             except zmq.ZMQError:
                 pass  # the asker went away, or its queue is full: it will time out and ask again
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
-                log.warning("ignoring a malformed catch-up request: %s: %s", type(exc).__name__, exc)
+                self._bad("catch-up request", f"{type(exc).__name__}: {exc}")
 
     def _catchup_reply(self, ident: bytes, verb: bytes, args: list[bytes]) -> list[bytes] | None:
         if verb == b"pull":
@@ -857,16 +875,7 @@ class Store:
             return [b"buckets", pack([self.inbox.vv, self.ks.bucket_hashes()])]
         if verb == b"entries":
             buckets = [check_int(b, "bucket", BUCKETS - 1) for b in unpack(args[0])][:BUCKETS]
-            sent: list[int] = []
-            entries: list = []
-            size = 0
-            for b in buckets:  # at most about REPAIR_BYTES per reply; the rest in later rounds
-                if sent and size > REPAIR_BYTES:
-                    break
-                part = self.ks.bucket_entries([b])
-                size += sum(len(e[0]) + (len(e[3]) if e[3] is not None else 0) for e in part)
-                sent.append(b)
-                entries.extend(part)
+            sent, entries = entries_reply(self.ks, buckets)
             return [b"entries", pack([self.gc_horizon, sent, entries])]
         if verb == b"info":
             return [b"info", pack(self.info())]
