@@ -22,9 +22,7 @@ import logging
 import os
 import random
 import signal
-import statistics
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +41,12 @@ from zkv.replication.antientropy import differing_buckets, entries_reply, merge
 from zkv.replication.backlog import Backlog, TooOld
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
+from zkv.replication.skew import Offsets, refusal
 from zkv.store.durability import (
     SNAPSHOT, Durability, Recovered, encode_event_record, encode_repair_records,
 )
 from zkv.store.keyspace import BUCKETS, Keyspace
+from zkv.store.tracking import Tracking
 from zkv.store.snapshot import check_entries, decode_chunk, read_snapshot_raw
 
 log = logging.getLogger("zkv.store")
@@ -57,8 +57,6 @@ SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandon
 # one message (so peers wake up once for them), or as soon as this many have accumulated.
 PUBLISH_MAX_EVENTS = 4096
 PEER_SILENT_S = 2.0  # a peer unheard for this long counts as disconnected (INFO, logs)
-INVALIDATE_MAX_KEYS = 10_000  # beyond this per turn, "forget everything" is cheaper for both sides
-TRACK_EVICT = 1_000  # keys untracked (and invalidated) at a time once track_max is reached
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
 # No bus or catch-up message may be larger than this (ZeroMQ drops the connection of a peer that
 # sends one): the largest value a client may write (512 MB) fits, and so does its log record.
@@ -138,11 +136,10 @@ class Store:
         # Events stamped beyond our clock's bound, per origin, waiting until our wall clock
         # comes within max_clock_offset_ms of them (later events of that origin wait behind).
         self.held_back: dict[str, Batch] = {}
-        self.clock_offsets: dict[str, int] = {}  # peer -> its wall clock minus ours, ms
+        self.offsets = Offsets()  # each peer's wall clock minus ours (zkv.replication.skew)
         self.refuse_writes: str | None = None  # why client writes are refused (clock skew)
         self.ae_asked: tuple[str, float] | None = None  # (peer, when): anti-entropy outstanding
         self._bad_logged = 0.0
-        self._offset_samples: dict[str, deque[int]] = {}
         self._max_stable: dict[str, int] = {}  # peer -> highest stable time it announced
         self.snap_waiters: dict[bytes, bytes] = {}  # catchup identity -> tag, awaiting a snapshot
         self.streams: list[SnapStream] = []
@@ -170,18 +167,8 @@ class Store:
         self.publish_interval = cfg.publish_interval_ms / 1000
         self._next_publish = 0.0
         self._live_peers: set[str] = set()  # peers heard lately (for the log: up / silent)
-        # The frontend's read cache (zkv.frontend.readcache) learns of changes it did not ask
-        # for - replicated writes, repairs, transfers - from invalidations sent on the reply
-        # connection, before any reply computed after the change.  Only keys it may hold are
-        # named: those it read here since it was last told of a change to them ("tracked", as
-        # in Redis's client-side caching; its writes only update keys already cached), each
-        # once, so a frontend that does not read what peers write hears little.  Bounded, as
-        # Redis's tracking table is: past track_max, some tracked keys are dropped and named
-        # in an invalidation, so the frontend stops caching exactly what is no longer tracked.
-        self._tracked: set[bytes] = set()
-        self._track_max = max(10_000, cfg.read_cache_mb * 1024 * 1024 // 100)
-        self._changed: list[bytes] = []  # keys to invalidate: tracked ones changed, or untracked
-        self._forget_all = False  # a bulk change: the frontend must drop its whole cache
+        # What the frontend's read cache may hold, and must be told to drop (zkv.store.tracking)
+        self.tracking = Tracking(max(10_000, cfg.read_cache_mb * 1024 * 1024 // 100))
         self.ctx = zmq.Context.instance()
         self._bind()
 
@@ -294,7 +281,7 @@ class Store:
             for peer, (_endpoint, sock) in list(self.fetchers.items()):
                 if sock in ready:
                     self._receive_fetch(peer, sock)
-            if self._changed or self._forget_all:
+            if self.tracking.pending:
                 self._invalidate()
             if self._unpublished and time.monotonic() >= self._next_publish:
                 self._publish()
@@ -313,26 +300,12 @@ class Store:
                 log.info("serving client requests as %s", self.origin)
 
     def _check_clock_skew(self, now: float) -> None:
-        """Refuse client writes while the stamps we would give them are more than
-        max_clock_offset_ms off the median of the cluster's wall clocks (ours included, peers
-        heard lately).  Ahead, our writes would beat later writes everywhere until the other
-        clocks caught up (a clock that stepped back after a restart counts as ahead: our stamps
-        continue from the last one we issued).  Behind, our writes would lose to earlier ones,
-        and our clock may not adopt the peers' stamps (they lie beyond our bound)."""
-        offsets = [self.clock_offsets[p] for p, v in self.peers.items()
-                   if now - v.seen < PEER_SILENT_S and p in self.clock_offsets]
-        refuse = None
-        if offsets:
-            wall = self.clock.wall()
-            median_wall = wall + statistics.median([0, *offsets])
-            ahead = max(wall, physical(self.clock.last)) - median_wall
-            bound = self.cfg.max_clock_offset_ms
-            if ahead > bound:
-                refuse = (f"clock skew: this node's clock is {ahead:.0f} ms ahead of the cluster's "
-                          f"(max_clock_offset_ms = {bound}); writes refused")
-            elif -ahead > bound:
-                refuse = (f"clock skew: this node's clock is {-ahead:.0f} ms behind the cluster's "
-                          f"(max_clock_offset_ms = {bound}); writes refused")
+        """Refuse client writes while our stamps are too far off the cluster's clocks (see
+        zkv.replication.skew); say so in the log when that starts and ends."""
+        offsets = [self.offsets.current[p] for p, v in self.peers.items()
+                   if now - v.seen < PEER_SILENT_S and p in self.offsets.current]
+        refuse = refusal(self.clock.wall(), physical(self.clock.last), offsets,
+                         self.cfg.max_clock_offset_ms)
         if (refuse is None) != (self.refuse_writes is None):
             if refuse:
                 log.error("%s", refuse)
@@ -378,7 +351,7 @@ class Store:
         items: list[tuple[int, bytes, bytes | None]] = []
         applied = 0
         replies = []
-        track = self._tracked.add if self.cfg.read_cache_mb else None
+        track = self.tracking.keys.add if self.cfg.read_cache_mb else None
         for frames in msgs:
             ident, payload = frames[0], frames[-1]
             try:
@@ -467,36 +440,16 @@ class Store:
                 self._unpublished_payload = payload
             if len(self._unpublished) >= PUBLISH_MAX_EVENTS:
                 self._publish()
-        if self._changed or self._forget_all:
+        if self.tracking.pending:
             self._invalidate()  # (none are made above: local writes are the frontend's own)
         for ident, results in replies:
             clients.send_multipart([ident, pack(results)])
-        if len(self._tracked) > self._track_max:
-            self._untrack_some()
-
-    def _untrack_some(self) -> None:
-        """Bring the tracked set back under its bound: stop tracking arbitrary keys, a small
-        slice more than the excess so this runs once per TRACK_EVICT new reads, not per read.
-        They are invalidated at the end of this turn, after the replies that may cache them."""
-        tracked, changed = self._tracked, self._changed
-        count = len(tracked) - self._track_max + TRACK_EVICT
-        if count + len(changed) > INVALIDATE_MAX_KEYS:  # a flood of new reads in one turn
-            self._forget_all = True  # (which also empties the tracked set)
-            return
-        pop = tracked.pop
-        for _ in range(count):
-            changed.append(pop())
+        self.tracking.bound()  # (untracked keys are named at the end of the turn)
 
     def _invalidate(self) -> None:
-        """Tell the frontend which keys to drop: changed without its asking, or no longer
-        tracked (None: forget everything)."""
-        keys = None if self._forget_all else self._changed
-        # (to a frontend not connected yet, whose cache is empty, ZeroMQ drops it)
-        self.clients.send_multipart([FRONTEND_ID, INVALIDATE, pack(keys)])
-        if self._forget_all:
-            self._tracked.clear()
-        self._changed = []
-        self._forget_all = False
+        """Tell the frontend which keys to drop (see zkv.store.tracking); to a frontend not
+        connected yet, whose cache is empty, ZeroMQ drops it."""
+        self.clients.send_multipart([FRONTEND_ID, INVALIDATE, pack(self.tracking.take())])
 
     def _publish(self) -> None:
         """Send the local events not yet published as one batch (several, if they are big)."""
@@ -572,7 +525,6 @@ class Store:
         ks, clock = self.ks, self.clock
         records = []
         writes = 0
-        tracked = self._tracked
         limit = clock.limit()
         for b in batches:
             origin = b.origin
@@ -584,14 +536,7 @@ class Store:
                 if b is None:
                     continue
             clock.observe(ks.apply_many(origin, b.items)[1])
-            if tracked and not self._forget_all:
-                changed = self._changed
-                for _hlc, key, _value in b.items:
-                    if key in tracked:  # told once; a new read of it tracks it again
-                        tracked.discard(key)
-                        changed.append(key)
-                if len(changed) > INVALIDATE_MAX_KEYS:  # cheaper to forget all than to list
-                    self._forget_all = True
+            self.tracking.note_changes(b.items)
             data = payload if payload is not None else encode_batch(b)
             records.append(encode_event_record(data))
             self.backlog.add(origin, b.first_seq, b.last_seq, data)
@@ -645,11 +590,7 @@ class Store:
         if hb.stable > self._max_stable.get(hb.id, 0):
             self._max_stable[hb.id] = hb.stable
         if hb.wall:
-            # Its wall clock minus ours: a sample can only be too low (by the time the heartbeat
-            # spent queued), so the highest of the last few is the estimate.
-            samples = self._offset_samples.setdefault(hb.id, deque(maxlen=8))
-            samples.append(hb.wall - self.clock.wall())
-            self.clock_offsets[hb.id] = max(samples)
+            self.offsets.sample(hb.id, hb.wall, self.clock.wall())
         self.clock.observe(hb.hlc)  # (not adopted if beyond our bound)
         self.horizon.heard(hb.id, Announced(hb.origin, hb.seq, hb.hlc, hb.vv, hb.stable), self.inbox.vv)
         if self.clients_paused:
@@ -764,7 +705,7 @@ class Store:
                         "clock bound; abandoning it", self.sync.peer)
             self.sync = None
             return
-        self._forget_all = True
+        self.tracking.forget()
         self.clock.observe(self.ks.apply_entries(entries))
         self.sync.keys.update(e[0] for e in entries)
         self.sync.entries += len(entries)
@@ -800,7 +741,7 @@ class Store:
             if e is not None and vv.get(e[1], 0) >= mine.get(e[1], 0):
                 stale.append(k)
         dropped = self.ks.drop(stale, horizon)
-        self._forget_all = True
+        self.tracking.forget()
         self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
         self.inbox.advance(vv)
         self.disk.append(encode_repair_records(vv, horizon, [], dropped), 1 + len(dropped))
@@ -832,7 +773,7 @@ class Store:
         changed = merge(self.ks, self._within_clock(entries))
         if changed:
             self.clock.observe(max(e[1] for e in changed))  # a later write is stamped after them
-            self._forget_all = True
+            self.tracking.forget()
             self.stats["repaired_keys"] += len(changed)
             self.disk.append(encode_repair_records(None, 0, changed), len(changed) + 1)
             log.warning("anti-entropy with %s repaired %d keys in %d buckets",
@@ -985,12 +926,12 @@ class Store:
             "digest": self.ks.digest().hex(), "gc_horizon": self.gc_horizon, "fsync": self.cfg.fsync,
             "peers": {p: {"connected": p in self.peers and now - self.peers[p].seen < PEER_SILENT_S,
                           "vv": dict(self.peers[p].hb.vv) if p in self.peers else {},
-                          "clock_offset_ms": self.clock_offsets.get(p)}
+                          "clock_offset_ms": self.offsets.current.get(p)}
                       for p in sorted(self.peer_ids)},
             "clock": {"writes_refused": self.refuse_writes or "",
                       "held_back_origins": sorted(self.held_back)},
             "syncing": self.sync is not None, "stats": dict(self.stats),
-            "read_cache": {"tracked": len(self._tracked), "tracked_max": self._track_max}
+            "read_cache": {"tracked": len(self.tracking.keys), "tracked_max": self.tracking.max_keys}
             if self.cfg.read_cache_mb else {},
             "recovery": {"seconds": round(self.recovered.seconds, 3),
                          "snapshot_entries": self.recovered.snapshot_entries,

@@ -1,0 +1,45 @@
+"""zkv.replication.skew: peer clock offsets from heartbeats, and when writes are refused."""
+
+from __future__ import annotations
+
+from zkv.replication.skew import Offsets, refusal
+
+
+def test_offset_is_the_highest_recent_sample() -> None:
+    """A heartbeat that waited (a paused process, a queue) only makes a sample lower."""
+    o = Offsets()
+    o.sample("b", peer_wall=1000, our_wall=1000)
+    o.sample("b", peer_wall=1200, our_wall=2200)  # arrived a second late
+    assert o.current["b"] == 0
+    for i in range(8):  # older samples age out
+        o.sample("b", peer_wall=5000 + i, our_wall=5000 + i - 300)
+    assert o.current["b"] == 300
+
+
+def test_no_peer_heard_means_nothing_refused() -> None:
+    assert refusal(10_000, 10_000, [], 500) is None
+
+
+def test_ahead_of_the_median_is_refused() -> None:
+    why = refusal(10_000, 10_000, [-3_600_000, -3_600_000], 500)
+    assert why is not None and why.startswith("clock skew:") and "ahead" in why
+
+
+def test_one_peer_far_ahead_does_not_make_the_others_refuse() -> None:
+    assert refusal(10_000, 10_000, [3_600_000, 0], 500) is None
+
+
+def test_behind_the_median_is_refused() -> None:
+    why = refusal(10_000, 10_000, [3_600_000, 3_600_000], 500)
+    assert why is not None and "behind" in why
+
+
+def test_a_clock_stepped_back_still_counts_from_its_last_stamp() -> None:
+    """After a restart with the wall clock an hour back, the store keeps stamping after its
+    last stamp (an hour ahead of everyone): that is ahead, whatever the wall clock says."""
+    assert refusal(10_000, 10_000 + 3_600_000, [0, 0], 500) is not None
+    assert refusal(10_000, 10_400, [0, 0], 500) is None  # within the bound
+
+
+def test_within_the_bound_is_accepted() -> None:
+    assert refusal(10_000, 10_000, [-400, -450], 500) is None

@@ -1,0 +1,51 @@
+"""Clock skew between nodes: each peer's measured offset, and when a node must refuse writes.
+
+Every heartbeat carries its sender's wall clock.  A sample ``sender's wall - our wall at
+receipt`` can only be too low (by the time the heartbeat spent on the way or queued behind a
+paused process), never too high, so a peer's offset is the highest of its last few samples.
+
+A node refuses client writes while the stamps it would give them are more than
+``max_clock_offset_ms`` off the median of the cluster's wall clocks (its own included).  Ahead,
+its writes would beat later writes everywhere until the other clocks caught up; behind, they
+would lose to earlier ones (and the bounded clock will not adopt its peers' stamps to catch up).
+The stamp it would issue is ``max(wall, last stamp)``: a clock that stepped back across a restart
+still continues from its last stamp, so it counts as ahead.  Pure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+SAMPLES = 8  # heartbeats per peer the offset estimate looks back over
+
+
+class Offsets:
+    """Per peer: its wall clock minus ours, in ms, from its recent heartbeats."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, deque[int]] = {}
+        self.current: dict[str, int] = {}
+
+    def sample(self, peer: str, peer_wall: int, our_wall: int) -> None:
+        samples = self._samples.get(peer)
+        if samples is None:
+            samples = self._samples[peer] = deque(maxlen=SAMPLES)
+        samples.append(peer_wall - our_wall)
+        self.current[peer] = max(samples)
+
+
+def refusal(wall: int, last_stamp_ms: int, offsets: list[int], bound_ms: int) -> str | None:
+    """Why client writes must be refused now (``clock skew: ...``), or None.  ``offsets``: the
+    live peers' offsets; with none, skew cannot be measured and nothing is refused."""
+    if not offsets:
+        return None
+    median_wall = wall + statistics.median([0, *offsets])
+    ahead = max(wall, last_stamp_ms) - median_wall
+    if ahead > bound_ms:
+        return (f"clock skew: this node's clock is {ahead:.0f} ms ahead of the cluster's "
+                f"(max_clock_offset_ms = {bound_ms}); writes refused")
+    if -ahead > bound_ms:
+        return (f"clock skew: this node's clock is {-ahead:.0f} ms behind the cluster's "
+                f"(max_clock_offset_ms = {bound_ms}); writes refused")
+    return None
