@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from zkv.config import Config, ConfigError, load_config
+from zkv.replication import catchup as wire
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="zkv: a replicated key-value store.")
 
@@ -95,8 +96,8 @@ def status(config: Annotated[str, typer.Argument(help="the node's config file")]
     if hb is None:
         typer.echo(f"zkv: no heartbeat from {cfg.id} on {cfg.bus}: is it running?", err=True)
         raise typer.Exit(1)
-    reply = ask(hb.catchup, [b"info"])
-    if not reply or reply[0] != b"info":
+    reply = ask(hb.catchup, [wire.INFO])
+    if not reply or reply[0] != wire.INFO:
         typer.echo(f"zkv: {cfg.id} did not answer on {hb.catchup}", err=True)
         raise typer.Exit(1)
     typer.echo(_json.dumps(msgpack.unpackb(reply[1], raw=False), indent=2, sort_keys=True))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import msgpack
 from zkv.bus import ask, subscribe
 from zkv.events import TOPIC_HEARTBEAT, DecodeError, Heartbeat, decode_heartbeat
+from zkv.replication import catchup as wire
 
 
 @dataclass
@@ -66,8 +67,8 @@ def explain(v: Verdict, expected: int) -> list[str]:
         return lines
     tables: dict[str, list[int]] = {}
     for h in hbs:
-        reply = ask(h.catchup, [b"buckets"])
-        if reply and reply[0] == b"buckets":
+        reply = ask(h.catchup, [wire.BUCKETS])
+        if reply and reply[0] == wire.BUCKETS:
             tables[h.id] = msgpack.unpackb(reply[1], raw=False)[1]
     if len(tables) >= 2:
         ids = sorted(tables)
@@ -77,8 +78,8 @@ def explain(v: Verdict, expected: int) -> list[str]:
             lines.append(f"{len(differing)} bucket(s) differ: {differing[:20]}")
             entries: dict[str, dict[bytes, tuple]] = {}
             for h in hbs:
-                reply = ask(h.catchup, [b"entries", msgpack.packb(differing[:20])])
-                if reply and reply[0] == b"entries":
+                reply = ask(h.catchup, [wire.ENTRIES, msgpack.packb(differing[:20])])
+                if reply and reply[0] == wire.ENTRIES:
                     _hz, _b, es = msgpack.unpackb(reply[1], raw=False)
                     entries[h.id] = {e[0]: tuple(e[1:]) for e in es}
             keys = sorted({k for es in entries.values() for k in es})

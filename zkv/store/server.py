@@ -23,14 +23,13 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import zmq
 
-from zkv.clock import LOGICAL_BITS, HybridClock, physical
+from zkv.clock import HybridClock, physical
 from zkv.commands import FRONTEND_ID, INVALIDATE
 from zkv.config import Config
 from zkv.events import (
@@ -38,10 +37,12 @@ from zkv.events import (
     check_vv, decode_batch, decode_heartbeat, encode_batch, encode_heartbeat, new_origin, split_items,
 )
 from zkv.replication.antientropy import differing_buckets, entries_reply, merge
+from zkv.replication import catchup as wire
 from zkv.replication.backlog import Backlog, TooOld
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
 from zkv.replication.skew import Offsets, refusal
+from zkv.replication.transfer import FullSync, SnapStream, advance_streams, implausible, stale_keys
 from zkv.store.durability import (
     SNAPSHOT, Durability, Recovered, encode_event_record, encode_repair_records,
 )
@@ -81,29 +82,6 @@ def unpack(data: bytes) -> Any:
 class PeerView:
     hb: Heartbeat
     seen: float
-
-
-@dataclass(slots=True)
-class FullSync:
-    """A full state transfer we asked ``peer`` for; ``tag`` tells its messages from a stale one's."""
-
-    peer: str
-    tag: bytes
-    keys: set[bytes]
-    last_chunk: float
-    entries: int = 0
-
-
-@dataclass(slots=True)
-class SnapStream:
-    """A snapshot we are streaming to a peer, a chunk at a time, never blocking the loop."""
-
-    ident: bytes
-    tag: bytes
-    chunks: Iterator[bytes]
-    meta: dict
-    pending: list[bytes] | None = None  # frames that could not be sent yet (peer's queue full)
-    ended: bool = False  # the last chunk has been taken (snapend is pending or sent)
 
 
 class Store:
@@ -611,7 +589,7 @@ class Store:
                 return
             peer = best.hb.id
         sock = self.fetchers[peer][1]
-        sock.send_multipart([b"pull", origin.encode(), b"%d" % self.inbox.vv.get(origin, 0)])
+        sock.send_multipart(wire.pull(origin, self.inbox.vv.get(origin, 0)))
         self.fetching[origin] = (peer, time.monotonic())
 
     def _expire_fetches(self, now: float) -> None:
@@ -639,12 +617,12 @@ class Store:
         """A reply on our DEALER to ``peer``: accepted only if it answers a request of ours
         still outstanding there (a stranger's or a stale reply is dropped and counted)."""
         verb = frames[0]
-        if verb == b"events" or verb == b"tooold":
+        if verb == wire.EVENTS or verb == wire.TOOOLD:
             origin = check_name(frames[1].decode(), "origin")
             if self.fetching.get(origin, ("",))[0] != peer:
                 self._bad("catch-up", f"{verb.decode()} for {origin} from {peer}, not asked")
                 return
-        if verb == b"events":
+        if verb == wire.EVENTS:
             more = frames[2] == b"1"
             for payload in frames[3:]:
                 batch = decode_batch(payload)
@@ -657,35 +635,35 @@ class Store:
             else:
                 self.fetching.pop(origin, None)
                 self._pull(origin, peer)  # only sends if the peer announced still more
-        elif verb == b"tooold":
+        elif verb == wire.TOOOLD:
             self.fetching.pop(origin, None)
             if self.sync is None:
                 log.warning("%s no longer holds %s's events after %d; full state transfer from it",
                             peer, origin, self.inbox.vv.get(origin, 0))
                 self.sync = FullSync(peer, os.urandom(8), set(), time.monotonic())
                 self.stats["full_syncs"] += 1
-                self.fetchers[peer][1].send_multipart([b"snap", self.sync.tag])
-        elif verb in (b"snapchunk", b"snapend", b"snapfail"):
+                self.fetchers[peer][1].send_multipart([wire.SNAP, self.sync.tag])
+        elif verb in (wire.SNAPCHUNK, wire.SNAPEND, wire.SNAPFAIL):
             if self.sync is None or self.sync.peer != peer or frames[1:2] != [self.sync.tag]:
                 self._bad("catch-up", f"{verb.decode()} from {peer}, not asked")
-            elif verb == b"snapchunk":
+            elif verb == wire.SNAPCHUNK:
                 self._transfer_chunk(frames[2])
-            elif verb == b"snapend":
+            elif verb == wire.SNAPEND:
                 self._transfer_end(peer, frames[2])
             else:
                 self.sync = None
-        elif verb == b"buckets" or verb == b"entries":
+        elif verb == wire.BUCKETS or verb == wire.ENTRIES:
             if self.ae_asked is None or self.ae_asked[0] != peer:
                 self._bad("catch-up", f"{verb.decode()} from {peer}, not asked")
                 return
-            if verb == b"buckets":
+            if verb == wire.BUCKETS:
                 vv, hashes = unpack(frames[1])
                 check_vv(vv)
                 diff = differing_buckets(self.ks.bucket_hashes(), hashes)
                 self.ae_asked = None
                 if vv == self.inbox.vv:
                     if diff:
-                        self.fetchers[peer][1].send_multipart([b"entries", pack(diff)])
+                        self.fetchers[peer][1].send_multipart([wire.ENTRIES, pack(diff)])
                         self.ae_asked = (peer, time.monotonic())
             else:
                 self.ae_asked = None
@@ -713,34 +691,20 @@ class Store:
         self.disk.append(encode_repair_records(None, 0, entries), len(entries))
 
     def _transfer_end(self, peer: str, raw_meta: bytes) -> None:
-        """The peer's snapshot has been applied whole: adopt the vector it covered.
-
-        A key we hold that the snapshot lacks is dropped only on positive evidence that the peer
-        saw our version of it and deleted it since: stamped before the peer's tombstone horizon
-        (so the peer's tombstone was collected), from an origin of which the peer had seen at
-        least every event we had (so it saw this write).  A write the peer never saw - ours
-        since it forked its snapshot, or an origin it lags on - stays."""
+        """The peer's snapshot has been applied whole: adopt the vector it covered, and drop
+        the keys it provably deleted (zkv.replication.transfer)."""
         assert self.sync is not None
         meta = unpack(raw_meta)
         horizon = check_int(meta.get("gc_horizon", 0), "gc_horizon")
         vv = dict(check_vv(meta["vv"]))
         mine = self.inbox.vv
-        announced = self._max_stable.get(peer, 0)
-        # A lying or broken sender must not make us drop data: no node's horizon passes the
-        # highest stable time it has announced, nor our clock's bound, and no node holds events of our
-        # current incarnation that we never issued.
-        if (horizon > max(announced, self.gc_horizon) or horizon > self.clock.limit()
-                or vv.get(self.origin, 0) > mine.get(self.origin, 0)):
-            self._bad("catch-up", f"a full transfer from {peer} claims more than it can hold "
-                                  f"(horizon {horizon}, announced stable {announced})")
+        why = implausible(horizon, vv, self._max_stable.get(peer, 0), self.gc_horizon,
+                          self.clock.limit(), self.origin, mine.get(self.origin, 0))
+        if why is not None:  # a lying or broken sender must not make us drop data
+            self._bad("catch-up", f"a full transfer from {peer} is not believed: {why}")
             self.sync = None
             return
-        stale = []
-        for k in self.ks.absent(self.sync.keys, horizon):
-            e = self.ks.entry(k)
-            if e is not None and vv.get(e[1], 0) >= mine.get(e[1], 0):
-                stale.append(k)
-        dropped = self.ks.drop(stale, horizon)
+        dropped = self.ks.drop(stale_keys(self.ks, self.sync.keys, horizon, vv, mine), horizon)
         self.tracking.forget()
         self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
         self.inbox.advance(vv)
@@ -797,30 +761,30 @@ class Store:
                 self._bad("catch-up request", f"{type(exc).__name__}: {exc}")
 
     def _catchup_reply(self, ident: bytes, verb: bytes, args: list[bytes]) -> list[bytes] | None:
-        if verb == b"pull":
+        if verb == wire.PULL:
             origin, after = args[0].decode(), int(args[1])
             try:
                 payloads, more = self.backlog.since(origin, after)
             except TooOld:
-                return [b"tooold", args[0]]
+                return [wire.TOOOLD, args[0]]
             if not payloads and self.inbox.vv.get(origin, 0) > after:
-                return [b"tooold", args[0]]  # we have them, but only in the snapshot
-            return [b"events", args[0], b"1" if more else b"0", *payloads]
-        if verb == b"snap":
+                return [wire.TOOOLD, args[0]]  # we have them, but only in the snapshot
+            return wire.events(args[0], more, payloads)
+        if verb == wire.SNAP:
             self.streams = [st for st in self.streams if st.ident != ident]  # it asks anew
             self.snap_waiters[ident] = args[0] if args else b""
             if not self.disk.snapshot_running:
                 self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
             return None
-        if verb == b"buckets":
-            return [b"buckets", pack([self.inbox.vv, self.ks.bucket_hashes()])]
-        if verb == b"entries":
+        if verb == wire.BUCKETS:
+            return [wire.BUCKETS, pack([self.inbox.vv, self.ks.bucket_hashes()])]
+        if verb == wire.ENTRIES:
             buckets = [check_int(b, "bucket", BUCKETS - 1) for b in unpack(args[0])][:BUCKETS]
             sent, entries = entries_reply(self.ks, buckets)
-            return [b"entries", pack([self.gc_horizon, sent, entries])]
-        if verb == b"info":
-            return [b"info", pack(self.info())]
-        return [b"error", b"unknown verb"]
+            return [wire.ENTRIES, pack([self.gc_horizon, sent, entries])]
+        if verb == wire.INFO:
+            return [wire.INFO, pack(self.info())]
+        return [wire.ERROR, b"unknown verb"]
 
     def _after_snapshot(self, ok: bool | None) -> None:
         if ok is None:
@@ -832,7 +796,7 @@ class Store:
             return
         if not ok:
             for ident, tag in waiters.items():
-                self._send_quiet(ident, [b"snapfail", tag])
+                self._send_quiet(ident, [wire.SNAPFAIL, tag])
             return
         path = self.cfg.data_dir / SNAPSHOT
         for ident, tag in waiters.items():
@@ -840,34 +804,7 @@ class Store:
             self.streams.append(SnapStream(ident, tag, iter(frames), meta))
 
     def _advance_streams(self) -> None:
-        """Send a few chunks of each snapshot transfer per loop turn, without ever blocking: a
-        receiver that does not read (paused, partitioned) only makes its own stream wait."""
-        still = []
-        blocked = 0
-        for st in self.streams:
-            keep = True
-            try:
-                for _ in range(4):
-                    if st.pending is None:
-                        if st.ended:
-                            break
-                        chunk = next(st.chunks, None)
-                        if chunk is None:
-                            st.pending = [st.ident, b"snapend", st.tag, pack(st.meta)]
-                            st.ended = True
-                        else:
-                            st.pending = [st.ident, b"snapchunk", st.tag, chunk]
-                    self.catchup.send_multipart(st.pending, zmq.NOBLOCK)
-                    st.pending = None
-                keep = not (st.ended and st.pending is None)
-            except zmq.Again:
-                blocked += 1
-            except zmq.ZMQError:
-                keep = False  # the asker is gone (ROUTER_MANDATORY): drop the stream
-            if keep:
-                still.append(st)
-        self.streams = still
-        self._streams_blocked = bool(still) and blocked == len(still)
+        self.streams, self._streams_blocked = advance_streams(self.catchup, self.streams)
 
     def _send_quiet(self, ident: bytes, frames: list[bytes]) -> None:
         try:
@@ -915,7 +852,7 @@ class Store:
         view = fresh[self._ae_turn % len(fresh)]
         if (view.hb.vv == self.inbox.vv and view.hb.digest != self.ks.digest()
                 and self.ae_asked is None):
-            self.fetchers[view.hb.id][1].send_multipart([b"buckets"])
+            self.fetchers[view.hb.id][1].send_multipart([wire.BUCKETS])
             self.ae_asked = (view.hb.id, time.monotonic())
 
     def info(self) -> dict[str, Any]:

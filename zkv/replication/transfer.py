@@ -1,0 +1,105 @@
+"""Full state transfer: a peer's whole state, streamed as snapshot chunks, for a store that has
+fallen behind every peer's backlog (or joins empty).
+
+Serving side: ``SnapStream`` and ``advance_streams`` send a forked snapshot a few chunks per
+loop turn, never blocking (a receiver that does not read only stalls its own stream).
+
+Receiving side: ``FullSync`` tracks the transfer we asked for.  When it ends, the sender's
+version vector becomes ours, and local keys the snapshot lacks may go - but only on positive
+evidence that the sender saw our version and deleted it since (``stale_keys``); a sender that
+claims more than it can hold is not believed (``implausible``).  Pure: no sockets here except
+the one ``advance_streams`` is handed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgpack
+import zmq
+
+from zkv.replication import catchup as wire
+from zkv.store.keyspace import Keyspace
+
+
+@dataclass(slots=True)
+class FullSync:
+    """A full state transfer we asked ``peer`` for; ``tag`` tells its messages from a stale one's."""
+
+    peer: str
+    tag: bytes
+    keys: set[bytes]  # every key the snapshot carried so far
+    last_chunk: float
+    entries: int = 0
+
+
+@dataclass(slots=True)
+class SnapStream:
+    """A snapshot we are streaming to a peer, a chunk at a time, never blocking the loop."""
+
+    ident: bytes
+    tag: bytes
+    chunks: Iterator[bytes]
+    meta: dict
+    pending: list[bytes] | None = None  # frames that could not be sent yet (peer's queue full)
+    ended: bool = False  # the last chunk has been taken (snapend is pending or sent)
+
+
+def advance_streams(sock: zmq.Socket, streams: list[SnapStream]) -> tuple[list[SnapStream], bool]:
+    """Send a few chunks of each stream on the catch-up ROUTER without blocking; returns the
+    streams still going and whether every one of them is blocked by its receiver."""
+    still = []
+    blocked = 0
+    for st in streams:
+        keep = True
+        try:
+            for _ in range(4):
+                if st.pending is None:
+                    if st.ended:
+                        break
+                    chunk = next(st.chunks, None)
+                    if chunk is None:
+                        st.pending = [st.ident, wire.SNAPEND, st.tag,
+                                      msgpack.packb(st.meta, use_bin_type=True)]
+                        st.ended = True
+                    else:
+                        st.pending = [st.ident, wire.SNAPCHUNK, st.tag, chunk]
+                sock.send_multipart(st.pending, zmq.NOBLOCK)
+                st.pending = None
+            keep = not (st.ended and st.pending is None)
+        except zmq.Again:
+            blocked += 1
+        except zmq.ZMQError:
+            keep = False  # the asker is gone (ROUTER_MANDATORY): drop the stream
+        if keep:
+            still.append(st)
+    return still, bool(still) and blocked == len(still)
+
+
+def implausible(horizon: int, vv: dict[str, int], sender_max_stable: int, our_horizon: int,
+                clock_limit: int, our_origin: str, our_seq: int) -> str | None:
+    """Why a transfer's end cannot be believed, or None.  No node's tombstone horizon passes the
+    highest stable time it ever announced, nor our clock's bound; and no node holds events of
+    our current incarnation that we never issued."""
+    if horizon > max(sender_max_stable, our_horizon):
+        return f"its horizon {horizon} passes the stable time it announced ({sender_max_stable})"
+    if horizon > clock_limit:
+        return f"its horizon {horizon} lies beyond this node's clock bound"
+    if vv.get(our_origin, 0) > our_seq:
+        return f"it claims {vv[our_origin]} events of {our_origin}, which issued {our_seq}"
+    return None
+
+
+def stale_keys(ks: Keyspace, carried: set[bytes], horizon: int, sender_vv: dict[str, int],
+               our_vv: dict[str, int]) -> list[bytes]:
+    """Local keys the sender's snapshot lacked that it provably saw and deleted: stamped before
+    its tombstone horizon (so its tombstone was collected), from an origin of which it had seen
+    at least every event we had (so it saw this write).  A write the sender never saw - ours
+    since it forked its snapshot, or from an origin it lags on - is not among them."""
+    out = []
+    for k in ks.absent(carried, horizon):
+        e = ks.entry(k)
+        if e is not None and sender_vv.get(e[1], 0) >= our_vv.get(e[1], 0):
+            out.append(k)
+    return out
