@@ -213,8 +213,9 @@ class Durability:
         if self._wal is not None:
             # Synced here, not in the background, and in every fsync mode ("no" included): a
             # machine crash must never keep the next segment's records while losing this
-            # one's tail (replay would find a hole, and have to fetch it from peers).
-            self._wal.sync()
+            # one's tail (replay would find a hole, and have to fetch it from peers).  Always,
+            # not only if dirty: a background sync that took the dirty mark may still be queued.
+            self._wal.sync_always()
             self._wal.close()
         self._segment = n
         self._wal = WalWriter(self._segment_path(n), fsync=self.fsync)

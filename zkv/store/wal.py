@@ -353,6 +353,14 @@ class WalWriter:
         self._dirty = False  # cleared first: an append racing with us re-marks it
         _fdatasync(self._fd)
 
+    def sync_always(self) -> None:
+        """fdatasync now, even if nothing is marked dirty: a background sync may have taken
+        the mark and still be queued or running."""
+        if self._fd < 0:
+            return
+        self._dirty = False
+        _fdatasync(self._fd)
+
     def sync_in_background(self, syncer: BackgroundSync) -> None:
         """Have ``syncer`` fdatasync what was appended so far, without waiting for it (no-op if
         nothing was appended since)."""
