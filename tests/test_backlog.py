@@ -139,10 +139,17 @@ def test_trim_keeps_at_least_one_batch_even_if_huge() -> None:
 
 def test_trim_keeps_at_least_limit_events_multi_event_batches() -> None:
     bl = Backlog(10)
-    fill(bl, [4, 4, 4, 4])  # 16 events > 12: trimmed
+    fill(bl, [4, 4, 4, 4])  # 1-4, 5-8, 9-12, 13-16: 16 events > 12, so trimmed
     newest = bl.newest("a")
     assert newest == 16
-    bl.since("a", newest - 10)  # a peer `limit` events behind must still be served
+    oldest = bl.oldest("a")
+    assert oldest is not None and 1 < oldest <= newest - 10 + 1, "trimmed, yet >= limit events kept"
+    payloads, more = bl.since("a", newest - 10)  # a peer `limit` events behind must still be served
+    got = spans_of(payloads)
+    assert got[0][0] <= newest - 10 + 1 and got[-1][1] == newest and not more, got
+    assert all(got[i][1] + 1 == got[i + 1][0] for i in range(len(got) - 1)), f"not contiguous: {got}"
+    with pytest.raises(TooOld):
+        bl.since("a", 0)  # the trimmed start is no longer served
 
 
 @given(st.integers(10, 40), st.lists(st.integers(1, 6), min_size=1, max_size=60))

@@ -6,17 +6,20 @@ Nothing here mocks a socket, a ZeroMQ endpoint or a process.
 
 By default everything is on 127.0.0.1.  A node's ``host`` (client address), ``bus_host`` and
 ``prefix`` (a command its processes run under, such as ``ip netns exec NS``) let a test place
-nodes elsewhere, e.g. in network namespaces (tests/cluster/test_partition.py).
+nodes elsewhere, e.g. in network namespaces (tests/cluster/test_partition.py), and its
+``netns`` names the namespace the test's own client sockets to it are made in.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,11 +69,61 @@ def wait_until(cond: Callable[[], Any], timeout: float = 15.0, interval: float =
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
 
 
+_CLONE_NEWNET = 0x40000000
+
+
+def socket_in_netns(netns: str, family: int = socket.AF_INET) -> socket.socket:
+    """A TCP socket made inside the network namespace ``netns`` (a name from ``ip netns add``).
+
+    A socket stays in the namespace it was made in, so only a short-lived thread enters the
+    namespace (``setns`` moves the calling thread alone); the test process never leaves its own.
+    """
+    made: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            made.append(socket.socket(family, socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            made.append(exc)
+
+    t = threading.Thread(target=make, name=f"netns-{netns}")
+    t.start()
+    t.join(10)
+    if t.is_alive() or not made:
+        raise OSError(f"could not make a socket in network namespace {netns}")
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
+
+
+def connect(host: str, port: int, timeout: float, netns: str | None = None) -> socket.socket:
+    """A TCP connection to ``host:port`` from this process's namespace, or from ``netns``."""
+    if netns is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    sock = socket_in_netns(netns, socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class LineClient:
     """The plain-text protocol as nc speaks it: send lines, read one reply line each."""
 
-    def __init__(self, port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 10.0, host: str = "127.0.0.1",
+                 netns: str | None = None) -> None:
+        self.sock = connect(host, port, timeout, netns)
         self.buf = b""
 
     def send(self, data: bytes) -> None:
@@ -126,6 +179,7 @@ class Node:
     host: str = "127.0.0.1"  # where the node listens for clients
     bus_host: str = "127.0.0.1"  # where its bus (and catch-up socket) binds
     prefix: list[str] = field(default_factory=list)  # the node runs as ``prefix + [python, ...]``
+    netns: str | None = None  # the network namespace the test's clients of it connect from
 
     @property
     def bus(self) -> str:
@@ -150,7 +204,7 @@ class Node:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"{self.id} exited with {self.proc.returncode}:\n{self.log()}")
-            with LineClient(self.port, timeout=2, host=self.host) as c:
+            with LineClient(self.port, timeout=2, host=self.host, netns=self.netns) as c:
                 return c.cmd("PING") == b"PONG"
         wait_until(up, timeout, what=f"{self.id} to answer PING")
 
@@ -188,7 +242,7 @@ class Node:
         raise AssertionError(f"no {role} process under {self.id}")
 
     def client(self) -> LineClient:
-        return LineClient(self.port, host=self.host)
+        return LineClient(self.port, host=self.host, netns=self.netns)
 
     def get(self, key: str) -> bytes:
         with self.client() as c:
@@ -198,7 +252,7 @@ class Node:
         """``INFO`` over RESP on the client port, as ``field -> value`` (section headers dropped)."""
         args = [b"INFO"] + ([section.encode()] if section else [])
         req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-        with socket.create_connection((self.host, self.port), timeout=10) as s:
+        with connect(self.host, self.port, 10, self.netns) as s:
             s.sendall(req)
             buf = b""
             while b"\r\n" not in buf:
