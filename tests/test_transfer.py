@@ -1,0 +1,49 @@
+"""zkv.replication.transfer: which keys a finished full transfer may drop, and when its end is
+not to be believed."""
+
+from __future__ import annotations
+
+from zkv.replication.transfer import implausible, stale_keys
+from zkv.store.keyspace import Keyspace
+
+
+def keyspace() -> Keyspace:
+    ks = Keyspace()
+    ks.apply(b"deleted-there", 10, "a@1", b"old")   # a@1 seen by the sender: deleted there
+    ks.apply(b"carried", 11, "a@1", b"v")           # in the snapshot
+    ks.apply(b"mine-new", 12, "me@2", b"fresh")     # our incarnation: the sender lags on it
+    ks.apply(b"after-horizon", 500, "a@1", b"v")    # stamped after the sender's horizon
+    return ks
+
+
+def test_only_what_the_sender_provably_saw_and_deleted_goes() -> None:
+    ks = keyspace()
+    out = stale_keys(ks, carried={b"carried"}, horizon=100,
+                     sender_vv={"a@1": 9, "me@2": 1}, our_vv={"a@1": 9, "me@2": 4})
+    assert out == [b"deleted-there"]
+
+
+def test_an_origin_the_sender_lags_on_keeps_its_keys() -> None:
+    ks = keyspace()
+    out = stale_keys(ks, carried=set(), horizon=100, sender_vv={"a@1": 3}, our_vv={"a@1": 9})
+    assert out == []  # it had not seen every a@1 event we had: absence proves nothing
+
+
+def test_a_plausible_end_is_believed() -> None:
+    assert implausible(100, {"a@1": 5, "me@2": 3}, sender_max_stable=150, our_horizon=0,
+                       clock_limit=10**9, our_origin="me@2", our_seq=3) is None
+
+
+def test_a_horizon_past_what_the_sender_announced_is_not() -> None:
+    assert implausible(2**62, {}, sender_max_stable=150, our_horizon=0, clock_limit=2**63,
+                       our_origin="me@2", our_seq=0) is not None
+
+
+def test_a_horizon_past_our_clock_bound_is_not() -> None:
+    assert implausible(1000, {}, sender_max_stable=2000, our_horizon=0, clock_limit=999,
+                       our_origin="me@2", our_seq=0) is not None
+
+
+def test_events_of_ours_we_never_issued_are_not() -> None:
+    assert implausible(0, {"me@2": 10}, sender_max_stable=0, our_horizon=0, clock_limit=10**9,
+                       our_origin="me@2", our_seq=3) is not None
