@@ -25,7 +25,7 @@ def test_only_what_the_sender_provably_saw_and_deleted_goes() -> None:
 
 def test_an_origin_the_sender_lags_on_keeps_its_keys() -> None:
     ks = keyspace()
-    out = stale_keys(ks, carried=set(), horizon=100, sender_vv={"a@1": 3}, our_vv={"a@1": 9})
+    out = stale_keys(ks, carried=set(), horizon=100, sender_vv={"a@1": 3}, our_vv={"a@1": 9, "me@2": 4})
     assert out == []  # it had not seen every a@1 event we had: absence proves nothing
 
 
