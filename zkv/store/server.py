@@ -395,19 +395,16 @@ class Store:
             batch = Batch(me, first, items)
             payload = encode_batch(batch)
             if len(payload) <= BATCH_BYTES:
-                self.disk.append([encode_event_record(payload)], len(items))  # fsync=always: on disk now
-                self.backlog.add(me, first, batch.last_seq, payload)
+                self._commit([(batch, payload)], len(items))  # fsync=always: on disk now
             else:  # big values: several log records, none near the log's 1 GiB record limit
                 payload = None
-                records = []
+                runs = []
                 seq = first
                 for run in split_items(items):
-                    data = encode_batch(Batch(me, seq, run))
-                    records.append(encode_event_record(data))
-                    self.backlog.add(me, seq, seq + len(run) - 1, data)
+                    b = Batch(me, seq, run)
+                    runs.append((b, encode_batch(b)))
                     seq += len(run)
-                self.disk.append(records, len(items))
-            self.inbox.applied(me, batch.last_seq)
+                self._commit(runs, len(items))
             self.stats["local_writes"] += len(items)
             if self._unpublished:
                 self._unpublished.extend(items)
@@ -501,7 +498,7 @@ class Store:
 
     def _apply_remote(self, batches: list[Batch], payload: bytes | None) -> None:
         ks, clock = self.ks, self.clock
-        records = []
+        runs = []
         writes = 0
         limit = clock.limit()
         for b in batches:
@@ -515,15 +512,23 @@ class Store:
                     continue
             clock.observe(ks.apply_many(origin, b.items)[1])
             self.tracking.note_changes(b.items)
-            data = payload if payload is not None else encode_batch(b)
-            records.append(encode_event_record(data))
-            self.backlog.add(origin, b.first_seq, b.last_seq, data)
-            self.inbox.applied(origin, b.last_seq)
-            self.stats["remote_events"] += len(b.items)
+            runs.append((b, payload if payload is not None else encode_batch(b)))
             writes += len(b.items)
-            self.horizon.advance(origin, self.inbox.vv)
-        if records:
-            self.disk.append(records, writes)
+        if runs:
+            self._commit(runs, writes)
+            self.stats["remote_events"] += writes
+            for b, _payload in runs:
+                self.horizon.advance(b.origin, self.inbox.vv)
+
+    def _commit(self, runs: list[tuple[Batch, bytes]], writes: int) -> None:
+        """The step every event batch takes once applied to the keyspace, local or remote, in
+        this order: its log record (with fsync=always, on disk on return), then the catch-up
+        backlog and the version vector - so nothing is served or announced before it is logged."""
+        self.disk.append([encode_event_record(payload) for _b, payload in runs], writes)
+        backlog_add, applied = self.backlog.add, self.inbox.applied
+        for b, payload in runs:
+            backlog_add(b.origin, b.first_seq, b.last_seq, payload)
+            applied(b.origin, b.last_seq)
 
     def _hold_back(self, b: Batch, limit: int) -> Batch | None:
         """Keep the events of ``b`` stamped beyond ``limit`` (and, through the inbox, everything
