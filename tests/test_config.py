@@ -319,3 +319,16 @@ def test_top_level_key_after_peers_table_is_a_peer_key(tmp_path: Path) -> None:
 def test_config_error_is_exception() -> None:
     assert issubclass(ConfigError, Exception)
     assert cfgmod.FSYNC_MODES == ("always", "everysec", "no")
+
+
+def test_issue9_keys_have_defaults_and_are_checked(tmp_path) -> None:
+    from zkv.config import ConfigError, config_from_dict
+
+    base = {"id": "n0", "listen": "127.0.0.1:7000", "bus": "tcp://127.0.0.1:7100", "data_dir": "d"}
+    cfg = config_from_dict(base)
+    assert (cfg.max_clock_offset_ms, cfg.backlog_mb, cfg.pending_mb) == (500, 64, 256)
+    cfg = config_from_dict({**base, "max_clock_offset_ms": 50, "backlog_mb": 1, "pending_mb": 8})
+    assert (cfg.max_clock_offset_ms, cfg.backlog_mb, cfg.pending_mb) == (50, 1, 8)
+    for key in ("max_clock_offset_ms", "backlog_mb", "pending_mb"):
+        with pytest.raises(ConfigError, match=key):
+            config_from_dict({**base, key: 0})

@@ -31,6 +31,7 @@ DEFAULT_READ_CACHE_MB = 64
 # and a node whose clock is this far ahead of the cluster's median refuses client writes.
 DEFAULT_MAX_CLOCK_OFFSET_MS = 500
 DEFAULT_BACKLOG_MB = 64  # bytes of event batches per origin kept for catch-up, besides ``backlog``
+DEFAULT_PENDING_MB = 256  # bytes of replicated events held behind a gap, all origins together
 DEFAULT_HWM = 100_000  # ZeroMQ high-water mark of the replication PUB/SUB sockets
 FSYNC_MODES = ("always", "everysec", "no")
 
@@ -67,6 +68,7 @@ class Config:
     read_cache_mb: int = DEFAULT_READ_CACHE_MB
     max_clock_offset_ms: int = DEFAULT_MAX_CLOCK_OFFSET_MS
     backlog_mb: int = DEFAULT_BACKLOG_MB
+    pending_mb: int = DEFAULT_PENDING_MB
     source: str = field(default="", compare=False)
 
     @property
@@ -121,7 +123,7 @@ def _optional_int(raw: dict[str, Any], key: str, default: int, minimum: int, whe
 _KNOWN_KEYS = {
     "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
-    "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb",
+    "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
 }
 
 
@@ -184,6 +186,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         read_cache_mb=_optional_int(raw, "read_cache_mb", DEFAULT_READ_CACHE_MB, 0, where),
         max_clock_offset_ms=_optional_int(raw, "max_clock_offset_ms", DEFAULT_MAX_CLOCK_OFFSET_MS, 1, where),
         backlog_mb=_optional_int(raw, "backlog_mb", DEFAULT_BACKLOG_MB, 1, where),
+        pending_mb=_optional_int(raw, "pending_mb", DEFAULT_PENDING_MB, 1, where),
         source=where,
     )
 

@@ -103,7 +103,7 @@ class Store:
         # Bounded: a peer's timestamp more than max_clock_offset_ms ahead of our wall clock is
         # not adopted, and the events carrying one wait (see _apply_remote).
         self.clock = HybridClock(last=rec.max_hlc, max_offset_ms=cfg.max_clock_offset_ms)
-        self.inbox = Inbox(rec.vv)
+        self.inbox = Inbox(rec.vv, max_pending_bytes=cfg.pending_mb * 1024 * 1024)
         for b in rec.held:  # events after a hole in the log: applied, but claimed only once
             self.inbox.offer(b)  # the missing ones have been pulled (they wait as a gap)
         self.gc_horizon = rec.gc_horizon
