@@ -188,3 +188,27 @@ def test_malformed_catchup_requests_are_counted_and_rate_limited(make_cluster) -
     lines = n0.log_path.read_text(errors="replace").count("malformed catch-up request")
     assert after - before >= 100 and lines <= 5, (
         f"100 malformed catch-up requests: bad_messages +{after - before}, {lines} log lines")
+
+
+# --- one node down, another far off: the healthy one keeps taking writes ---------------------
+def test_a_healthy_node_keeps_writing_when_one_peer_is_down_and_another_far_ahead(make_cluster) -> None:
+    """node2 is down (heard before); node1 comes back 5 s ahead.  The median of node0 and node1
+    alone would lie halfway between them and make both refuse; node2's last known offset keeps
+    node0 taking writes, while node1 refuses."""
+    c = make_cluster(3, **FAST)
+    n0, n1, n2 = c.nodes
+    c.start()
+    wait_until(lambda: connected(n0, 2), timeout=15, what="node0 to hear both peers")
+    n2.kill()
+    n1.kill()
+    n1.prefix = faketime_prefix("+5s")
+    n1.start()
+    wait_until(lambda: connected(n0, 1) and connected(n1, 1), timeout=15, what="node0 and node1")
+    wait_until(lambda: set_reply(n1, "k", "skewed").startswith(b"ERROR clock skew"), timeout=10,
+               what="node1 (5 s ahead) to refuse writes")
+    wait_until(lambda: "clock_offset_ms=5" in n0.info()["peer0"] and "connected=0" in n0.info()["peer1"],
+               timeout=10, what="node0 to measure node1's offset with node2 down")
+    for i in range(20):  # over some 20 heartbeats: node0 must never refuse
+        assert set_reply(n0, "k", f"healthy{i}") == b"OK", n0.info()
+        time.sleep(0.1)
+    wait_until(lambda: n1.get("k") == b"VALUE healthy19", timeout=10, what="node1 to get node0's write")

@@ -279,9 +279,11 @@ class Store:
 
     def _check_clock_skew(self, now: float) -> None:
         """Refuse client writes while our stamps are too far off the cluster's clocks (see
-        zkv.replication.skew); say so in the log when that starts and ends."""
-        offsets = [self.offsets.current[p] for p, v in self.peers.items()
-                   if now - v.seen < PEER_SILENT_S and p in self.offsets.current]
+        zkv.replication.skew); say so in the log when that starts and ends.  A peer that is
+        down counts with the offset it last had: with one of three nodes down and another's
+        clock far off, the median of the two live ones alone would be halfway between them,
+        and the healthy node would refuse writes too."""
+        offsets = list(self.offsets.current.values())
         refuse = refusal(self.clock.wall(), physical(self.clock.last), offsets,
                          self.cfg.max_clock_offset_ms)
         if (refuse is None) != (self.refuse_writes is None):
