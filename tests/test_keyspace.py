@@ -426,3 +426,18 @@ def test_drop_absent_limited_to_buckets() -> None:
     assert n == sum(1 for k in keys if bucket_of(k) in only)
     for k in keys:
         assert (ks.get(k) is None) == (bucket_of(k) in only)
+
+
+def test_an_old_write_below_the_horizon_does_not_bring_a_collected_key_back() -> None:
+    """SET k (10), DELETE k (20), the tombstone collected at horizon 30: the SET arriving again
+    (pulled anew after some node recovered less than it had) must not resurrect k."""
+    ks = Keyspace()
+    ks.apply(b"k", 10, "a@1", b"old")
+    ks.apply(b"k", 20, "b@1", None)
+    assert ks.collect_tombstones(30) == 1
+    assert ks.apply_many("a@1", [(10, b"k", b"old")], floor=30) == (0, 10)
+    assert ks.entry(b"k") is None
+    # above the horizon, or for a key that has an entry, the conflict rule decides as always
+    assert ks.apply(b"k", 31, "a@1", b"new", floor=30)
+    ks.apply(b"j", 5, "a@1", b"v")
+    assert ks.apply(b"j", 6, "a@1", b"w", floor=30) and ks.get(b"j") == b"w"

@@ -52,12 +52,13 @@ def entries_reply(ks: Keyspace, buckets: list[int],
     return sent, out
 
 
-def merge(ks: Keyspace, entries: list) -> list[Entry]:
+def merge(ks: Keyspace, entries: list, floor: int = 0) -> list[Entry]:
     """Apply a peer's entries under the conflict rule; returns those that changed ``ks``.
-    Nothing is removed."""
+    Nothing is removed.  ``floor``: our tombstone horizon (see ``Keyspace.apply_many``): an
+    entry below it of a key we have no entry for was deleted here and collected."""
     check_entries(entries)  # a peer's reply: nothing reaches the keyspace unchecked
     changed = []
     for key, hlc, origin, value in entries:
-        if ks.apply(key, hlc, origin, value):
+        if ks.apply(key, hlc, origin, value, floor):
             changed.append((key, hlc, origin, value))
     return changed

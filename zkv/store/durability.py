@@ -192,7 +192,7 @@ class Durability:
                 dropped += result.dropped_bytes
             for payload in result.payloads:
                 records += 1
-                top, adopted, n_writes = _replay(ks, vv, payload, on_batch, held)
+                top, adopted, n_writes = _replay(ks, vv, payload, on_batch, held, horizon)
                 max_hlc, horizon = max(max_hlc, top), max(horizon, adopted)
                 writes += n_writes
             self._segment = n
@@ -318,7 +318,7 @@ class Durability:
 
 def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
             on_batch: Callable[[str, int, int, bytes], None] | None,
-            held: list[Batch]) -> tuple[int, int, int]:
+            held: list[Batch], floor: int = 0) -> tuple[int, int, int]:
     """Apply one log record; returns the highest timestamp in it, the GC horizon a full
     transfer made the store adopt (0 for other records), and how many writes it held.
     An event batch that does not join up with ``vv`` is applied but goes to ``held``."""
@@ -326,7 +326,7 @@ def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
     top = adopted = writes = 0
     if kind == b"E":
         batch: Batch = decode_batch(body)
-        top = ks.apply_many(batch.origin, batch.items)[1]
+        top = ks.apply_many(batch.origin, batch.items, floor)[1]  # as the live store did
         writes = len(batch.items)
         have = vv.get(batch.origin, 0)
         if batch.first_seq > have + 1:

@@ -141,13 +141,20 @@ class Keyspace:
             yield k, h, o, v
 
     # --- writes ------------------------------------------------------------------------------
-    def apply(self, key: bytes, hlc: int, origin: str, value: bytes | None) -> bool:
+    def apply(self, key: bytes, hlc: int, origin: str, value: bytes | None, floor: int = 0) -> bool:
         """Apply one write under the conflict rule; True if it changed the map."""
-        return self.apply_many(origin, ((hlc, key, value),))[0] == 1
+        return self.apply_many(origin, ((hlc, key, value),), floor)[0] == 1
 
-    def apply_many(self, origin: str, items: Iterable[tuple[int, bytes, bytes | None]]) -> tuple[int, int]:
+    def apply_many(self, origin: str, items: Iterable[tuple[int, bytes, bytes | None]],
+                   floor: int = 0) -> tuple[int, int]:
         """``apply`` each ``(hlc, key, value)`` write of ``origin``, in order; returns how many
         changed the map and the highest timestamp among them (0 if none).
+
+        ``floor`` is the store's tombstone-collection horizon: a write stamped below it, of a
+        key that has no entry here, is skipped.  Every write below the horizon had reached this
+        keyspace before tombstones below it were collected, so such a key was deleted since (its
+        tombstone is gone); an old event that arrives again - pulled anew after a node recovered
+        less than it had - must not bring it back.
 
         Every write of every node passes here, so the loop keeps everything in locals and
         inlines ``entry_hash``; the hash of the entry it replaces is read from that entry's
@@ -168,6 +175,8 @@ class Keyspace:
             if hlc > top:
                 top = hlc
             cur = get(key)
+            if cur is None and hlc < floor:
+                continue  # deleted since, and its tombstone collected (see above)
             kc = _crc32(key)
             if cur is not None:
                 chlc, coi, ch = _unpack_header(cur)

@@ -34,7 +34,8 @@ from zkv.commands import FRONTEND_ID, INVALIDATE
 from zkv.config import Config
 from zkv.events import (
     BATCH_BYTES, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError, Heartbeat, check_int, check_name,
-    check_vv, decode_batch, decode_heartbeat, encode_batch, encode_heartbeat, new_origin, split_items,
+    check_vv, decode_batch, decode_heartbeat, encode_batch, encode_heartbeat, new_origin, node_of,
+    split_items,
 )
 from zkv.replication.antientropy import differing_buckets, entries_reply, merge
 from zkv.replication import catchup as wire
@@ -512,7 +513,7 @@ class Store:
                 payload = None
                 if b is None:
                     continue
-            clock.observe(ks.apply_many(origin, b.items)[1])
+            clock.observe(ks.apply_many(origin, b.items, self.gc_horizon)[1])
             self.tracking.note_changes(b.items)
             runs.append((b, payload if payload is not None else encode_batch(b)))
             writes += len(b.items)
@@ -588,13 +589,18 @@ class Store:
 
     def _pull(self, origin: str, peer: str | None) -> None:
         """Ask ``peer`` for ``origin``'s events after what we have."""
+        have = self.inbox.vv.get(origin, 0)
         view = self.peers.get(peer) if peer is not None else None
-        if view is None or view.hb.vv.get(origin, 0) <= self.inbox.vv.get(origin, 0):
-            # That peer has not announced what we need; ask one that has.
+        if view is None or view.hb.vv.get(origin, 0) <= have:
+            # That peer has not announced what we need; ask one that has, or else the origin's
+            # own node (a gap in its live stream shows before its heartbeat says how far it is).
             best = max(self.peers.values(), key=lambda v: v.hb.vv.get(origin, 0), default=None)
-            if best is None or best.hb.vv.get(origin, 0) <= self.inbox.vv.get(origin, 0):
+            if best is not None and best.hb.vv.get(origin, 0) > have:
+                peer = best.hb.id
+            elif node_of(origin) in self.fetchers and node_of(origin) in self.peers:
+                peer = node_of(origin)
+            else:
                 return
-            peer = best.hb.id
         sock = self.fetchers[peer][1]
         sock.send_multipart(wire.pull(origin, self.inbox.vv.get(origin, 0)))
         self.fetching[origin] = (peer, time.monotonic())
@@ -741,7 +747,7 @@ class Store:
         """Merge a peer's entries of buckets whose hashes differ at equal version vectors
         (only merge: see zkv.replication.antientropy)."""
         check_entries(entries)
-        changed = merge(self.ks, self._within_clock(entries))
+        changed = merge(self.ks, self._within_clock(entries), self.gc_horizon)
         if changed:
             self.clock.observe(max(e[1] for e in changed))  # a later write is stamped after them
             self.tracking.forget()
