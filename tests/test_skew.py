@@ -16,8 +16,13 @@ def test_offset_is_the_highest_recent_sample() -> None:
     assert o.current["b"] == 300
 
 
-def test_no_peer_heard_means_nothing_refused() -> None:
+def test_no_peer_heard_means_only_our_own_wall_clock_counts() -> None:
     assert refusal(10_000, 10_000, [], 500) is None
+    assert refusal(10_000, 10_400, [], 500) is None
+    # a clock that ran 30 s ahead, restarted on the true time with no peer to ask: its stamps
+    # would continue 30 s ahead of every later write
+    why = refusal(10_000, 40_000, [], 500)
+    assert why is not None and "ahead" in why
 
 
 def test_ahead_of_the_median_is_refused() -> None:

@@ -37,9 +37,9 @@ class Offsets:
 
 def refusal(wall: int, last_stamp_ms: int, offsets: list[int], bound_ms: int) -> str | None:
     """Why client writes must be refused now (``clock skew: ...``), or None.  ``offsets``: the
-    live peers' offsets; with none, skew cannot be measured and nothing is refused."""
-    if not offsets:
-        return None
+    peers' offsets.  With none (no peer heard yet), our own wall clock is the only reference:
+    a stamp more than the bound past it - a clock that ran ahead, restarted on the true time,
+    continues from the last stamp in its snapshot - is refused all the same."""
     median_wall = wall + statistics.median([0, *offsets])
     ahead = max(wall, last_stamp_ms) - median_wall
     if ahead > bound_ms:
