@@ -91,15 +91,18 @@ def implausible(horizon: int, vv: dict[str, int], sender_max_stable: int, our_ho
     return None
 
 
-def stale_keys(ks: Keyspace, carried: set[bytes], horizon: int, sender_vv: dict[str, int],
-               our_vv: dict[str, int]) -> list[bytes]:
-    """Local keys the sender's snapshot lacked that it provably saw and deleted: stamped before
-    its tombstone horizon (so its tombstone was collected), from an origin of which it had seen
-    at least every event we had (so it saw this write).  A write the sender never saw - ours
-    since it forked its snapshot, or from an origin it lags on - is not among them."""
+def stale_keys(ks: Keyspace, carried: set[bytes], horizon: int, our_origin: str) -> list[bytes]:
+    """Local keys the sender's snapshot lacked that it provably saw and deleted since: stamped
+    before its tombstone horizon.  The horizon is the evidence: every node held every event
+    stamped below it when the sender collected its tombstones (zkv.replication.horizon), so the
+    sender saw this write, and lacks the key only because a delete superseded it and was
+    collected.  An event not yet seen anywhere is stamped above every frontier, so above the
+    horizon.  The one exception is our own current incarnation: a write made here since we
+    started, with a clock a little behind, may be stamped below a horizon the sender reached
+    without it; those stay."""
     out = []
     for k in ks.absent(carried, horizon):
         e = ks.entry(k)
-        if e is not None and sender_vv.get(e[1], 0) >= our_vv.get(e[1], 0):
+        if e is not None and e[1] != our_origin:
             out.append(k)
     return out

@@ -717,7 +717,7 @@ class Store:
             self._bad("catch-up", f"a full transfer from {peer} is not believed: {why}")
             self.sync = None
             return
-        dropped = self.ks.drop(stale_keys(self.ks, self.sync.keys, horizon, vv, mine), horizon)
+        dropped = self.ks.drop(stale_keys(self.ks, self.sync.keys, horizon, self.origin), horizon)
         self.tracking.forget()
         self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
         self.inbox.advance(vv)
