@@ -338,9 +338,8 @@ class Nemesis:
         if compound:
             self._kill(other)
         self._kill(victim)
-        # --exclude-monotonic: a faked CLOCK_MONOTONIC makes Python's timed waits hang.
         base = self.base_prefix[victim.id]
-        victim.prefix = [*base, self.cfg.faketime, "--exclude-monotonic", "-f", offset]
+        victim.prefix = [*base, *_faketime_prefix(self.cfg.faketime, offset)]
         try:
             self._start(victim, new_phase=False)
             held = self._hold(self.cfg.skew_hold)
@@ -397,3 +396,20 @@ class Nemesis:
         self._thaw(self.cluster.nodes)
         down = [n for n in self.cluster.nodes if n.proc is None or n.proc.poll() is not None]
         self._start(*down)
+
+
+_FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+                  "/usr/lib/faketime/libfaketime.so.1", "/usr/local/lib/faketime/libfaketime.so.1")
+
+
+def _faketime_prefix(faketime: str, offset: str) -> list[str]:
+    """Run a node with its wall clock moved by ``offset``.  libfaketime is preloaded directly
+    where Debian puts it: the ``faketime`` wrapper keeps a semaphore and a shared-memory file
+    named by its pid in /dev/shm, which a SIGKILL leaves behind, and once a pid comes round
+    again the next wrapper fails to start ("sem_open") - a 10-minute run lost a node that
+    way.  CLOCK_MONOTONIC stays real: a faked one makes Python's timed waits hang."""
+    lib = next((p for p in _FAKETIME_LIBS if os.path.exists(p)), None)
+    if lib is None:
+        return [faketime, "--exclude-monotonic", "-f", offset]
+    return ["env", f"LD_PRELOAD={lib}", f"FAKETIME={offset}", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
