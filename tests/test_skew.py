@@ -48,3 +48,12 @@ def test_a_clock_stepped_back_still_counts_from_its_last_stamp() -> None:
 
 def test_within_the_bound_is_accepted() -> None:
     assert refusal(10_000, 10_000, [-400, -450], 500) is None
+
+
+def test_with_two_clocks_known_a_node_that_may_be_the_wrong_one_refuses() -> None:
+    """Restarted 3 s behind with one of two peers down: its stamps continue from its last one
+    (about 2 s past its wall clock) and creep on by logical ticks; the one peer heard is 3 s
+    ahead of its wall.  Between its own wall and that peer it cannot tell which is right, so it
+    refuses (the chaos run that found this lost a write it acknowledged)."""
+    assert refusal(10_000, 12_000, [3_000], 500) is not None
+    assert refusal(10_000, 10_000, [100], 500) is None  # two clocks that agree: fine
