@@ -618,7 +618,7 @@ def test_sigkill_during_a_snapshot_recovers_every_acknowledged_write(make_cluste
         while time.monotonic() < deadline and writer.is_alive():
             if _snapshot_child(store):
                 seen += 1
-                if seen >= 3:  # not the first: there is an older snapshot and log to get wrong
+                if seen >= 2:  # not the first: there is an older snapshot and log to get wrong
                     node.kill()
                     break
                 while _snapshot_child(store) and time.monotonic() < deadline:
@@ -629,7 +629,9 @@ def test_sigkill_during_a_snapshot_recovers_every_acknowledged_write(make_cluste
         writer.join(20)
     assert not writer.is_alive(), "the writer did not stop"
     assert not errors, errors
-    assert seen >= 3, f"saw {seen} snapshots being written, and the writer ended"
+    # (a snapshot child of a few thousand keys lives for milliseconds: a loaded machine's 1 ms
+    # polling misses some, so the second one seen is taken)
+    assert seen >= 2, f"saw {seen} snapshots being written, and the writer ended"
     assert node.proc is not None and node.proc.returncode is not None, "the node was not killed"
     assert len(model.acked) > 2000
 
