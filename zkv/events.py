@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,21 +63,28 @@ def node_of(origin: str) -> str:
     return origin.partition(ORIGIN_SEP)[0]
 
 
-def split_items(items: list[Item], max_bytes: int = BATCH_BYTES) -> list[list[Item]]:
-    """``items`` cut into runs of at most about ``max_bytes`` of keys and values each."""
-    out: list[list[Item]] = []
-    run: list[Item] = []
+def split_runs(things: list, size_of: Callable[[Any], int], max_bytes: int) -> list[list]:
+    """``things`` cut, in order, into runs of at most about ``max_bytes`` by ``size_of`` each
+    (one thing larger than that makes a run alone)."""
+    out: list[list] = []
+    run: list = []
     size = 0
-    for item in items:
-        n = len(item[1]) + (len(item[2]) if item[2] is not None else 0) + 16
+    for t in things:
+        n = size_of(t)
         if run and size + n > max_bytes:
             out.append(run)
             run, size = [], 0
-        run.append(item)
+        run.append(t)
         size += n
     if run:
         out.append(run)
     return out
+
+
+def split_items(items: list[Item], max_bytes: int = BATCH_BYTES) -> list[list[Item]]:
+    """``items`` cut into runs of at most about ``max_bytes`` of keys and values each."""
+    return split_runs(items, lambda it: len(it[1]) + (len(it[2]) if it[2] is not None else 0) + 16,
+                      max_bytes)
 
 
 def check_name(v: Any, what: str) -> str:

@@ -15,12 +15,11 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.cluster.faults import frozen
 from tests.cluster.harness import Cluster, Node, free_port, wait_until
 
 # Fast replication timers keep every test short.
@@ -110,20 +109,6 @@ def full_log(node: Node, since: int = 0) -> str:
 def log_size(node: Node) -> int:
     return node.log_path.stat().st_size if node.log_path.exists() else 0
 
-
-@contextmanager
-def frozen(*nodes: Node) -> Iterator[None]:
-    """SIGSTOP whole nodes (every process of each); SIGCONT them on the way out."""
-    for n in nodes:
-        n.signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for n in nodes:
-            try:
-                n.signal(signal.SIGCONT)
-            except ProcessLookupError:
-                pass  # killed inside the block
 
 
 def kill_all(nodes: list[Node]) -> None:

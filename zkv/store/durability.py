@@ -43,7 +43,7 @@ import msgpack
 
 from zkv.clock import HybridClock
 from zkv.proc import die_with_parent
-from zkv.events import BATCH_BYTES, Batch, decode_batch
+from zkv.events import BATCH_BYTES, Batch, decode_batch, split_runs
 from zkv.store.keyspace import Keyspace
 from zkv.store.snapshot import SnapshotError, read_snapshot, write_snapshot
 from zkv.store.syncer import BackgroundSync
@@ -74,17 +74,8 @@ def encode_repair_records(vv: dict[str, int] | None, horizon: int, entries: Entr
     """``encode_repair_record``, cut into records of about ``max_bytes`` of entries each (the
     log takes records of up to 1 GiB; values reach 512 MB).  ``vv`` goes on the last record
     alone, so a log that ends early never claims a transfer it does not hold whole."""
-    runs: list[Entries] = []
-    run: Entries = []
-    size = 0
-    for e in entries:
-        n = len(e[0]) + (len(e[3]) if e[3] is not None else 0) + 32
-        if run and size + n > max_bytes:
-            runs.append(run)
-            run, size = [], 0
-        run.append(e)
-        size += n
-    runs.append(run)
+    runs = split_runs(entries, lambda e: len(e[0]) + (len(e[3]) if e[3] is not None else 0) + 32,
+                      max_bytes) or [[]]
     last = len(runs) - 1
     return [encode_repair_record(vv if i == last else None, horizon, r, dropped if i == 0 else None)
             for i, r in enumerate(runs)]
