@@ -2,8 +2,8 @@
 
 Start order: the store first (it recovers its data and binds the bus, then says "ready" on a
 pipe), then the frontend, so an open client port means the node can answer.  The two talk over
-an abstract-namespace ipc endpoint ``ipc://@zkv-<node id>-<supervisor pid>`` (nothing on disk,
-no path-length limit, gone when they exit).  If either child exits, the other is stopped and
+a Unix socket in a directory only this user can enter (zkv.linkpath), removed when the node
+stops.  If either child exits, the other is stopped and
 ``zkv node`` exits non-zero; SIGTERM/SIGINT stop both cleanly (the store writes a snapshot).
 """
 
@@ -19,21 +19,19 @@ import time
 from pathlib import Path
 
 from zkv.config import Config
+from zkv.linkpath import LinkError, make_link
 
 log = logging.getLogger("zkv.node")
 
 STOP_GRACE = 30.0  # seconds a child gets to exit after SIGTERM before SIGKILL
 
 
-def internal_endpoint(cfg: Config) -> str:
-    return f"ipc://@zkv-{cfg.id}-{os.getpid()}"
-
-
 class Supervisor:
     def __init__(self, cfg: Config, config_path: str) -> None:
         self.cfg = cfg
         self.config_path = str(Path(config_path).resolve())
-        self.endpoint = internal_endpoint(cfg)
+        self.link = make_link(cfg.data_dir, cfg.id)
+        self.endpoint = self.link.endpoint
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
 
@@ -107,14 +105,21 @@ def run_node(cfg: Config, config_path: str) -> int:
     from zkv.proc import setup_logging
 
     setup_logging(cfg.id, "node")
-    sup = Supervisor(cfg, config_path)
+    try:
+        sup = Supervisor(cfg, config_path)
+    except (LinkError, OSError) as exc:
+        log.error("cannot prepare the frontend-store link under %s: %s", cfg.data_dir, exc)
+        return 1
     signal.signal(signal.SIGINT, lambda *_: setattr(sup, "stopping", True))
     signal.signal(signal.SIGTERM, lambda *_: setattr(sup, "stopping", True))
     t0 = time.perf_counter()
-    code = sup.start()
-    if code:
-        sup.stop()
-        return code
-    log.info("node %s up in %.2fs: clients on %s, bus %s, data in %s", cfg.id,
-             time.perf_counter() - t0, cfg.listen, cfg.bus, cfg.data_dir)
-    return sup.wait()
+    try:
+        code = sup.start()
+        if code:
+            sup.stop()
+            return code
+        log.info("node %s up in %.2fs: clients on %s, bus %s, data in %s", cfg.id,
+                 time.perf_counter() - t0, cfg.listen, cfg.bus, cfg.data_dir)
+        return sup.wait()
+    finally:
+        sup.link.remove()
