@@ -4,6 +4,11 @@
     zkv tail CONFIG|ENDPOINT...  print the replication stream as it happens
     zkv verify CONFIG...         do these nodes hold identical data? (exit 0 yes, 1 no)
     zkv status CONFIG            one node's replication state, from its heartbeat
+    zkv keygen PATH              a CURVE key pair: PATH.secret and PATH.public
+
+On a cluster with keys, the tools reach a node with the key pair of the config they are given;
+given bare tcp:// endpoints, with ``--key PATH`` (a node's ``.secret``) and, unless the node is
+the key's own, ``--server-key`` (the node's ``.public`` or its Z85 text).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from zkv.bus import OPEN, Access, config_access
 from zkv.config import Config, ConfigError, load_config
+from zkv.curve import KeyFileError, keygen as write_keypair, load_keypair, load_public
 from zkv.replication import catchup as wire
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="zkv: a replicated key-value store.")
@@ -25,6 +32,27 @@ def _config_or_exit(path: str) -> Config:
     except ConfigError as exc:
         typer.echo(f"zkv: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+KeyOpt = Annotated[Optional[str], typer.Option(
+    "--key", help="for bare endpoints on a cluster with keys: a node's .secret certificate")]
+ServerKeyOpt = Annotated[Optional[str], typer.Option(
+    "--server-key", help="the reached node's .public certificate or Z85 key (default: --key's own)")]
+
+
+def _bare_access(key: str | None, server_key: str | None) -> Access:
+    if key is None:
+        if server_key is not None:
+            typer.echo("zkv: --server-key needs --key", err=True)
+            raise typer.Exit(2)
+        return OPEN
+    try:
+        pair = load_keypair(key, "--key")
+        server = load_public(server_key, None, "--server-key") if server_key else pair.public
+    except KeyFileError as exc:
+        typer.echo(f"zkv: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return Access(pair, server)
 
 
 @app.command()
@@ -42,22 +70,24 @@ def tail(
     all_: Annotated[bool, typer.Option("--all", help="also subscribe to the configs' peers")] = False,
     json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
     count: Annotated[Optional[int], typer.Option("--count", "-n", help="exit after N events")] = None,
+    key: KeyOpt = None,
+    server_key: ServerKeyOpt = None,
 ) -> None:
     """Print every replication event as it happens: time, origin, seq, op, key, value."""
     from zkv.tail import tail as run_tail
 
-    endpoints: list[str] = []
+    endpoints: dict[str, Access] = {}
     for t in targets:
         if t.startswith("tcp://") or t.startswith("ipc://"):
-            endpoints.append(t)
+            endpoints.setdefault(t, _bare_access(key, server_key))
             continue
         cfg = _config_or_exit(t)
-        endpoints.append(cfg.bus)
+        endpoints.setdefault(cfg.bus, config_access(cfg))
         if all_:
-            endpoints.extend(p.bus for p in cfg.peers)
-    endpoints = list(dict.fromkeys(endpoints))
+            for p in cfg.peers:
+                endpoints.setdefault(p.bus, config_access(cfg, p.id))
     typer.echo(f"# tailing {', '.join(endpoints)} (Ctrl-C to stop)", err=True)
-    run_tail(endpoints, as_json=json, limit=count)
+    run_tail(list(endpoints.items()), as_json=json, limit=count)
 
 
 @app.command()
@@ -69,13 +99,14 @@ def verify(
     from zkv.verify import collect, explain
 
     cfgs = [_config_or_exit(c) for c in configs]
-    verdict = collect([c.bus for c in cfgs], timeout)
+    access = {c.id: config_access(c) for c in cfgs}
+    verdict = collect([(c.bus, access[c.id]) for c in cfgs], timeout)
     if verdict.agree and len(verdict.heartbeats) >= len(cfgs):
         hb = next(iter(verdict.heartbeats.values()))
         typer.echo(f"agree: {len(verdict.heartbeats)} nodes, {hb.keys} keys, digest {hb.digest.hex()[:16]}")
         raise typer.Exit(0)
     typer.echo("DISAGREE")
-    for line in explain(verdict, len(cfgs)):
+    for line in explain(verdict, len(cfgs), access):
         typer.echo(line)
     raise typer.Exit(1)
 
@@ -91,16 +122,31 @@ def status(config: Annotated[str, typer.Argument(help="the node's config file")]
     from zkv.verify import collect
 
     cfg = _config_or_exit(config)
-    v = collect([cfg.bus], timeout=3.0)
+    access = config_access(cfg)
+    v = collect([(cfg.bus, access)], timeout=3.0)
     hb = v.heartbeats.get(cfg.id)
     if hb is None:
         typer.echo(f"zkv: no heartbeat from {cfg.id} on {cfg.bus}: is it running?", err=True)
         raise typer.Exit(1)
-    reply = ask(hb.catchup, [wire.INFO])
+    reply = ask(hb.catchup, [wire.INFO], access=access)
     if not reply or reply[0] != wire.INFO:
         typer.echo(f"zkv: {cfg.id} did not answer on {hb.catchup}", err=True)
         raise typer.Exit(1)
     typer.echo(_json.dumps(msgpack.unpackb(reply[1], raw=False), indent=2, sort_keys=True))
+
+
+@app.command()
+def keygen(
+    path: Annotated[str, typer.Argument(help="writes PATH.secret (mode 0600) and PATH.public")],
+    force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
+) -> None:
+    """Make a CURVE key pair for a node, in ZeroMQ's certificate format."""
+    try:
+        pub, sec = write_keypair(path, force=force)
+    except (KeyFileError, OSError) as exc:
+        typer.echo(f"zkv: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {sec} (keep it on this node only) and {pub} (give it to the peers)")
 
 
 def main() -> None:  # pragma: no cover - console entry

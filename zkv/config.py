@@ -3,7 +3,8 @@
 Required keys (the stable contract other tools generate): ``id``, ``listen``, ``bus``, ``data_dir``
 and ``[[peers]]`` entries with ``id`` and ``bus``.  Everything else is optional; the defaults
 below are what a node runs with when a key is absent.  A bad config raises :class:`ConfigError`
-with one line that names the problem.
+with one line that names the problem.  ``data_dir`` is taken from the working directory; key
+files (``secret_key``, peers' ``public_key``) from the config file's own directory.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from zkv.curve import KeyFileError, KeyPair, load_keypair, load_public
 
 DEFAULT_MAX_LINE = 1024 * 1024  # bytes in one plain-text request line
 DEFAULT_MAX_CLIENTS = 10_000
@@ -46,6 +49,7 @@ class ConfigError(Exception):
 class Peer:
     id: str
     bus: str
+    public_key: bytes | None = None  # Z85; set exactly when the node has ``secret_key``
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class Config:
     max_clock_offset_ms: int = DEFAULT_MAX_CLOCK_OFFSET_MS
     backlog_mb: int = DEFAULT_BACKLOG_MB
     pending_mb: int = DEFAULT_PENDING_MB
+    keys: KeyPair | None = None  # from ``secret_key``: the bus and catch-up channel use CURVE
     source: str = field(default="", compare=False)
 
     @property
@@ -83,6 +88,12 @@ class Config:
     @property
     def all_ids(self) -> tuple[str, ...]:
         return (self.id, *(p.id for p in self.peers))
+
+    def server_keys(self) -> dict[str, bytes]:
+        """Node id -> the public key its bus and catch-up socket prove (empty without keys)."""
+        if self.keys is None:
+            return {}
+        return {self.id: self.keys.public, **{p.id: p.public_key for p in self.peers if p.public_key}}
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
@@ -124,11 +135,14 @@ _KNOWN_KEYS = {
     "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
     "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
+    "secret_key",
 }
 
 
-def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path | None = None) -> Config:
-    """Validate a parsed TOML document.  ``data_dir`` is relative to the working directory."""
+def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path | None = None,
+                     files_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document.  ``data_dir`` is relative to the working directory (or
+    ``base_dir``), key files to ``files_dir`` (the config file's directory)."""
     unknown = sorted(set(raw) - _KNOWN_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}'")
@@ -141,6 +155,15 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
     data_dir = Path(_require(raw, "data_dir", str, where))
     if base_dir is not None and not data_dir.is_absolute():
         data_dir = base_dir / data_dir
+    keys = None
+    if "secret_key" in raw:
+        key_path = Path(_require(raw, "secret_key", str, where))
+        if files_dir is not None and not key_path.is_absolute():
+            key_path = files_dir / key_path
+        try:
+            keys = load_keypair(key_path, f"{where}: secret_key")
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
     peers_raw = raw.get("peers", [])
     if not isinstance(peers_raw, list):
         raise ConfigError(f"{where}: 'peers' must be an array of tables ([[peers]])")
@@ -151,19 +174,32 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         pw = f"{where}: peers[{i}]"
         if not isinstance(p, dict):
             raise ConfigError(f"{pw}: must be a table with 'id' and 'bus'")
-        extra = sorted(set(p) - {"id", "bus"})
+        extra = sorted(set(p) - {"id", "bus", "public_key"})
         if extra:
             raise ConfigError(f"{pw}: unknown key '{extra[0]}'")
         pid = _require(p, "id", str, pw)
         pbus = _require(p, "bus", str, pw)
         parse_tcp_endpoint(pbus, f"{pw}: bus")
+        public = None
+        if "public_key" in p:
+            if keys is None:
+                raise ConfigError(f"{pw}: public_key is set but this node has no secret_key")
+            try:
+                public = load_public(_require(p, "public_key", str, pw), files_dir, f"{pw}: public_key")
+            except KeyFileError as exc:
+                raise ConfigError(str(exc)) from None
+        elif keys is not None:
+            raise ConfigError(f"{pw}: missing public_key (with secret_key set, only peers whose "
+                              "key is configured may connect)")
         if pid in seen_ids:
             raise ConfigError(f"{pw}: duplicate id {pid!r}")
         if pbus in seen_bus:
             raise ConfigError(f"{pw}: duplicate bus {pbus!r}")
         seen_ids.add(pid)
         seen_bus.add(pbus)
-        peers.append(Peer(pid, pbus))
+        if public is not None and (public == keys.public or public in {q.public_key for q in peers}):
+            raise ConfigError(f"{pw}: public_key is already used by another node of this config")
+        peers.append(Peer(pid, pbus, public))
     fsync = raw.get("fsync", DEFAULT_FSYNC)
     if fsync not in FSYNC_MODES:
         raise ConfigError(f"{where}: fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
@@ -187,6 +223,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         max_clock_offset_ms=_optional_int(raw, "max_clock_offset_ms", DEFAULT_MAX_CLOCK_OFFSET_MS, 1, where),
         backlog_mb=_optional_int(raw, "backlog_mb", DEFAULT_BACKLOG_MB, 1, where),
         pending_mb=_optional_int(raw, "pending_mb", DEFAULT_PENDING_MB, 1, where),
+        keys=keys,
         source=where,
     )
 
@@ -202,4 +239,4 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return config_from_dict(raw, where=str(p))
+    return config_from_dict(raw, where=str(p), files_dir=p.parent)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 
-from zkv.bus import subscribe
+from zkv.bus import Access, subscribe
 from zkv.events import TOPIC_EVENTS, DecodeError, Event, decode_batch
 
 MAX_SHOWN = 60  # bytes of a key or value shown before it is shortened
@@ -40,7 +40,7 @@ def event_json(e: Event, received: float) -> str:
     })
 
 
-def tail(endpoints: Iterable[str], as_json: bool = False, limit: int | None = None,
+def tail(endpoints: Iterable[tuple[str, Access]], as_json: bool = False, limit: int | None = None,
          out=sys.stdout) -> int:
     """Print events until interrupted (or ``limit`` events); returns how many were printed."""
     sub = subscribe(endpoints, TOPIC_EVENTS)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import msgpack
-from zkv.bus import ask, subscribe
+from zkv.bus import OPEN, Access, ask, subscribe
 from zkv.events import TOPIC_HEARTBEAT, DecodeError, Heartbeat, decode_heartbeat
 from zkv.replication import catchup as wire
 
@@ -26,8 +26,8 @@ class Verdict:
     lines: list[str] = field(default_factory=list)
 
 
-def collect(buses: list[str], timeout: float) -> Verdict:
-    """Listen to every bus until all nodes agree, or until ``timeout``."""
+def collect(buses: list[tuple[str, Access]], timeout: float) -> Verdict:
+    """Listen to every ``(bus, access)`` until all nodes agree, or until ``timeout``."""
     sub = subscribe(buses, TOPIC_HEARTBEAT)
     latest: dict[str, Heartbeat] = {}
     by_bus_count = len(buses)
@@ -54,8 +54,10 @@ def _agree(hbs: dict[str, Heartbeat]) -> bool:
     return all(h.vv == first.vv and h.digest == first.digest for h in hbs.values())
 
 
-def explain(v: Verdict, expected: int) -> list[str]:
-    """Human-readable lines that say where the nodes differ."""
+def explain(v: Verdict, expected: int, access: dict[str, Access] | None = None) -> list[str]:
+    """Human-readable lines that say where the nodes differ (``access``: how to reach each
+    node's catch-up socket, by node id)."""
+    access = access or {}
     lines = []
     if len(v.heartbeats) < expected:
         lines.append(f"heard from {len(v.heartbeats)} of {expected} nodes: {', '.join(sorted(v.heartbeats)) or 'none'}")
@@ -67,7 +69,7 @@ def explain(v: Verdict, expected: int) -> list[str]:
         return lines
     tables: dict[str, list[int]] = {}
     for h in hbs:
-        reply = ask(h.catchup, [wire.BUCKETS])
+        reply = ask(h.catchup, [wire.BUCKETS], access=access.get(h.id, OPEN))
         if reply and reply[0] == wire.BUCKETS:
             tables[h.id] = msgpack.unpackb(reply[1], raw=False)[1]
     if len(tables) >= 2:
@@ -78,7 +80,8 @@ def explain(v: Verdict, expected: int) -> list[str]:
             lines.append(f"{len(differing)} bucket(s) differ: {differing[:20]}")
             entries: dict[str, dict[bytes, tuple]] = {}
             for h in hbs:
-                reply = ask(h.catchup, [wire.ENTRIES, msgpack.packb(differing[:20])])
+                reply = ask(h.catchup, [wire.ENTRIES, msgpack.packb(differing[:20])],
+                            access=access.get(h.id, OPEN))
                 if reply and reply[0] == wire.ENTRIES:
                     _hz, _b, es = msgpack.unpackb(reply[1], raw=False)
                     entries[h.id] = {e[0]: tuple(e[1:]) for e in es}

@@ -284,9 +284,12 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, root: Path, n: int = 3, **settings: Any) -> None:
+    def __init__(self, root: Path, n: int = 3, curve: bool = False, **settings: Any) -> None:
+        """``curve=True``: every node gets a key pair (zkv keygen's format) and the bus is closed
+        to all but the configured peers."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.curve = curve
         self.nodes: list[Node] = []
         for i in range(n):
             nid = f"node{i}"
@@ -300,11 +303,30 @@ class Cluster:
         peers = [p for p in self.nodes if p is not node] if peers is None else peers
         lines = [f'id = "{node.id}"', f'listen = "{node.listen}"', f'bus = "{node.bus}"',
                  f'data_dir = "{node.data_dir}"']
+        if self.curve:
+            lines.append(f'secret_key = "{self.key_path(node)}.secret"')
         for k, v in {**self.settings, **overrides}.items():
             lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
-        for p in peers:
+        for i, p in enumerate(peers):
             lines += ["", "[[peers]]", f'id = "{p.id}"', f'bus = "{p.bus}"']
+            if self.curve:  # both spellings: a certificate file, and the Z85 key inline
+                key = f"keys/{p.id}.public" if i % 2 == 0 else self.public_key(p).decode()
+                lines.append(f'public_key = "{key}"')
         node.config_path.write_text("\n".join(lines) + "\n")
+
+    def key_path(self, node: Node) -> Path:
+        """The node's key pair (``.secret`` and ``.public``), made on first use."""
+        from zkv.curve import keygen
+
+        base = self.root / "keys" / node.id
+        if not Path(f"{base}.secret").exists():
+            keygen(base)
+        return base
+
+    def public_key(self, node: Node) -> bytes:
+        from zkv.curve import load_public
+
+        return load_public(f"{self.key_path(node)}.public")
 
     def add_node(self) -> Node:
         i = len(self.nodes)

@@ -11,9 +11,11 @@ request                                    reply
                                            after ``after``; ``more`` is ``b"1"`` if the
                                            reply was cut short - or ``[TOOOLD, origin]``
                                            when the backlog no longer reaches back
-``[SNAP, tag]``                            ``[SNAPCHUNK, tag, chunk]``... then
+``[SNAP, tag, requester id]``             ``[SNAPCHUNK, tag, chunk]``... then
                                            ``[SNAPEND, tag, msgpack(meta)]`` (meta: ``vv``,
                                            ``gc_horizon``, ...), or ``[SNAPFAIL, tag]``
+                                           (also when refused: not a configured peer,
+                                           or too many transfers asked for)
 ``[BUCKETS]``                              ``[BUCKETS, msgpack([vv, bucket_hashes])]``
 ``[ENTRIES, msgpack([bucket, ...])]``      ``[ENTRIES, msgpack([gc_horizon, buckets,
                                            entries])]`` (zkv.replication.antientropy)
@@ -42,6 +44,10 @@ ERROR = b"error"
 
 def pull(origin: str, after: int) -> list[bytes]:
     return [PULL, origin.encode(), b"%d" % after]
+
+
+def snap(tag: bytes, requester: str) -> list[bytes]:
+    return [SNAP, tag, requester.encode()]
 
 
 def events(origin: bytes, more: bool, payloads: list[bytes]) -> list[bytes]:

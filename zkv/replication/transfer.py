@@ -42,17 +42,24 @@ class SnapStream:
     tag: bytes
     chunks: Iterator[bytes]
     meta: dict
+    peer: str  # who asked (one stream per peer)
+    progressed: float  # when a message of it last went out
     pending: list[bytes] | None = None  # frames that could not be sent yet (peer's queue full)
     ended: bool = False  # the last chunk has been taken (snapend is pending or sent)
 
 
-def advance_streams(sock: zmq.Socket, streams: list[SnapStream]) -> tuple[list[SnapStream], bool]:
+def advance_streams(sock: zmq.Socket, streams: list[SnapStream], now: float,
+                    stall: float) -> tuple[list[SnapStream], bool]:
     """Send a few chunks of each stream on the catch-up ROUTER without blocking; returns the
-    streams still going and whether every one of them is blocked by its receiver."""
+    streams still going and whether every one of them is blocked by its receiver.  A stream
+    whose receiver has not taken a message for ``stall`` seconds is dropped (with its open
+    snapshot file): a reader that never reads must not hold it for ever."""
     still = []
     blocked = 0
     for st in streams:
         keep = True
+        if now - st.progressed > stall:
+            continue
         try:
             for _ in range(4):
                 if st.pending is None:
@@ -67,6 +74,7 @@ def advance_streams(sock: zmq.Socket, streams: list[SnapStream]) -> tuple[list[S
                         st.pending = [st.ident, wire.SNAPCHUNK, st.tag, chunk]
                 sock.send_multipart(st.pending, zmq.NOBLOCK)
                 st.pending = None
+                st.progressed = now
             keep = not (st.ended and st.pending is None)
         except zmq.Again:
             blocked += 1

@@ -8,6 +8,7 @@ Sockets, by role (all set up in ``_bind``):
     catchup    ROUTER  bound on ``tcp://<bus host>:<random port>``, advertised in heartbeats:
                        serves "events of X after N", full snapshots, bucket digests
     fetchers   DEALER  one per peer, connected to that peer's advertised catchup endpoint
+    zap        REP     with keys configured: admits the peers' CURVE keys (zkv.curve)
 
 One event travels one way: local write -> keyspace -> log -> PUB -> peer SUB -> peer inbox ->
 peer keyspace -> peer log.  Anything a SUB misses (slow joiner, high-water mark, restart) shows up
@@ -32,6 +33,7 @@ import zmq
 from zkv.clock import HybridClock, physical
 from zkv.commands import FRONTEND_ID, INVALIDATE
 from zkv.config import Config
+from zkv.curve import ZapHandler, dial
 from zkv.events import (
     BATCH_BYTES, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError, Heartbeat, check_int, check_name,
     check_vv, decode_batch, decode_heartbeat, encode_batch, encode_heartbeat, new_origin, node_of,
@@ -42,6 +44,10 @@ from zkv.replication import catchup as wire
 from zkv.replication.backlog import Backlog, TooOld
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
+from zkv.replication.limits import (
+    MAX_REQUEST_BYTES, REQUEST_BURST, REQUEST_RATE, SNAP_BURST, SNAP_EVERY, RateLimit,
+    snapshot_refusal,
+)
 from zkv.replication.skew import Offsets, refusal
 from zkv.replication.transfer import FullSync, SnapStream, advance_streams, implausible, stale_keys
 from zkv.store.durability import (
@@ -120,7 +126,11 @@ class Store:
         self.ae_asked: tuple[str, float] | None = None  # (peer, when): anti-entropy outstanding
         self._bad_logged = 0.0
         self._max_stable: dict[str, int] = {}  # peer -> highest stable time it announced
-        self.snap_waiters: dict[bytes, bytes] = {}  # catchup identity -> tag, awaiting a snapshot
+        # Snapshot transfers asked for, awaiting a snapshot: peer -> (catch-up identity, tag)
+        self.snap_waiters: dict[str, tuple[bytes, bytes]] = {}
+        self.request_limit = RateLimit(REQUEST_RATE, REQUEST_BURST)  # per requester
+        self.snap_limit = RateLimit(1 / SNAP_EVERY, SNAP_BURST)  # per peer
+        self.peer_keys = {p.id: p.public_key for p in cfg.peers}
         self.streams: list[SnapStream] = []
         self._streams_blocked = False
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
@@ -148,12 +158,20 @@ class Store:
         self._live_peers: set[str] = set()  # peers heard lately (for the log: up / silent)
         # What the frontend's read cache may hold, and must be told to drop (zkv.store.tracking)
         self.tracking = Tracking(max(10_000, cfg.read_cache_mb * 1024 * 1024 // 100))
-        self.ctx = zmq.Context.instance()
+        self.ctx = zmq.Context()  # its own: a ZAP handler belongs to one context
         self._bind()
 
     # --- set-up ------------------------------------------------------------------------------
     def _bind(self) -> None:
-        ctx, cfg = self.ctx, self.cfg
+        ctx, cfg, keys = self.ctx, self.cfg, self.cfg.keys
+        self.zap: ZapHandler | None = None
+        if keys is not None:  # before any CURVE server socket: without a handler all get in
+            self.zap = ZapHandler(ctx, {keys.public: self.id,
+                                        **{p.public_key: p.id for p in cfg.peers if p.public_key}})
+        elif not _loopback(cfg.bus_host):
+            log.warning("the bus %s is reachable from other machines and has no keys: anyone who "
+                        "can reach it can read every key and write to this cluster; configure "
+                        "secret_key and the peers' public_key (zkv keygen)", cfg.bus)
         self.clients = ctx.socket(zmq.ROUTER)
         self.clients.linger = 0
         self.clients.sndhwm = 0  # a dropped reply would shift the frontend's FIFO matching
@@ -161,16 +179,21 @@ class Store:
         self.publisher = self._bus_socket(zmq.PUB)
         self.publisher.linger = 0
         self.publisher.sndhwm = cfg.hwm
+        if keys is not None:
+            keys.serve(self.publisher)
         self.publisher.bind(cfg.bus)
         self.subscriber = self._bus_socket(zmq.SUB)
         self.subscriber.linger = 0
         self.subscriber.rcvhwm = cfg.hwm
         self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
         for p in cfg.peers:
-            self.subscriber.connect(p.bus)
+            dial(self.subscriber, p.bus, keys, p.public_key)
         self.catchup = self._bus_socket(zmq.ROUTER)
         self.catchup.linger = 0
         self.catchup.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.catchup.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)  # requests are small
+        if keys is not None:
+            keys.serve(self.catchup)
         host = cfg.bus_host
         port = self.catchup.bind_to_random_port(f"tcp://[{host}]" if ":" in host else f"tcp://{host}")
         self.catchup_endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
@@ -178,6 +201,8 @@ class Store:
         self.poller = zmq.Poller()
         for s in (self.clients, self.subscriber, self.catchup):
             self.poller.register(s, zmq.POLLIN)
+        if self.zap is not None:
+            self.poller.register(self.zap.sock, zmq.POLLIN)
 
     def _bus_socket(self, kind: int) -> zmq.Socket:
         """A socket for the bus between stores, which must notice a dead peer by itself.
@@ -211,7 +236,7 @@ class Store:
                 self.sync = None  # its stream went with the old socket
         s = self._bus_socket(zmq.DEALER)
         s.linger = 0
-        s.connect(endpoint)
+        dial(s, endpoint, self.cfg.keys, self.peer_keys.get(peer))
         self.poller.register(s, zmq.POLLIN)
         self.fetchers[peer] = (endpoint, s)
         return s
@@ -255,6 +280,8 @@ class Store:
                 self._serve_clients()
             if self.subscriber in ready:
                 self._receive_bus()
+            if self.zap is not None and self.zap.sock in ready:
+                self._admit()
             if self.catchup in ready:
                 self._serve_catchup()
             for peer, (_endpoint, sock) in list(self.fetchers.items()):
@@ -309,6 +336,9 @@ class Store:
             for s in [self.clients, self.publisher, self.subscriber, self.catchup,
                       *(s for _e, s in self.fetchers.values())]:
                 s.close(0)
+            if self.zap is not None:
+                self.zap.close()
+            self.ctx.destroy(linger=0)
 
     # --- local writes and reads from the frontend --------------------------------------------
     def _serve_clients(self) -> None:
@@ -655,7 +685,7 @@ class Store:
                             peer, origin, self.inbox.vv.get(origin, 0))
                 self.sync = FullSync(peer, os.urandom(8), set(), time.monotonic())
                 self.stats["full_syncs"] += 1
-                self.fetchers[peer][1].send_multipart([wire.SNAP, self.sync.tag])
+                self.fetchers[peer][1].send_multipart(wire.snap(self.sync.tag, self.id))
         elif verb in (wire.SNAPCHUNK, wire.SNAPEND, wire.SNAPFAIL):
             if self.sync is None or self.sync.peer != peer or frames[1:2] != [self.sync.tag]:
                 self._bad("catch-up", f"{verb.decode()} from {peer}, not asked")
@@ -757,15 +787,32 @@ class Store:
                         peer, len(changed), len(buckets) if buckets.__class__ is list else 0)
 
     # --- replication: serving ----------------------------------------------------------------
+    def _admit(self) -> None:
+        assert self.zap is not None
+        for key in self.zap.handle():
+            self._bad("bus", f"a connection with key {key.decode()} was refused (not a configured peer)")
+
     def _serve_catchup(self) -> None:
+        """Requests on the catch-up ROUTER, each charged to its requester: the peer its CURVE
+        key proved it is (``User-Id``), or on an open bus its connection (zkv.replication.limits)."""
+        keyed = self.zap is not None
+        now = time.monotonic()
         for _ in range(100):
             try:
-                frames = self.catchup.recv_multipart(zmq.NOBLOCK)
+                msg = self.catchup.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             try:
+                if len(msg) < 2:
+                    raise DecodeError("a request without a verb")
+                who = msg[1].get("User-Id") if keyed else None
+                frames = [f.bytes for f in msg]
                 ident, verb, args = frames[0], frames[1], frames[2:]
-                reply = self._catchup_reply(ident, verb, args)
+                cost = 1 + (len(args[0]) // 256 if verb == wire.ENTRIES and args else 0)
+                if not self.request_limit.allow(who or ident, now, cost):
+                    self._bad("catch-up request", f"{who or 'a requester'} is over its request rate")
+                    continue
+                reply = self._catchup_reply(ident, verb, args, who)
                 if reply is not None:
                     self.catchup.send_multipart([ident, *reply], zmq.NOBLOCK)
             except zmq.ZMQError:
@@ -773,7 +820,8 @@ class Store:
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
                 self._bad("catch-up request", f"{type(exc).__name__}: {exc}")
 
-    def _catchup_reply(self, ident: bytes, verb: bytes, args: list[bytes]) -> list[bytes] | None:
+    def _catchup_reply(self, ident: bytes, verb: bytes, args: list[bytes],
+                       who: str | None) -> list[bytes] | None:
         if verb == wire.PULL:
             origin, after = args[0].decode(), int(args[1])
             try:
@@ -784,8 +832,18 @@ class Store:
                 return [wire.TOOOLD, args[0]]  # we have them, but only in the snapshot
             return wire.events(args[0], more, payloads)
         if verb == wire.SNAP:
-            self.streams = [st for st in self.streams if st.ident != ident]  # it asks anew
-            self.snap_waiters[ident] = args[0] if args else b""
+            tag = args[0] if args else b""
+            # With keys, the requester is who its key proved; on an open bus, who it says it is.
+            peer = who if who is not None else (args[1].decode("utf-8", "replace") if len(args) > 1 else None)
+            why = snapshot_refusal(peer, frozenset(self.peer_ids))
+            if why is None and not self.snap_limit.allow(peer, time.monotonic()):
+                why = f"{peer} asked for snapshots too often"
+            if why is not None:
+                self._bad("catch-up request", f"snapshot transfer refused: {why}")
+                return [wire.SNAPFAIL, tag]
+            assert peer is not None
+            self.streams = [st for st in self.streams if st.peer != peer]  # it asks anew
+            self.snap_waiters[peer] = (ident, tag)
             if not self.disk.snapshot_running:
                 self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
             return None
@@ -808,16 +866,17 @@ class Store:
         if not waiters:
             return
         if not ok:
-            for ident, tag in waiters.items():
+            for ident, tag in waiters.values():
                 self._send_quiet(ident, [wire.SNAPFAIL, tag])
             return
         path = self.cfg.data_dir / SNAPSHOT
-        for ident, tag in waiters.items():
+        for peer, (ident, tag) in waiters.items():
             meta, frames = read_snapshot_raw(path)  # one open file: meta and chunks agree
-            self.streams.append(SnapStream(ident, tag, iter(frames), meta))
+            self.streams.append(SnapStream(ident, tag, iter(frames), meta, peer, time.monotonic()))
 
     def _advance_streams(self) -> None:
-        self.streams, self._streams_blocked = advance_streams(self.catchup, self.streams)
+        self.streams, self._streams_blocked = advance_streams(
+            self.catchup, self.streams, time.monotonic(), SYNC_TIMEOUT)
 
     def _send_quiet(self, ident: bytes, frames: list[bytes]) -> None:
         try:
@@ -893,6 +952,10 @@ class Store:
                           "last_seconds": round(self.disk.last_snapshot_seconds, 3)},
             "background_fsync": {} if self.disk.syncer is None else self.disk.syncer.stats(),
         }
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _vv_text(vv: dict[str, int]) -> str:
