@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zkv.auth import Password
 from zkv.frontend.readcache import ReadCache
 from zkv.frontend.server import MAX_QUEUED_GROUPS, ClientConnection
 
@@ -60,15 +61,17 @@ class Cfg:
 
 
 class FakeServer:
-    def __init__(self, cache: ReadCache | None = None) -> None:
+    def __init__(self, cache: ReadCache | None = None, password: str | None = None) -> None:
+        self.password = Password(password)
         self.cfg = Cfg()
         self.link = RecordingLink()
         self.clients: set[ClientConnection] = set()
         self.cache = cache
 
 
-def connect(cache: ReadCache | None = None) -> tuple[ClientConnection, RecordingTransport, RecordingLink]:
-    server = FakeServer(cache)
+def connect(cache: ReadCache | None = None,
+            password: str | None = None) -> tuple[ClientConnection, RecordingTransport, RecordingLink]:
+    server = FakeServer(cache, password)
     conn = ClientConnection(server)  # type: ignore[arg-type]
     t = RecordingTransport()
     conn.connection_made(t)  # type: ignore[arg-type]
@@ -120,3 +123,26 @@ def test_store_failure_answers_each_request_in_its_protocol() -> None:
     conn.data_received(b"GET a\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n")
     link.pending[0][1](None)  # the store could not answer this batch
     assert t.out == b"ERROR internal error\n-ERR internal error\r\n"
+
+
+def test_before_auth_only_auth_hello_ping_quit_and_a_pipelined_auth_opens_the_rest() -> None:
+    conn, t, link = connect(password="s3cret")
+    conn.data_received(b"GET a\r\n*1\r\n$6\r\nDBSIZE\r\nPING\r\n")
+    assert t.out == (b"ERROR NOAUTH Authentication required\n-NOAUTH Authentication required.\r\n"
+                     b"PONG\n")
+    assert link.pending == []
+    t.out = b""
+    conn.data_received(b"AUTH nope\nAUTH s3cret\nSET a 1\n")
+    (ops, done), = link.pending
+    assert ops == [("s", b"a", b"1")]
+    done([None])
+    assert t.out == b"ERROR WRONGPASS invalid username-password pair or user is disabled.\nOK\nOK\n"
+
+
+def test_hello_with_auth_switches_protocol_only_when_accepted() -> None:
+    conn, t, _link = connect(password="pw")
+    conn.data_received(b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$2\r\nno\r\n")
+    assert t.out.startswith(b"-WRONGPASS") and not conn.resp3 and not conn.authed
+    t.out = b""
+    conn.data_received(b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$2\r\npw\r\n")
+    assert t.out.startswith(b"%") and conn.resp3 and conn.authed

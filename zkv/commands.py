@@ -1,7 +1,9 @@
 """The command table: for each command, its arity and what the store must do, for both protocols.
 
 ``dispatch(args, resp)`` turns one request into either an immediate reply (bytes), a ``Deferred``
-(store operations plus the function that encodes their results), or a ``Quit``.  Store operations
+(store operations plus the function that encodes their results), a ``Quit``, a ``Hello``, or an
+``Auth`` (the connection checks the password; see ``zkv.frontend.server``).  ``before_auth`` is
+``dispatch`` for a connection that has not authenticated yet on a node with a password.  Store operations
 are tiny tuples the store process understands::
 
     ("g", key)         get        -> value or None
@@ -53,7 +55,29 @@ class Hello:
     proto: int
 
 
-Reply = bytes | Deferred | Quit | Hello
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """AUTH, or HELLO with AUTH: the connection checks the password (``zkv.auth``) and answers
+    ``ok`` or its protocol's WRONGPASS; HELLO's protocol switch happens only if accepted."""
+
+    username: bytes | None  # None: the one-argument form (``AUTH <password>``)
+    password: bytes
+    ok: bytes
+    is_resp: bool
+    hello: Hello | None = None
+
+
+Reply = bytes | Deferred | Quit | Hello | Auth
+
+NOAUTH_PLAIN = b"ERROR NOAUTH Authentication required\n"
+NOAUTH_RESP = b"-NOAUTH Authentication required.\r\n"
+WRONGPASS_PLAIN = b"ERROR WRONGPASS invalid username-password pair or user is disabled.\n"
+WRONGPASS_RESP = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+# Redis's words for AUTH <password> on a server without one
+NO_PASSWORD = ("AUTH <password> called without any password configured for the default user. "
+               "Are you sure your configuration is correct?")
+# Before AUTH, only these: what a client needs to authenticate, learn the protocol, or leave.
+_OPEN_BEFORE_AUTH = frozenset({b"AUTH", b"HELLO", b"PING", b"QUIT"})
 
 P_OK = b"OK\n"
 P_NOT_FOUND = b"NOT FOUND\n"
@@ -116,7 +140,7 @@ class Refused(list):
 WRITE_OPS = ("s", "d")
 
 
-_P_ARITY = {b"SET": 3, b"GET": 2, b"DEL": 2, b"DELETE": 2, b"PING": 1, b"QUIT": 1}
+_P_ARITY = {b"SET": 3, b"GET": 2, b"DEL": 2, b"DELETE": 2, b"PING": 1, b"QUIT": 1, b"AUTH": 2}
 
 
 def dispatch_plain(args: list[bytes]) -> Reply:
@@ -124,6 +148,8 @@ def dispatch_plain(args: list[bytes]) -> Reply:
     want = _P_ARITY.get(name)
     if want is None:
         return unknown(args[0], False)
+    if name == b"AUTH" and len(args) in (2, 3):  # AUTH <password> | AUTH <user> <password>
+        return Auth(args[1] if len(args) == 3 else None, args[-1], P_OK, False)
     if len(args) != want:
         return wrong_arity(args[0], False)
     if name == b"GET":
@@ -319,17 +345,37 @@ def _client(a: list[bytes]) -> Reply:
     return resp.error(f"ERR unknown subcommand '{_name(a[1])}'")
 
 
+@_cmd("AUTH", -2)
+def _auth(a: list[bytes]) -> Reply:
+    if len(a) > 3:
+        return resp.error("ERR syntax error")
+    return Auth(a[1] if len(a) == 3 else None, a[-1], resp.OK, True)
+
+
 @_cmd("HELLO", -1)
 def _hello(a: list[bytes]) -> Reply:
+    """HELLO [protover [AUTH username password] [SETNAME clientname]]"""
     if len(a) == 1:
         return resp.array(_HELLO)
     if a[1] not in (b"2", b"3"):
         return resp.error("NOPROTO unsupported protocol version")
-    if len(a) > 2 and a[2].upper() != b"SETNAME":
-        return resp.error("ERR AUTH is not supported: zkv has no users")
+    auth = None
+    i = 2
+    while i < len(a):
+        opt = a[i].upper()
+        if opt == b"AUTH" and i + 2 < len(a):
+            auth = (a[i + 1], a[i + 2])
+            i += 3
+        elif opt == b"SETNAME" and i + 1 < len(a):
+            i += 2
+        else:
+            return resp.error(f"ERR Syntax error in HELLO option '{_name(a[i])}'")
     proto = int(a[1])
     info = [*_HELLO[:5], proto, *_HELLO[6:]]
-    return Hello(resp.map3(info) if proto == 3 else resp.array(info), proto)
+    hello = Hello(resp.map3(info) if proto == 3 else resp.array(info), proto)
+    if auth is None:
+        return hello
+    return Auth(auth[0], auth[1], hello.reply, True, hello)
 
 
 @_cmd("SELECT", 2)
@@ -357,6 +403,14 @@ def _r_array3(results: list[Any]) -> bytes:
 
 # RESP3 differs from RESP2, for the commands here, only in how null is written.
 _RESP3_ENCODERS: dict[Encoder, Encoder] = {_r_get: _r_get3, _r_array: _r_array3}
+
+
+def before_auth(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
+    """``dispatch`` for a connection that must authenticate first: AUTH, HELLO, PING and QUIT
+    as usual, anything else NOAUTH."""
+    if args[0].upper() in _OPEN_BEFORE_AUTH:
+        return dispatch(args, is_resp, resp3)
+    return NOAUTH_RESP if is_resp else NOAUTH_PLAIN
 
 
 def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:

@@ -74,6 +74,7 @@ class Config:
     backlog_mb: int = DEFAULT_BACKLOG_MB
     pending_mb: int = DEFAULT_PENDING_MB
     keys: KeyPair | None = None  # from ``secret_key``: the bus and catch-up channel use CURVE
+    password: str | None = field(default=None, repr=False)  # clients must AUTH with it
     source: str = field(default="", compare=False)
 
     @property
@@ -135,7 +136,7 @@ _KNOWN_KEYS = {
     "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
     "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
-    "secret_key",
+    "secret_key", "password",
 }
 
 
@@ -200,6 +201,12 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         if public is not None and (public == keys.public or public in {q.public_key for q in peers}):
             raise ConfigError(f"{pw}: public_key is already used by another node of this config")
         peers.append(Peer(pid, pbus, public))
+    password = None
+    if "password" in raw:
+        password = _require(raw, "password", str, where)
+        if not password or any(c.isspace() or ord(c) < 32 for c in password):
+            raise ConfigError(f"{where}: password must be non-empty, without spaces or control "
+                              "characters (the plain protocol's AUTH could not send it)")
     fsync = raw.get("fsync", DEFAULT_FSYNC)
     if fsync not in FSYNC_MODES:
         raise ConfigError(f"{where}: fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
@@ -224,6 +231,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         backlog_mb=_optional_int(raw, "backlog_mb", DEFAULT_BACKLOG_MB, 1, where),
         pending_mb=_optional_int(raw, "pending_mb", DEFAULT_PENDING_MB, 1, where),
         keys=keys,
+        password=password,
         source=where,
     )
 

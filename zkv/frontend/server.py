@@ -5,6 +5,10 @@ One ``ClientConnection`` per TCP connection.  Each chunk of input is parsed into
 store work of a chunk travels as one submission on the shared ``StoreLink``.  Replies leave in
 request order even when some are immediate and some wait for the store.  A client that sends
 faster than it reads is paused (transport flow control) rather than buffered without limit.
+
+On a node with a ``password`` a connection starts unauthenticated: its requests go through
+``before_auth`` (AUTH, HELLO, PING, QUIT, else NOAUTH) until AUTH succeeds; past a few wrong
+passwords each further one holds the connection for a growing delay (zkv.auth).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from zkv.auth import Password, failure_delay
 from zkv.commands import (
-    WRITE_OPS, Deferred, Hello, Quit, Refused, dispatch, error_reply, internal_error,
+    WRITE_OPS, Auth, Deferred, Hello, Quit, Refused, before_auth, dispatch, error_reply,
+    internal_error,
 )
 from zkv.config import Config
 from zkv.frontend.readcache import MISS, ReadCache
@@ -57,6 +63,9 @@ class ClientConnection(asyncio.Protocol):
         self.need = 0  # bytes the buffer must hold before parsing it again can make progress
         self.resume: list = []  # progress of a RESP request split over several reads
         self.resp3 = False  # the client said HELLO 3: nulls are written the RESP3 way
+        self.authed = not server.password.required
+        self.auth_failures = 0
+        self.held: tuple[list, bytes | None] | None = None  # requests waiting out an AUTH delay
 
     # --- asyncio callbacks ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,6 +99,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         buf = self.buf
+        if self.held is not None:  # read before the pause took effect: parsed after the delay
+            buf += data
+            return
         if buf:
             buf += data
             if len(buf) < self.need:
@@ -101,12 +113,17 @@ class ClientConnection(asyncio.Protocol):
             if parsed.consumed < len(data):
                 buf += data[parsed.consumed:]
         self.need = parsed.need
+        self._process(iter(parsed.requests), parsed.fatal)
+
+    def _process(self, requests: Any, fatal: bytes | None) -> None:
+        """Answer parsed requests; ``fatal`` is the protocol error that ended the input, if any."""
         parts: list[Any] = []
         ops: list[Any] = []
         resp3 = self.resp3
         cache = self.cache if not self.queue else None  # see below
-        for args, is_resp in parsed.requests:
-            r = dispatch(args, is_resp, resp3)
+        disp = dispatch if self.authed else before_auth
+        for args, is_resp in requests:
+            r = disp(args, is_resp, resp3)
             if r.__class__ is Deferred:
                 r_ops = r.ops  # type: ignore[union-attr]
                 # A read of one key (GET, or EXISTS/MGET of one) is answered from the read cache
@@ -130,8 +147,22 @@ class ClientConnection(asyncio.Protocol):
             elif r.__class__ is Hello:
                 parts.append(r.reply)  # type: ignore[union-attr]
                 self.resp3 = resp3 = r.proto == 3  # type: ignore[union-attr]
-        if parsed.fatal is not None and not self.closing:
-            parts.append(parsed.fatal)
+            elif r.__class__ is Auth:
+                reply, ok = self.server.password.check(r)  # type: ignore[arg-type]
+                parts.append(reply)
+                if ok:
+                    self.authed, disp = True, dispatch
+                    if r.hello is not None:  # type: ignore[union-attr]
+                        self.resp3 = resp3 = r.hello.proto == 3  # type: ignore[union-attr]
+                else:
+                    self.auth_failures += 1
+                    delay = failure_delay(self.auth_failures)
+                    if delay:
+                        self._hold(delay, list(requests), fatal)
+                        fatal = None
+                        break
+        if fatal is not None and not self.closing:
+            parts.append(fatal)
             self.closing = True
         if not parts:
             return
@@ -147,6 +178,22 @@ class ClientConnection(asyncio.Protocol):
             self.queue.append(group)
         else:
             self._write(b"".join(parts))
+
+    def _hold(self, delay: float, rest: list, fatal: bytes | None) -> None:
+        """Stop reading for ``delay`` seconds; then answer ``rest`` and read on."""
+        self.held = (rest, fatal)
+        self._update_reading()
+        asyncio.get_running_loop().call_later(delay, self._release_held)
+
+    def _release_held(self) -> None:
+        if self.held is None or self.transport is None or self.transport.is_closing():
+            return
+        rest, fatal = self.held
+        self.held = None
+        self._process(iter(rest), fatal)
+        self._update_reading()
+        if self.buf and self.held is None and not self.closing:
+            self.data_received(b"")  # what arrived meanwhile
 
     # --- replies ------------------------------------------------------------------------------
     @staticmethod
@@ -220,7 +267,8 @@ class ClientConnection(asyncio.Protocol):
         t = self.transport
         if t is None or t.is_closing():
             return
-        want_pause = self.paused_writing or len(self.queue) > MAX_QUEUED_GROUPS
+        want_pause = (self.paused_writing or len(self.queue) > MAX_QUEUED_GROUPS
+                      or self.held is not None)
         if want_pause and not self.paused_reading:
             self.paused_reading = True
             t.pause_reading()
@@ -236,6 +284,7 @@ class Server:
         self.clients: set[ClientConnection] = set()
         self.link: StoreLink  # set in serve()
         self.cache = ReadCache(cfg.read_cache_mb * 1024 * 1024) if cfg.read_cache_mb else None
+        self.password = Password(cfg.password)
 
     async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
