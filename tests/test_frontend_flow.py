@@ -64,6 +64,7 @@ class FakeServer:
     def __init__(self, cache: ReadCache | None = None, password: str | None = None) -> None:
         self.password = Password(password)
         self.cfg = Cfg()
+        self.max_clients = Cfg.max_clients
         self.link = RecordingLink()
         self.clients: set[ClientConnection] = set()
         self.cache = cache

@@ -75,6 +75,7 @@ class Config:
     pending_mb: int = DEFAULT_PENDING_MB
     keys: KeyPair | None = None  # from ``secret_key``: the bus and catch-up channel use CURVE
     password: str | None = field(default=None, repr=False)  # clients must AUTH with it
+    idle_timeout: int = 0  # seconds a client may stay silent before it is closed (0: never)
     source: str = field(default="", compare=False)
 
     @property
@@ -136,7 +137,7 @@ _KNOWN_KEYS = {
     "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
     "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
-    "secret_key", "password",
+    "secret_key", "password", "idle_timeout",
 }
 
 
@@ -232,6 +233,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         pending_mb=_optional_int(raw, "pending_mb", DEFAULT_PENDING_MB, 1, where),
         keys=keys,
         password=password,
+        idle_timeout=_optional_int(raw, "idle_timeout", 0, 0, where),
         source=where,
     )
 

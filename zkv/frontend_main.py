@@ -20,6 +20,24 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
+def _open_file_limit(max_clients: int) -> int:
+    """Make room for ``max_clients`` descriptors (zkv.frontend.fdlimit); the clients it allows."""
+    import logging
+
+    from zkv.frontend.fdlimit import RESERVE, apply
+
+    log = logging.getLogger("zkv.frontend")
+    before, after = apply(max_clients)
+    if after.soft != before.soft:
+        log.info("open-file limit raised from %d to %d (max_clients %d + %d)",
+                 before.soft, after.soft, max_clients, RESERVE)
+    if after.max_clients < max_clients:
+        log.warning("open-file limit is %d (hard %d) and may not be raised: max_clients lowered "
+                    "from %d to %d; raise it with ulimit -n or LimitNOFILE=", after.soft,
+                    after.hard, max_clients, after.max_clients)
+    return after.max_clients
+
+
 def main() -> int:
     from zkv.frontend.server import Server
     from zkv.proc import die_with_parent, setup_logging, tune_gc
@@ -32,6 +50,7 @@ def main() -> int:
         return 2
     setup_logging(cfg.id, "frontend")
     die_with_parent()
+    max_clients = _open_file_limit(cfg.max_clients)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_gc()
     loop = _new_loop()
@@ -43,7 +62,7 @@ def main() -> int:
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
 
-        loop.run_until_complete(Server(cfg, endpoint).serve(stop, ready))
+        loop.run_until_complete(Server(cfg, endpoint, max_clients).serve(stop, ready))
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         print(f"zkv: listen {cfg.listen}: {reason}", file=sys.stderr)

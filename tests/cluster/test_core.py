@@ -313,6 +313,11 @@ def test_connections_beyond_max_clients_are_refused(make_cluster) -> None:
             assert extra.read_line() == b"ERROR max number of clients reached"
             with pytest.raises((ConnectionError, OSError)):
                 extra.read_line()  # and the server closed it
+        with node.client() as extra:  # a Redis client is told in RESP
+            extra.send(_resp(b"PING"))
+            assert extra.read_line().rstrip(b"\r") == b"-ERR max number of clients reached"
+        with node.client() as silent:  # one that sends nothing is told too, in plain text
+            assert silent.read_line() == b"ERROR max number of clients reached"
         assert [h.cmd("PING") for h in held] == [b"PONG"] * 3  # the others are unaffected
         held.pop().close()
 

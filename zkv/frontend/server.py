@@ -25,6 +25,7 @@ from zkv.commands import (
     internal_error,
 )
 from zkv.config import Config
+from zkv.frontend.fdlimit import RESERVE
 from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
 from zkv.protocol.requests import parse_requests
@@ -36,6 +37,10 @@ MAX_QUEUED_GROUPS = 256  # reply groups waiting per connection before we stop re
 # the connection is closed
 # (as Redis's client-output-buffer-limit does), so one client cannot exhaust the node's memory.
 MAX_OUTPUT_BUFFER = 256 * 1024 * 1024
+# A client past max_clients is told so in its own protocol, known from its first bytes; one that
+# sends nothing gets the plain-text line after this long (or at once, past the reserve).
+REFUSE_WAIT = 1.0
+MAX_CLIENTS_ERROR = "max number of clients reached"
 
 
 class _Group:
@@ -66,14 +71,31 @@ class ClientConnection(asyncio.Protocol):
         self.authed = not server.password.required
         self.auth_failures = 0
         self.held: tuple[list, bytes | None] | None = None  # requests waiting out an AUTH delay
+        self.refusing = False  # past max_clients: answered with an error, then closed
+        self.active = True  # read something since the last idle sweep
+        self.idle_since = 0.0
 
     # --- asyncio callbacks ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server.clients.add(self)
-        if len(self.server.clients) > self.server.cfg.max_clients:
-            transport.write(b"ERROR max number of clients reached\n")
-            transport.close()
+        server = self.server
+        server.clients.add(self)
+        over = len(server.clients) - server.max_clients
+        if over > 0:
+            self.closing = self.refusing = True
+            if over > RESERVE // 2:  # descriptors run short: no waiting for a first request
+                self._refuse(False)
+            else:
+                asyncio.get_running_loop().call_later(REFUSE_WAIT, self._refuse, False)
+
+    def _refuse(self, is_resp: bool) -> None:
+        """Past max_clients: ``-ERR max number of clients reached`` (RESP) or ``ERROR ...``."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        t.write(b"-ERR %s\r\n" % MAX_CLIENTS_ERROR.encode() if is_resp
+                else b"ERROR %s\n" % MAX_CLIENTS_ERROR.encode())
+        t.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.clients.discard(self)
@@ -96,7 +118,10 @@ class ClientConnection(asyncio.Protocol):
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
+        self.active = True  # for idle_timeout: the sweep clears it
         if self.closing:
+            if self.refusing:
+                self._refuse(data[:1] == b"*")
             return
         buf = self.buf
         if self.held is not None:  # read before the pause took effect: parsed after the delay
@@ -278,8 +303,10 @@ class ClientConnection(asyncio.Protocol):
 
 
 class Server:
-    def __init__(self, cfg: Config, store_endpoint: str) -> None:
+    def __init__(self, cfg: Config, store_endpoint: str, max_clients: int | None = None) -> None:
         self.cfg = cfg
+        # what the open-file limit allows (zkv.frontend.fdlimit), at most cfg.max_clients
+        self.max_clients = cfg.max_clients if max_clients is None else max_clients
         self.store_endpoint = store_endpoint
         self.clients: set[ClientConnection] = set()
         self.link: StoreLink  # set in serve()
@@ -296,12 +323,31 @@ class Server:
         log.info("serving clients on %s", self.cfg.listen)
         if on_ready is not None:
             on_ready()
+        sweeper = loop.create_task(self._close_idle(self.cfg.idle_timeout)) if self.cfg.idle_timeout else None
         try:
             await stop.wait()
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             server.close()
             for c in list(self.clients):
                 if c.transport is not None:
                     c.transport.close()
             await server.wait_closed()
             self.link.close()
+
+    async def _close_idle(self, timeout: int) -> None:
+        """``idle_timeout``: close connections that sent nothing for ``timeout`` seconds and are
+        owed no reply (as Redis's ``timeout``).  Reading marks a connection active; this sweep,
+        once a second, notes when it stopped being so (no clock call per request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 2))
+            now = loop.time()
+            for c in list(self.clients):
+                if c.active:
+                    c.active = False
+                    c.idle_since = now
+                elif now - c.idle_since >= timeout and not c.queue and c.held is None:
+                    if c.transport is not None and not c.transport.is_closing():
+                        c.transport.close()
