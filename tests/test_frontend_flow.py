@@ -65,6 +65,7 @@ class FakeServer:
         self.password = Password(password)
         self.cfg = Cfg()
         self.max_clients = Cfg.max_clients
+        self.tls = None
         self.link = RecordingLink()
         self.clients: set[ClientConnection] = set()
         self.cache = cache

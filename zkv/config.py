@@ -4,7 +4,8 @@ Required keys (the stable contract other tools generate): ``id``, ``listen``, ``
 and ``[[peers]]`` entries with ``id`` and ``bus``.  Everything else is optional; the defaults
 below are what a node runs with when a key is absent.  A bad config raises :class:`ConfigError`
 with one line that names the problem.  ``data_dir`` is taken from the working directory; key
-files (``secret_key``, peers' ``public_key``) from the config file's own directory.
+files (``secret_key``, peers' ``public_key``, ``tls_*_file``) from the config file's own
+directory.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ class Config:
     keys: KeyPair | None = None  # from ``secret_key``: the bus and catch-up channel use CURVE
     password: str | None = field(default=None, repr=False)  # clients must AUTH with it
     idle_timeout: int = 0  # seconds a client may stay silent before it is closed (0: never)
+    tls_cert_file: Path | None = None  # with tls_key_file: the client port speaks TLS only
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None  # clients must present a certificate signed by this CA
     source: str = field(default="", compare=False)
 
     @property
@@ -137,7 +141,7 @@ _KNOWN_KEYS = {
     "id", "listen", "bus", "data_dir", "peers", "fsync", "max_line", "max_clients",
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
     "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
-    "secret_key", "password", "idle_timeout",
+    "secret_key", "password", "idle_timeout", "tls_cert_file", "tls_key_file", "tls_ca_file",
 }
 
 
@@ -208,6 +212,19 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         if not password or any(c.isspace() or ord(c) < 32 for c in password):
             raise ConfigError(f"{where}: password must be non-empty, without spaces or control "
                               "characters (the plain protocol's AUTH could not send it)")
+    tls = {}
+    for key in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+        if key in raw:
+            path = Path(_require(raw, key, str, where))
+            if files_dir is not None and not path.is_absolute():
+                path = files_dir / path
+            if not path.is_file():
+                raise ConfigError(f"{where}: {key}: no such file {path}")
+            tls[key] = path
+    if ("tls_cert_file" in tls) != ("tls_key_file" in tls):
+        raise ConfigError(f"{where}: tls_cert_file and tls_key_file go together")
+    if "tls_ca_file" in tls and "tls_cert_file" not in tls:
+        raise ConfigError(f"{where}: tls_ca_file needs tls_cert_file and tls_key_file")
     fsync = raw.get("fsync", DEFAULT_FSYNC)
     if fsync not in FSYNC_MODES:
         raise ConfigError(f"{where}: fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
@@ -234,6 +251,9 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         keys=keys,
         password=password,
         idle_timeout=_optional_int(raw, "idle_timeout", 0, 0, where),
+        tls_cert_file=tls.get("tls_cert_file"),
+        tls_key_file=tls.get("tls_key_file"),
+        tls_ca_file=tls.get("tls_ca_file"),
         source=where,
     )
 

@@ -40,6 +40,7 @@ def _open_file_limit(max_clients: int) -> int:
 
 def main() -> int:
     from zkv.frontend.server import Server
+    from zkv.frontend.tls import TLSError
     from zkv.proc import die_with_parent, setup_logging, tune_gc
 
     config_path, endpoint, ready_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -63,6 +64,9 @@ def main() -> int:
             os.close(ready_fd)
 
         loop.run_until_complete(Server(cfg, endpoint, max_clients).serve(stop, ready))
+    except TLSError as exc:
+        print(f"zkv: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         print(f"zkv: listen {cfg.listen}: {reason}", file=sys.stderr)

@@ -28,6 +28,7 @@ from zkv.config import Config
 from zkv.frontend.fdlimit import RESERVE
 from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
+from zkv.frontend.tls import server_context
 from zkv.protocol.requests import parse_requests
 
 log = logging.getLogger("zkv.frontend")
@@ -107,7 +108,8 @@ class ClientConnection(asyncio.Protocol):
         self.closing = True
         if not self.queue and self.transport is not None:
             self.transport.close()
-        return True  # keep the transport open for the replies still owed
+        # keep the transport open for the replies still owed (TLS cannot: asyncio closes it)
+        return not self.server.tls
 
     def pause_writing(self) -> None:
         self.paused_writing = True
@@ -312,15 +314,19 @@ class Server:
         self.link: StoreLink  # set in serve()
         self.cache = ReadCache(cfg.read_cache_mb * 1024 * 1024) if cfg.read_cache_mb else None
         self.password = Password(cfg.password)
+        self.tls: object | None = None  # the SSLContext of the client port, if TLS
 
     async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.link = StoreLink(loop, self.store_endpoint, self.cache)
+        self.tls = tls = server_context(self.cfg)
         server = await loop.create_server(
             lambda: ClientConnection(self), self.cfg.listen_host, self.cfg.listen_port,
-            reuse_address=True, backlog=4096,
+            reuse_address=True, backlog=4096, ssl=tls,
         )
-        log.info("serving clients on %s", self.cfg.listen)
+        log.info("serving clients on %s%s", self.cfg.listen,
+                 "" if tls is None else " (TLS%s)" % (", client certificates required"
+                                                       if self.cfg.tls_ca_file else ""))
         if on_ready is not None:
             on_ready()
         sweeper = loop.create_task(self._close_idle(self.cfg.idle_timeout)) if self.cfg.idle_timeout else None
