@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from zkv.auth import Password
+from zkv.frontend.waits import AckWaiters
 from zkv.frontend.readcache import ReadCache
 from zkv.frontend.server import MAX_QUEUED_GROUPS, ClientConnection
 
@@ -66,6 +67,8 @@ class FakeServer:
         self.cfg = Cfg()
         self.max_clients = Cfg.max_clients
         self.tls = None
+        self.min_acks = 0
+        self.acks = AckWaiters()
         self.link = RecordingLink()
         self.clients: set[ClientConnection] = set()
         self.cache = cache

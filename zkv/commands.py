@@ -11,11 +11,14 @@ are tiny tuples the store process understands::
     ("d", key)         delete     -> 1 if the key existed, else 0
     ("n",)             key count  -> int
     ("i",)             info       -> dict
+    ("w",)             ack target -> [seq, {peer: seq}]: our origin's sequence number after
+                                     every write before this op, and each peer's applied one
 
 The store answers each batch of operations with one message: the list of their results.  On
 the same connection it also sends ``[INVALIDATE, keys]`` (msgpack list, or nil for "all") to
 the frontend's identity ``FRONTEND_ID``: keys it changed without the frontend asking, or
-stopped tracking, for the frontend's read cache (``zkv.frontend.readcache``).
+stopped tracking, for the frontend's read cache (``zkv.frontend.readcache``), and ``[ACKS, {peer: seq}]`` whenever
+a peer has applied more of our writes (for WAIT and ``min_acks``, ``zkv.frontend.waits``).
 
 Plain-text replies keep the original servers' words byte for byte (``OK``, ``VALUE v``,
 ``NOT FOUND``, ``ERROR ...``); RESP replies are Redis's.  Pure: no I/O.
@@ -34,6 +37,7 @@ Op = tuple[Any, ...]
 
 FRONTEND_ID = b"zkv-frontend"  # the frontend DEALER's ZeroMQ identity
 INVALIDATE = b"inv"  # first frame of an invalidation (replies are msgpack arrays: never this)
+ACKS = b"ack"  # first frame of a peers' acknowledgement update (likewise)
 Encoder = Callable[[list[Any]], bytes]
 
 
@@ -55,6 +59,15 @@ class Hello:
     proto: int
 
 
+class Wait(NamedTuple):
+    """WAIT numpeers timeout_ms: reply with how many peers have applied the connection's writes
+    once ``numpeers`` have, or when the timeout passes (0: no timeout)."""
+
+    ops: list[Op]
+    numpeers: int
+    timeout_ms: int
+
+
 @dataclass(frozen=True, slots=True)
 class Auth:
     """AUTH, or HELLO with AUTH: the connection checks the password (``zkv.auth``) and answers
@@ -67,7 +80,8 @@ class Auth:
     hello: Hello | None = None
 
 
-Reply = bytes | Deferred | Quit | Hello | Auth
+Reply = bytes | Deferred | Quit | Hello | Auth | Wait
+NOT_ENOUGH_ACKS = "not enough replicas acknowledged"
 
 NOAUTH_PLAIN = b"ERROR NOAUTH Authentication required\n"
 NOAUTH_RESP = b"-NOAUTH Authentication required.\r\n"
@@ -343,6 +357,18 @@ def _client(a: list[bytes]) -> Reply:
     if sub == b"ID":
         return resp.integer(0)
     return resp.error(f"ERR unknown subcommand '{_name(a[1])}'")
+
+
+def _int_arg(b: bytes) -> int | None:
+    return int(b) if b.isdigit() and len(b) <= 18 else None
+
+
+@_cmd("WAIT", 3)
+def _wait(a: list[bytes]) -> Reply:
+    n, t = _int_arg(a[1]), _int_arg(a[2])
+    if n is None or t is None:
+        return resp.error("ERR value is not an integer or out of range")
+    return Wait([("w",)], n, t)
 
 
 @_cmd("AUTH", -2)

@@ -36,6 +36,7 @@ DEFAULT_READ_CACHE_MB = 64
 DEFAULT_MAX_CLOCK_OFFSET_MS = 500
 DEFAULT_BACKLOG_MB = 64  # bytes of event batches per origin kept for catch-up, besides ``backlog``
 DEFAULT_PENDING_MB = 256  # bytes of replicated events held behind a gap, all origins together
+DEFAULT_ACK_TIMEOUT_MS = 1_000  # how long a write waits for min_acks peers
 DEFAULT_HWM = 100_000  # ZeroMQ high-water mark of the replication PUB/SUB sockets
 FSYNC_MODES = ("always", "everysec", "no")
 
@@ -80,6 +81,8 @@ class Config:
     tls_cert_file: Path | None = None  # with tls_key_file: the client port speaks TLS only
     tls_key_file: Path | None = None
     tls_ca_file: Path | None = None  # clients must present a certificate signed by this CA
+    min_acks: int = 0  # every write waits until this many peers have applied it
+    ack_timeout_ms: int = DEFAULT_ACK_TIMEOUT_MS  # ... or this long, then -ERR not enough ...
     source: str = field(default="", compare=False)
 
     @property
@@ -142,6 +145,7 @@ _KNOWN_KEYS = {
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
     "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
     "secret_key", "password", "idle_timeout", "tls_cert_file", "tls_key_file", "tls_ca_file",
+    "min_acks", "ack_timeout_ms",
 }
 
 
@@ -225,6 +229,10 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         raise ConfigError(f"{where}: tls_cert_file and tls_key_file go together")
     if "tls_ca_file" in tls and "tls_cert_file" not in tls:
         raise ConfigError(f"{where}: tls_ca_file needs tls_cert_file and tls_key_file")
+    min_acks = _optional_int(raw, "min_acks", 0, 0, where)
+    if min_acks > len(peers):
+        raise ConfigError(f"{where}: min_acks = {min_acks} but the node has {len(peers)} peer(s): "
+                          "no write could ever be acknowledged")
     fsync = raw.get("fsync", DEFAULT_FSYNC)
     if fsync not in FSYNC_MODES:
         raise ConfigError(f"{where}: fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
@@ -254,6 +262,8 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         tls_cert_file=tls.get("tls_cert_file"),
         tls_key_file=tls.get("tls_key_file"),
         tls_ca_file=tls.get("tls_ca_file"),
+        min_acks=min_acks,
+        ack_timeout_ms=_optional_int(raw, "ack_timeout_ms", DEFAULT_ACK_TIMEOUT_MS, 1, where),
         source=where,
     )
 

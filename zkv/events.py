@@ -6,7 +6,10 @@ and the value (``None`` for a delete).  Events of one origin travel in *batches*
 sequence numbers, encoded as ``[origin, first_seq, [[hlc, key, value], ...]]`` so that a burst of
 writes costs one message and one log record.  Heartbeats (``Heartbeat``) share the bus.
 
-PUB frames: ``[b"ev", batch]`` or ``[b"hb", heartbeat]``.
+PUB frames: ``[b"ev", batch]``, ``[b"hb", heartbeat]``, and for write acknowledgements
+(zkv.replication.acks) ``[b"ackreq", [origin, seq]]`` ("tell me when you have applied my events
+through seq") and ``[b"ack", [node id, origin, seq]]`` ("I have applied origin's events through
+seq").
 
 An origin is an *incarnation* of a node, ``"<node id>@<tag>"``, with a fresh tag at every start
 of its store (``new_origin``).  A node that lost the tail of its log (a machine crash with
@@ -34,6 +37,8 @@ from zkv.clock import MAX_TS
 
 TOPIC_EVENTS = b"ev"
 TOPIC_HEARTBEAT = b"hb"
+TOPIC_ACKREQ = b"ackreq"
+TOPIC_ACK = b"ack"
 
 # An item of a batch: (hlc, key, value-or-None)
 Item = tuple[int, bytes, bytes | None]
@@ -235,3 +240,31 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
         )
     except KeyError as exc:
         raise DecodeError(f"heartbeat lacks {exc}") from None
+
+
+def encode_ackreq(origin: str, seq: int) -> bytes:
+    return msgpack.packb([origin, seq], use_bin_type=True)
+
+
+def decode_ackreq(payload: bytes) -> tuple[str, int]:
+    try:
+        d = msgpack.unpackb(payload, raw=False)
+    except Exception as exc:
+        raise DecodeError(f"undecodable ack request: {exc}") from None
+    if d.__class__ is not list or len(d) != 2:
+        raise DecodeError("ack request is not [origin, seq]")
+    return check_name(d[0], "origin"), check_int(d[1], "seq")
+
+
+def encode_ack(node_id: str, origin: str, seq: int) -> bytes:
+    return msgpack.packb([node_id, origin, seq], use_bin_type=True)
+
+
+def decode_ack(payload: bytes) -> tuple[str, str, int]:
+    try:
+        d = msgpack.unpackb(payload, raw=False)
+    except Exception as exc:
+        raise DecodeError(f"undecodable ack: {exc}") from None
+    if d.__class__ is not list or len(d) != 3:
+        raise DecodeError("ack is not [node id, origin, seq]")
+    return check_name(d[0], "id"), check_name(d[1], "origin"), check_int(d[2], "seq")

@@ -21,14 +21,16 @@ from typing import Any
 
 from zkv.auth import Password, failure_delay
 from zkv.commands import (
-    WRITE_OPS, Auth, Deferred, Hello, Quit, Refused, before_auth, dispatch, error_reply,
-    internal_error,
+    NOT_ENOUGH_ACKS, WRITE_OPS, Auth, Deferred, Hello, Quit, Refused, Wait, before_auth,
+    dispatch, error_reply, internal_error,
 )
+from zkv.protocol import resp
 from zkv.config import Config
 from zkv.frontend.fdlimit import RESERVE
 from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
 from zkv.frontend.tls import server_context
+from zkv.frontend.waits import AckWaiters
 from zkv.protocol.requests import parse_requests
 
 log = logging.getLogger("zkv.frontend")
@@ -45,13 +47,19 @@ MAX_CLIENTS_ERROR = "max number of clients reached"
 
 
 class _Group:
-    """The replies owed for one chunk of input, in order; ``out`` is set when all are known."""
+    """The replies owed for one chunk of input, in order; ``out`` is set when all are known.
+    ``waits``: it holds a WAIT, or (``min_acks``) its writes wait for peers' acknowledgements."""
 
-    __slots__ = ("parts", "out")
+    __slots__ = ("parts", "out", "waits")
 
     def __init__(self, parts: list[Any]) -> None:
         self.parts = parts
         self.out: bytes | None = None
+        self.waits = 0  # 0, or WAITS_FOR_WAIT | WAITS_FOR_MIN_ACKS
+
+
+WAITS_FOR_WAIT = 1
+WAITS_FOR_MIN_ACKS = 2
 
 
 class ClientConnection(asyncio.Protocol):
@@ -149,6 +157,7 @@ class ClientConnection(asyncio.Protocol):
         resp3 = self.resp3
         cache = self.cache if not self.queue else None  # see below
         disp = dispatch if self.authed else before_auth
+        waits = 0
         for args, is_resp in requests:
             r = disp(args, is_resp, resp3)
             if r.__class__ is Deferred:
@@ -174,6 +183,10 @@ class ClientConnection(asyncio.Protocol):
             elif r.__class__ is Hello:
                 parts.append(r.reply)  # type: ignore[union-attr]
                 self.resp3 = resp3 = r.proto == 3  # type: ignore[union-attr]
+            elif r.__class__ is Wait:
+                ops.extend(r.ops)  # type: ignore[union-attr]
+                parts.append(r)
+                waits = WAITS_FOR_WAIT
             elif r.__class__ is Auth:
                 reply, ok = self.server.password.check(r)  # type: ignore[arg-type]
                 parts.append(reply)
@@ -194,6 +207,10 @@ class ClientConnection(asyncio.Protocol):
         if not parts:
             return
         group = _Group(parts)
+        if self.server.min_acks and ops and any(op[0] in WRITE_OPS for op in ops):
+            ops.append(("w",))  # the target every write here waits for (min_acks)
+            waits |= WAITS_FOR_MIN_ACKS
+        group.waits = waits
         if ops:
             queue = self.queue
             queue.append(group)
@@ -244,6 +261,9 @@ class ClientConnection(asyncio.Protocol):
     def _complete(self, group: _Group, results: list[Any] | None) -> None:
         if not self.queue:  # connection gone
             return
+        if group.waits:
+            self._complete_waiting(group, results)
+            return
         parts = group.parts
         if results.__class__ is Refused:  # its writes were refused: each says why
             group.out = self._refused(parts, results)
@@ -267,6 +287,78 @@ class ClientConnection(asyncio.Protocol):
             if self.paused_reading:
                 self._update_reading()
             return
+        self._flush_queue()
+
+    def _complete_waiting(self, group: _Group, results: list[Any] | None) -> None:
+        """A group with a WAIT, or whose writes wait for ``min_acks`` peers: replies that need
+        no peer are encoded now; the group is done when every wait has its count."""
+        if results is None:  # the store could not answer: no acknowledgement to wait for
+            group.out = b"".join(internal_error(p) if p.__class__ in (Deferred, Wait) else p
+                                 for p in group.parts)
+            self._flush_queue()
+            return
+        refused = results.__class__ is Refused
+        pieces: list[Any] = []
+        slots: list[tuple[int, Wait, Any]] = []
+        i = 0
+        for p in group.parts:
+            if p.__class__ is Deferred:
+                n = len(p.ops)
+                if refused and any(op[0] in WRITE_OPS for op in p.ops):
+                    pieces.append(error_reply(p, results.reason))  # type: ignore[union-attr]
+                else:
+                    pieces.append(p.encode(results[i:i + n]))
+                i += n
+            elif p.__class__ is Wait:
+                slots.append((len(pieces), p, results[i]))
+                pieces.append(None)
+                i += 1
+            else:
+                pieces.append(p)
+        waiters, loop = self.server.acks, asyncio.get_running_loop()
+        outstanding = [1]  # one per wait not yet answered, plus this function's own until its end
+        failed_min_acks = [False]
+
+        def finish() -> None:
+            outstanding[0] -= 1
+            if outstanding[0] or not self.queue:
+                return
+            if failed_min_acks[0]:  # each request that wrote is told; nothing is undone
+                for j, p in enumerate(group.parts):
+                    if p.__class__ is Deferred and any(op[0] in WRITE_OPS for op in p.ops):
+                        pieces[j] = error_reply(p, NOT_ENOUGH_ACKS)
+            group.out = b"".join(pieces)
+            self._flush_queue()
+
+        def target_of(res: Any) -> int:
+            if res.__class__ is not list or len(res) != 2:
+                return 0
+            waiters.learn(res[1])
+            return res[0] if res[0].__class__ is int else 0
+
+        if group.waits & WAITS_FOR_MIN_ACKS and not refused:
+            outstanding[0] += 1
+            need = self.server.min_acks
+
+            def min_acks_done(count: int) -> None:
+                failed_min_acks[0] = count < need
+                finish()
+
+            waiters.wait(target_of(results[i]), need, self.server.cfg.ack_timeout_ms / 1000,
+                         min_acks_done, loop)
+        for idx, w, res in slots:
+            outstanding[0] += 1
+
+            def wait_done(count: int, idx: int = idx) -> None:
+                pieces[idx] = resp.integer(count)
+                finish()
+
+            waiters.wait(target_of(res), w.numpeers, w.timeout_ms / 1000 if w.timeout_ms else None,
+                         wait_done, loop)
+        finish()  # a group whose waits were all met at once ends here
+
+    def _flush_queue(self) -> None:
+        queue = self.queue
         ready = []
         while queue and queue[0].out is not None:
             ready.append(queue.popleft().out)
@@ -315,10 +407,12 @@ class Server:
         self.cache = ReadCache(cfg.read_cache_mb * 1024 * 1024) if cfg.read_cache_mb else None
         self.password = Password(cfg.password)
         self.tls: object | None = None  # the SSLContext of the client port, if TLS
+        self.acks = AckWaiters()  # peers' acknowledgements of our writes (WAIT, min_acks)
+        self.min_acks = cfg.min_acks
 
     async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self.link = StoreLink(loop, self.store_endpoint, self.cache)
+        self.link = StoreLink(loop, self.store_endpoint, self.cache, self.acks.learn)
         self.tls = tls = server_context(self.cfg)
         server = await loop.create_server(
             lambda: ClientConnection(self), self.cfg.listen_host, self.cfg.listen_port,

@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from zkv.commands import FRONTEND_ID, INVALIDATE, WRITE_OPS, Refused
+from zkv.commands import ACKS, FRONTEND_ID, INVALIDATE, WRITE_OPS, Refused
 from zkv.frontend.readcache import ReadCache
 
 
@@ -31,7 +31,8 @@ Callback = Callable[[list[Any] | None], None]  # None: the store gave no results
 
 class StoreLink:
     def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str,
-                 cache: ReadCache | None = None) -> None:
+                 cache: ReadCache | None = None,
+                 on_acks: Callable[[Any], None] | None = None) -> None:
         self.loop = loop
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
@@ -50,6 +51,7 @@ class StoreLink:
         # The read cache learns from every reply and invalidation here, in the store's order,
         # whatever became of the connections that asked (see zkv.frontend.readcache).
         self.cache = cache
+        self.on_acks = on_acks  # peers' acknowledgements, for WAIT (zkv.frontend.waits)
         loop.add_reader(self.sock.FD, self._drain)
 
     def submit(self, ops: list[Any], callback: Callback) -> None:
@@ -76,6 +78,14 @@ class StoreLink:
             raw = sock.recv(zmq.NOBLOCK)
             if raw == INVALIDATE:  # [INVALIDATE, keys]: not a reply (replies are msgpack arrays)
                 self._invalidated(sock.recv(zmq.NOBLOCK) if sock.getsockopt(zmq.RCVMORE) else b"")
+                continue
+            if raw == ACKS:  # [ACKS, {peer: seq}]: likewise
+                payload = sock.recv(zmq.NOBLOCK) if sock.getsockopt(zmq.RCVMORE) else b""
+                if self.on_acks is not None:
+                    try:
+                        self.on_acks(msgpack.unpackb(payload, raw=False))
+                    except Exception:  # noqa: BLE001 - a bad report is ignored, not fatal
+                        pass
                 continue
             cbs, ops = self._inflight.popleft()
             try:

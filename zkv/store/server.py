@@ -31,14 +31,16 @@ import msgpack
 import zmq
 
 from zkv.clock import HybridClock, physical
-from zkv.commands import FRONTEND_ID, INVALIDATE
+from zkv.commands import ACKS, FRONTEND_ID, INVALIDATE
 from zkv.config import Config
 from zkv.curve import ZapHandler, dial
 from zkv.events import (
-    BATCH_BYTES, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError, Heartbeat, check_int, check_name,
-    check_vv, decode_batch, decode_heartbeat, encode_batch, encode_heartbeat, new_origin, node_of,
-    split_items,
+    BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError,
+    Heartbeat, check_int, check_name, check_vv, decode_ack, decode_ackreq, decode_batch,
+    decode_heartbeat, encode_ack, encode_ackreq, encode_batch, encode_heartbeat, new_origin,
+    node_of, split_items,
 )
+from zkv.replication.acks import Acked, AckRequests
 from zkv.replication.antientropy import differing_buckets, entries_reply, merge
 from zkv.replication import catchup as wire
 from zkv.replication.backlog import Backlog, TooOld
@@ -131,6 +133,9 @@ class Store:
         self.request_limit = RateLimit(REQUEST_RATE, REQUEST_BURST)  # per requester
         self.snap_limit = RateLimit(1 / SNAP_EVERY, SNAP_BURST)  # per peer
         self.peer_keys = {p.id: p.public_key for p in cfg.peers}
+        self.acked = Acked(frozenset(self.peer_ids))  # peers' applied seq of our origin
+        self.ack_requests = AckRequests()  # origins waiting for our acknowledgement
+        self._ack_target = 0  # a client waits for peers to apply our events through this
         self.streams: list[SnapStream] = []
         self._streams_blocked = False
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
@@ -293,6 +298,8 @@ class Store:
                 self._publish()
             if self.streams:
                 self._advance_streams()
+            if self.ack_requests.wanted:
+                self._send_acks()
 
     def _pause_clients_until_heard(self, now: float) -> None:
         paused = not self.peers and now < self.own_wait_until
@@ -411,6 +418,11 @@ class Store:
                         results.append(len(ks))
                     elif code == "i":
                         results.append(self.info())
+                    elif code == "w":  # WAIT / min_acks: every write before it, on our origin
+                        target = self.inbox.vv.get(me, 0) + len(items)
+                        results.append([target, self.acked.seq])
+                        if target > self._ack_target:
+                            self._ack_target = target
                     else:
                         results.append(None)
                 except (TypeError, IndexError, KeyError):
@@ -448,11 +460,39 @@ class Store:
                 self._unpublished_payload = payload
             if len(self._unpublished) >= PUBLISH_MAX_EVENTS:
                 self._publish()
+        if self._ack_target:
+            self._request_acks()
         if self.tracking.pending:
             self._invalidate()  # (none are made above: local writes are the frontend's own)
         for ident, results in replies:
             clients.send_multipart([ident, pack(results)])
         self.tracking.bound()  # (untracked keys are named at the end of the turn)
+
+    def _request_acks(self) -> None:
+        """A client waits for peers to apply our events through ``_ack_target``: publish them
+        now (not at the next pacing slot), then ask every peer to acknowledge them."""
+        target, self._ack_target = self._ack_target, 0
+        if self.acked.count(target) == len(self.peer_ids):
+            return
+        if self._unpublished:
+            self._publish()
+        try:
+            self.publisher.send_multipart([TOPIC_ACKREQ, encode_ackreq(self.origin, target)],
+                                          zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the peers' heartbeats carry the same news, later
+
+    def _send_acks(self) -> None:
+        """Tell the origins that asked how far we have applied their events (zkv.replication.acks)."""
+        for origin, seq in self.ack_requests.due(self.inbox.vv):
+            try:
+                self.publisher.send_multipart([TOPIC_ACK, encode_ack(self.id, origin, seq)], zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+
+    def _on_ack(self, peer: str, seq: int) -> None:
+        if self.acked.update(peer, seq):
+            self.clients.send_multipart([FRONTEND_ID, ACKS, pack(self.acked.seq)])
 
     def _invalidate(self) -> None:
         """Tell the frontend which keys to drop (see zkv.store.tracking); to a frontend not
@@ -500,6 +540,14 @@ class Store:
                         self._offer(batch, payload, via=None)
                 elif topic == TOPIC_HEARTBEAT:
                     self._on_heartbeat(decode_heartbeat(payload))
+                elif topic == TOPIC_ACK:
+                    peer, origin, seq = decode_ack(payload)
+                    if origin == self.origin:
+                        self._on_ack(peer, seq)
+                elif topic == TOPIC_ACKREQ:
+                    origin, seq = decode_ackreq(payload)
+                    if origin != self.origin:
+                        self.ack_requests.want(origin, seq)
                 else:
                     self._bad("bus", "unknown topic")
             except DecodeError as exc:
@@ -603,6 +651,7 @@ class Store:
             self._live_peers.add(hb.id)
             log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, now)
+        self._on_ack(hb.id, hb.vv.get(self.origin, 0))
         if hb.stable > self._max_stable.get(hb.id, 0):
             self._max_stable[hb.id] = hb.stable
         if hb.wall:
