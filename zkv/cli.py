@@ -5,6 +5,7 @@
     zkv verify CONFIG...         do these nodes hold identical data? (exit 0 yes, 1 no)
     zkv status CONFIG            one node's replication state, from its heartbeat
     zkv keygen PATH              a CURVE key pair: PATH.secret and PATH.public
+    zkv init --hosts A,B,C       one config per node of a new cluster (--nodes N: one host)
 
 On a cluster with keys, the tools reach a node with the key pair of the config they are given;
 given bare tcp:// endpoints, with ``--key PATH`` (a node's ``.secret``) and, unless the node is
@@ -147,6 +148,44 @@ def keygen(
         typer.echo(f"zkv: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"wrote {sec} (keep it on this node only) and {pub} (give it to the peers)")
+
+
+@app.command()
+def init(
+    hosts: Annotated[Optional[str], typer.Option("--hosts", help="HOST1,HOST2,...: one node on each")] = None,
+    nodes: Annotated[Optional[int], typer.Option("--nodes", help="N nodes on 127.0.0.1, distinct ports")] = None,
+    directory: Annotated[str, typer.Option("--dir", help="where the configs (and keys) go")] = ".",
+    curve: Annotated[bool, typer.Option("--curve", help="a key pair per node: CURVE on the bus")] = False,
+    password: Annotated[bool, typer.Option("--password", help="generate a client password")] = False,
+    port: Annotated[int, typer.Option(help="client port (the first, with several nodes on a host)")] = 7000,
+    bus_port: Annotated[int, typer.Option(help="bus port (likewise)")] = 7100,
+    force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
+) -> None:
+    """Write one ready config per node: ids, addresses, data directories, peers (and keys)."""
+    from pathlib import Path
+
+    from zkv.init import InitError, plan, write
+
+    if (hosts is None) == (nodes is None):
+        typer.echo("zkv: give exactly one of --hosts HOST1,HOST2,... and --nodes N", err=True)
+        raise typer.Exit(2)
+    host_list = hosts.split(",") if hosts is not None else ["127.0.0.1"] * (nodes or 0)
+    if nodes is not None and nodes < 1:
+        typer.echo("zkv: --nodes must be at least 1", err=True)
+        raise typer.Exit(2)
+    try:
+        planned = plan(host_list, port, bus_port)
+        cluster = write(Path(directory), planned, curve, password, force)
+    except (InitError, KeyFileError, OSError) as exc:
+        typer.echo(f"zkv: {exc}", err=True)
+        raise typer.Exit(2) from None
+    d = Path(directory)
+    for n in planned:
+        extra = f", {d / n.id}.secret (stays on that machine)" if curve else ""
+        typer.echo(f"{n.id}: {d / n.id}.toml{extra}  clients {n.listen}, bus {n.bus}")
+    if cluster.password is not None:
+        typer.echo(f"client password (in every config): {cluster.password}")
+    typer.echo("start each node with: zkv node <its .toml>")
 
 
 def main() -> None:  # pragma: no cover - console entry
