@@ -82,6 +82,7 @@ class Config:
     tls_key_file: Path | None = None
     tls_ca_file: Path | None = None  # clients must present a certificate signed by this CA
     min_acks: int = 0  # every write waits until this many peers have applied it
+    catchup_port: int = 0  # the catch-up ROUTER's port on the bus host (0: any free one)
     ack_timeout_ms: int = DEFAULT_ACK_TIMEOUT_MS  # ... or this long, then -ERR not enough ...
     source: str = field(default="", compare=False)
 
@@ -145,7 +146,7 @@ _KNOWN_KEYS = {
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
     "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
     "secret_key", "password", "idle_timeout", "tls_cert_file", "tls_key_file", "tls_ca_file",
-    "min_acks", "ack_timeout_ms",
+    "min_acks", "ack_timeout_ms", "catchup_port",
 }
 
 
@@ -263,6 +264,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         tls_key_file=tls.get("tls_key_file"),
         tls_ca_file=tls.get("tls_ca_file"),
         min_acks=min_acks,
+        catchup_port=_optional_int(raw, "catchup_port", 0, 0, where),
         ack_timeout_ms=_optional_int(raw, "ack_timeout_ms", DEFAULT_ACK_TIMEOUT_MS, 1, where),
         source=where,
     )

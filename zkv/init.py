@@ -3,7 +3,8 @@
 For machines: ``--hosts a,b,c`` gives node i the client address ``HOST:port`` and the bus
 ``tcp://HOST:bus_port`` on its host (a host named twice gets the next ports).  For one machine:
 ``--nodes N`` puts every node on 127.0.0.1 with ports ``port + i`` and ``bus_port + i``, the way
-``configs/`` is laid out.  Each config lists every other node as a peer.  With ``curve`` each
+``configs/`` is laid out.  The catch-up port is fixed too (``bus_port + 100``), so a firewall
+can name every port a node uses.  Each config lists every other node as a peer.  With ``curve`` each
 node gets ``nodeI.secret`` / ``nodeI.public`` and its config names its secret file and carries
 its peers' public keys inline, so a node needs only its ``.toml`` and ``.secret``.  With a
 password, every config gets the same one.  ``plan`` is pure; ``write`` puts files on disk.
@@ -14,6 +15,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+CATCHUP_OFFSET = 100  # catch-up port = bus port + this
 
 
 class InitError(Exception):
@@ -57,8 +61,8 @@ def plan(hosts: list[str], port: int = 7000, bus_port: int = 7100) -> list[NodeP
         if not (0 < p < 65536 and 0 < b < 65536):
             raise InitError(f"ports {p}/{b} for {host} are out of range")
         nodes.append(NodePlan(f"node{i}", host, p, b))
-    ports = {(n.host, p) for n in nodes for p in (n.port, n.bus_port)}
-    if len(ports) != 2 * len(nodes):
+    ports = {(n.host, p) for n in nodes for p in (n.port, n.bus_port, n.bus_port + CATCHUP_OFFSET)}
+    if len(ports) != 3 * len(nodes) or any(n.bus_port + CATCHUP_OFFSET > 65535 for n in nodes):
         raise InitError("client and bus ports overlap; choose --port and --bus-port further apart")
     return nodes
 
@@ -71,6 +75,7 @@ def render(node: NodePlan, cluster: ClusterPlan, data_root: str = "data") -> str
         f'listen = "{node.listen}"',
         f'bus = "{node.bus}"',
         f'data_dir = "{data_root}/{node.id}"',
+        f"catchup_port = {node.bus_port + CATCHUP_OFFSET}",
     ]
     if cluster.password is not None:
         lines.append(f'password = "{cluster.password}"')

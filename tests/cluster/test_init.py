@@ -92,6 +92,7 @@ def test_init_hosts_gives_each_host_its_addresses(tmp_path: Path) -> None:
     cfgs = [load_config(tmp_path / f"node{i}.toml") for i in range(3)]
     assert [c.listen for c in cfgs] == ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.2:7001"]
     assert [c.bus for c in cfgs] == ["tcp://10.0.0.1:7100", "tcp://10.0.0.2:7100", "tcp://10.0.0.2:7101"]
+    assert [c.catchup_port for c in cfgs] == [7200, 7200, 7201]
     assert {p.id for p in cfgs[0].peers} == {"node1", "node2"}
     assert cfgs[1].peers[0].bus == "tcp://10.0.0.1:7100"
     assert cfgs[0].keys is None and cfgs[0].password is None

@@ -200,7 +200,12 @@ class Store:
         if keys is not None:
             keys.serve(self.catchup)
         host = cfg.bus_host
-        port = self.catchup.bind_to_random_port(f"tcp://[{host}]" if ":" in host else f"tcp://{host}")
+        base = f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
+        if cfg.catchup_port:
+            self.catchup.bind(f"{base}:{cfg.catchup_port}")
+            port = cfg.catchup_port
+        else:
+            port = self.catchup.bind_to_random_port(base)
         self.catchup_endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
         self.fetchers: dict[str, tuple[str, zmq.Socket]] = {}  # peer -> (endpoint, DEALER)
         self.poller = zmq.Poller()
