@@ -344,7 +344,7 @@ def test_info_sections() -> None:
     assert "\r\nvv:n1=12,n2=5\r\n" in text
     assert "\r\nconnected_peers:1\r\n" in text
     assert "\r\npeers:2\r\n" in text
-    assert "\r\npeer0:id=n2,connected=1,n1=11,n2=5\r\n" in text
+    assert "\r\npeer0:id=n2,connected=1,lag_events=0,lag_ms=0,acked=0,n1=11,n2=5\r\n" in text
     assert "\r\npeer1:id=n3,connected=0" in text
     assert "\r\nsyncing:0\r\n" in text
     assert "\r\nevents_applied:3\r\n" in text

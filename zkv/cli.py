@@ -3,7 +3,7 @@
     zkv node CONFIG              run one node (frontend + store processes)
     zkv tail CONFIG|ENDPOINT...  print the replication stream as it happens
     zkv verify CONFIG...         do these nodes hold identical data? (exit 0 yes, 1 no)
-    zkv status CONFIG            one node's replication state, from its heartbeat
+    zkv status CONFIG|ADDR...    one table of the cluster (--json, --watch, --max-lag-ms)
     zkv keygen PATH              a CURVE key pair: PATH.secret and PATH.public
     zkv init --hosts A,B,C       one config per node of a new cluster (--nodes N: one host)
 
@@ -113,27 +113,62 @@ def verify(
 
 
 @app.command()
-def status(config: Annotated[str, typer.Argument(help="the node's config file")]) -> None:
-    """One node's view of replication: keys, version vector, peers (from its catch-up socket)."""
-    import json as _json
+def status(
+    targets: Annotated[list[str], typer.Argument(help="config files (a config also leads to its peers) or client HOST:PORT addresses")],
+    as_json: Annotated[bool, typer.Option("--json", help="the full figures as JSON")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh once a second until Ctrl-C")] = False,
+    max_lag_ms: Annotated[Optional[int], typer.Option("--max-lag-ms", help="exit 1 if a node lags longer")] = None,
+    password: Annotated[Optional[str], typer.Option("--password", help="for client addresses: AUTH with it")] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="for client addresses: connect with TLS")] = False,
+    cacert: Annotated[Optional[str], typer.Option("--cacert", help="with --tls: the CA to trust")] = None,
+) -> None:
+    """One table of the cluster: per node up/down, keys, lag, clock offset, log, memory, uptime,
+    clients, and the applied events per origin.  Exit 1 if a node is down or lags too long."""
+    import time as _time
 
-    import msgpack
+    from zkv.status import ConfigSource, as_json as to_json, client_report, problems, render
 
-    from zkv.bus import ask
-    from zkv.verify import collect
+    cfgs = [_config_or_exit(t) for t in targets if t.endswith(".toml") or "/" in t]
+    addresses = [t for t in targets if not (t.endswith(".toml") or "/" in t)]
+    source = ConfigSource(cfgs) if cfgs else None
 
-    cfg = _config_or_exit(config)
-    access = config_access(cfg)
-    v = collect([(cfg.bus, access)], timeout=3.0)
-    hb = v.heartbeats.get(cfg.id)
-    if hb is None:
-        typer.echo(f"zkv: no heartbeat from {cfg.id} on {cfg.bus}: is it running?", err=True)
-        raise typer.Exit(1)
-    reply = ask(hb.catchup, [wire.INFO], access=access)
-    if not reply or reply[0] != wire.INFO:
-        typer.echo(f"zkv: {cfg.id} did not answer on {hb.catchup}", err=True)
-        raise typer.Exit(1)
-    typer.echo(_json.dumps(msgpack.unpackb(reply[1], raw=False), indent=2, sort_keys=True))
+    def gather() -> list:
+        reports = source.reports() if source is not None else []
+        seen = {r.name for r in reports}
+        for a in addresses:
+            r = client_report(a, password, tls, cacert)
+            if r.name not in seen:
+                reports.append(r)
+        return reports
+
+    if watch and not as_json:
+        from rich.live import Live
+
+        reports = gather()
+        try:
+            with Live(render(reports, max_lag_ms), refresh_per_second=4) as live:
+                while True:
+                    _time.sleep(1.0)
+                    reports = gather()
+                    live.update(render(reports, max_lag_ms))
+        except KeyboardInterrupt:
+            pass
+        raise typer.Exit(1 if problems(reports, max_lag_ms) else 0)
+    try:
+        while True:
+            reports = gather()
+            if as_json:
+                typer.echo(to_json(reports, max_lag_ms))
+            else:
+                from rich.console import Console
+
+                Console().print(render(reports, max_lag_ms))
+            if not watch:
+                break
+            _time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    raise typer.Exit(1 if problems(reports, max_lag_ms) else 0)
 
 
 @app.command()

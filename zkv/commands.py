@@ -26,6 +26,7 @@ Plain-text replies keep the original servers' words byte for byte (``OK``, ``VAL
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -203,6 +204,11 @@ def _r_array(results: list[Any]) -> bytes:
 
 
 def _r_info(section: bytes | None) -> Encoder:
+    if section is not None and section.lower() == b"json":  # the whole dict, for zkv status
+        def encode_json(results: list[Any]) -> bytes:
+            return resp.bulk(json.dumps(results[0], sort_keys=True, default=str).encode())
+        return encode_json
+
     def encode(results: list[Any]) -> bytes:
         return resp.bulk(format_info(results[0], section).encode())
     return encode
@@ -211,10 +217,14 @@ def _r_info(section: bytes | None) -> Encoder:
 def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
     """INFO text in Redis's layout: ``# Section`` headers and ``field:value`` lines."""
     peers = info.get("peers", {})
+    mem = info.get("memory", {})
     vv = ",".join(f"{o}={s}" for o, s in sorted(info.get("vv", {}).items()))
     sections = {
         "server": [f"zkv_version:{__version__}", f"node_id:{info['id']}", "redis_mode:standalone",
-                   f"fsync:{info.get('fsync', '')}"],
+                   f"fsync:{info.get('fsync', '')}", f"uptime_in_seconds:{info.get('uptime_s', 0)}"],
+        "clients": [f"connected_clients:{info.get('clients', 0)}"],
+        "memory": [f"used_memory_rss:{mem.get('store_rss', 0) + mem.get('frontend_rss', 0)}",
+                   f"store_rss:{mem.get('store_rss', 0)}", f"frontend_rss:{mem.get('frontend_rss', 0)}"],
         "replication": [
             "role:master", f"node_id:{info['id']}", f"origin:{info.get('origin', '')}",
             f"seq:{info.get('seq', 0)}", f"vv:{vv}",
@@ -223,6 +233,8 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
             *(",".join([f"peer{i}:id={pid}", f"connected={int(p['connected'])}",
                         *([f"clock_offset_ms={p['clock_offset_ms']}"]
                           if p.get("clock_offset_ms") is not None else []),
+                        f"lag_events={p.get('lag', {}).get('events', 0)}",
+                        f"lag_ms={p.get('lag', {}).get('ms', 0)}", f"acked={p.get('acked', 0)}",
                         *(f"{o}={s}" for o, s in sorted(p["vv"].items()))])
               for i, (pid, p) in enumerate(sorted(peers.items()))),
             f"writes_refused:{info.get('clock', {}).get('writes_refused', '')}",
@@ -230,7 +242,8 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
             f"syncing:{int(bool(info.get('syncing')))}",
             *(f"{k}:{v}" for k, v in sorted(info.get("stats", {}).items())),
         ],
-        "persistence": [f"{k}:{v}" for k, v in [*info.get("recovery", {}).items(),
+        "persistence": [f"{k}:{v}" for k, v in [*info.get("disk", {}).items(),
+                                                 *info.get("recovery", {}).items(),
                                                  *(("snapshot_" + a, b) for a, b in info.get("snapshots", {}).items()),
                                                  *(("fsync_" + a, b) for a, b in info.get("background_fsync", {}).items())]],
         "keyspace": [f"db0:keys={info['keys']},expires=0,avg_ttl=0", f"tombstones:{info.get('tombstones', 0)}"],

@@ -1,4 +1,5 @@
-"""Process plumbing shared by the node's two children: logging format, dying with the parent."""
+"""Process plumbing shared by the node's two children: logging format, dying with the parent,
+resident memory."""
 
 from __future__ import annotations
 
@@ -42,3 +43,12 @@ def tune_gc() -> None:
     """
     gc.set_threshold(100_000, 50, 100)
     gc.freeze()
+
+
+def rss_bytes() -> int:
+    """This process's resident memory in bytes (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -24,6 +24,7 @@ from zkv.commands import (
     NOT_ENOUGH_ACKS, WRITE_OPS, Auth, Deferred, Hello, Quit, Refused, Wait, before_auth,
     dispatch, error_reply, internal_error,
 )
+from zkv.proc import rss_bytes
 from zkv.protocol import resp
 from zkv.config import Config
 from zkv.frontend.fdlimit import RESERVE
@@ -423,18 +424,26 @@ class Server:
                                                        if self.cfg.tls_ca_file else ""))
         if on_ready is not None:
             on_ready()
-        sweeper = loop.create_task(self._close_idle(self.cfg.idle_timeout)) if self.cfg.idle_timeout else None
+        tasks = [loop.create_task(self._report())]
+        if self.cfg.idle_timeout:
+            tasks.append(loop.create_task(self._close_idle(self.cfg.idle_timeout)))
         try:
             await stop.wait()
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            for t in tasks:
+                t.cancel()
             server.close()
             for c in list(self.clients):
                 if c.transport is not None:
                     c.transport.close()
             await server.wait_closed()
             self.link.close()
+
+    async def _report(self) -> None:
+        """Once a second, tell the store this process's figures for INFO and zkv status."""
+        while True:
+            self.link.submit([("c", len(self.clients), rss_bytes())], _ignore)
+            await asyncio.sleep(1.0)
 
     async def _close_idle(self, timeout: int) -> None:
         """``idle_timeout``: close connections that sent nothing for ``timeout`` seconds and are
@@ -451,3 +460,7 @@ class Server:
                 elif now - c.idle_since >= timeout and not c.queue and c.held is None:
                     if c.transport is not None and not c.transport.is_closing():
                         c.transport.close()
+
+
+def _ignore(_results: Any) -> None:
+    pass

@@ -135,6 +135,20 @@ class Durability:
                 out.append((int(m.group(1)), p))
         return sorted(out)
 
+    def disk_bytes(self) -> dict[str, int]:
+        """Bytes of log segments and of the snapshot now on disk (INFO, zkv status)."""
+        log_bytes = 0
+        for _n, p in self._segments():
+            try:
+                log_bytes += p.stat().st_size
+            except FileNotFoundError:
+                pass
+        try:
+            snap = (self.dir / SNAPSHOT).stat().st_size
+        except FileNotFoundError:
+            snap = 0
+        return {"log_bytes": log_bytes, "snapshot_bytes": snap}
+
     def _segment_path(self, n: int) -> Path:
         return self.dir / f"wal-{n:06d}.log"
 

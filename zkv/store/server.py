@@ -33,6 +33,7 @@ import zmq
 from zkv.clock import HybridClock, physical
 from zkv.commands import ACKS, FRONTEND_ID, INVALIDATE
 from zkv.config import Config
+from zkv.proc import rss_bytes
 from zkv.curve import ZapHandler, dial
 from zkv.events import (
     BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError,
@@ -136,6 +137,9 @@ class Store:
         self.acked = Acked(frozenset(self.peer_ids))  # peers' applied seq of our origin
         self.ack_requests = AckRequests()  # origins waiting for our acknowledgement
         self._ack_target = 0  # a client waits for peers to apply our events through this
+        self.started = time.monotonic()
+        self.frontend_stats: dict[str, int] = {}  # what the frontend reports once a second
+        self.behind_since: dict[str, float] = {}  # peer -> since when it has events we lack
         self.streams: list[SnapStream] = []
         self._streams_blocked = False
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
@@ -423,6 +427,9 @@ class Store:
                         results.append(len(ks))
                     elif code == "i":
                         results.append(self.info())
+                    elif code == "c":  # the frontend's own figures, once a second
+                        self.frontend_stats = {"clients": int(op[1]), "rss": int(op[2])}
+                        results.append(None)
                     elif code == "w":  # WAIT / min_acks: every write before it, on our origin
                         target = self.inbox.vv.get(me, 0) + len(items)
                         results.append([target, self.acked.seq])
@@ -657,6 +664,11 @@ class Store:
             log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, now)
         self._on_ack(hb.id, hb.vv.get(self.origin, 0))
+        mine = self.inbox.vv
+        if any(seq > mine.get(o, 0) for o, seq in hb.vv.items()):
+            self.behind_since.setdefault(hb.id, now)
+        else:
+            self.behind_since.pop(hb.id, None)
         if hb.stable > self._max_stable.get(hb.id, 0):
             self._max_stable[hb.id] = hb.stable
         if hb.wall:
@@ -981,15 +993,30 @@ class Store:
             self.fetchers[view.hb.id][1].send_multipart([wire.BUCKETS])
             self.ae_asked = (view.hb.id, time.monotonic())
 
+    def _lag(self, peer: str, now: float) -> dict[str, int]:
+        """How far we are behind ``peer``: events it announced that we lack, and for how long
+        we have lacked some (0 when we have all it announced)."""
+        view = self.peers.get(peer)
+        if view is None:
+            return {"events": 0, "ms": 0}
+        mine = self.inbox.vv
+        events = sum(max(0, seq - mine.get(o, 0)) for o, seq in view.hb.vv.items())
+        since = self.behind_since.get(peer)
+        return {"events": events, "ms": int((now - since) * 1000) if events and since else 0}
+
     def info(self) -> dict[str, Any]:
         now = time.monotonic()
         return {
             "id": self.id, "origin": self.origin, "keys": len(self.ks), "tombstones": self.ks.tombstones,
+            "uptime_s": int(now - self.started), "clients": self.frontend_stats.get("clients", 0),
+            "memory": {"store_rss": rss_bytes(), "frontend_rss": self.frontend_stats.get("rss", 0)},
+            "disk": self.disk.disk_bytes(),
             "seq": self.inbox.vv.get(self.origin, 0), "vv": dict(self.inbox.vv),
             "digest": self.ks.digest().hex(), "gc_horizon": self.gc_horizon, "fsync": self.cfg.fsync,
             "peers": {p: {"connected": p in self.peers and now - self.peers[p].seen < PEER_SILENT_S,
                           "vv": dict(self.peers[p].hb.vv) if p in self.peers else {},
-                          "clock_offset_ms": self.offsets.current.get(p)}
+                          "clock_offset_ms": self.offsets.current.get(p),
+                          "lag": self._lag(p, now), "acked": self.acked.seq.get(p, 0)}
                       for p in sorted(self.peer_ids)},
             "clock": {"writes_refused": self.refuse_writes or "",
                       "held_back_origins": sorted(self.held_back)},
