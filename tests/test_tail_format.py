@@ -146,3 +146,36 @@ def test_event_json_always_valid(key: bytes, value: bytes | None) -> None:
     got = json.loads(event_json(Event("n1", 1, 2, key, value), RECEIVED))
     assert got["key"] == key.decode("utf-8", "backslashreplace")
     assert got["op"] == ("DEL" if value is None else "SET")
+
+
+# ------------------------------------------------------------------ filters, stats, catch-up lines
+def test_filter_by_key_glob_and_origin() -> None:
+    from zkv.tail import Filter
+
+    e = Event("node1@abc", 3, 1, b"user:7", b"x")
+    assert Filter()(e)
+    assert Filter(key="user:*")(e) and not Filter(key="order:*")(e)
+    assert Filter(origin="node1")(e) and Filter(origin="node1@abc")(e)
+    assert not Filter(origin="node2")(e) and not Filter(origin="node1@abd")(e)
+    assert not Filter(key="user:*", origin="node2")(e)
+
+
+def test_stats_line_rates_and_lags() -> None:
+    from zkv.tail import Stats
+
+    st = Stats(since=100.0)
+    st.events.update({"n0@a": 50, "n1@b": 10})
+    st.vvs = {"n0": {"n0@a": 100, "n1@b": 5}, "n1": {"n0@a": 90, "n1@b": 7}}
+    line = st.line(102.0)
+    assert "n0@a=25 n1@b=5" in line and "behind (events) n0=2 n1=10" in line
+    assert not st.events and st.since == 102.0
+
+
+def test_catchup_lines_are_marked() -> None:
+    from zkv.tail import format_catchup
+
+    pull = format_catchup({"kind": "pull", "from": "n0", "to": "n2", "origin": "n1@x",
+                           "after": 40, "batches": 3, "bytes": 900}, RECEIVED)
+    assert pull.endswith("catch-up n0 -> n2: 3 batches (900 bytes) of n1@x after #40")
+    xfer = format_catchup({"kind": "transfer", "from": "n0", "to": "n2", "state": "sent"}, RECEIVED)
+    assert "full transfer n0 -> n2: sent" in xfer

@@ -35,11 +35,13 @@ def config_access(cfg: Config, node_id: str | None = None) -> Access:
     return Access(cfg.keys, cfg.server_keys().get(node_id or cfg.id))
 
 
-def subscribe(targets: Iterable[tuple[str, Access]], topic: bytes) -> zmq.Socket:
-    """A SUB socket connected to every ``(endpoint, access)``, receiving ``topic`` messages."""
+def subscribe(targets: Iterable[tuple[str, Access]], topic: bytes | list[bytes]) -> zmq.Socket:
+    """A SUB socket connected to every ``(endpoint, access)``, receiving ``topic`` messages
+    (topics are prefixes: one that is a prefix of another gets both; callers check)."""
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.linger = 0
-    sub.setsockopt(zmq.SUBSCRIBE, topic)
+    for t in [topic] if isinstance(topic, bytes) else topic:
+        sub.setsockopt(zmq.SUBSCRIBE, t)
     for ep, access in targets:
         dial(sub, ep, access.keys, access.server_key)
     return sub

@@ -8,8 +8,9 @@
     zkv init --hosts A,B,C       one config per node of a new cluster (--nodes N: one host)
 
 On a cluster with keys, the tools reach a node with the key pair of the config they are given;
-given bare tcp:// endpoints, with ``--key PATH`` (a node's ``.secret``) and, unless the node is
-the key's own, ``--server-key`` (the node's ``.public`` or its Z85 text).
+``zkv tail`` given bare tcp:// endpoints, with ``--cert PATH`` (a node's ``.secret``) and, unless
+the node is the certificate's own, ``--server-key`` (the node's ``.public`` or its Z85 text).
+(``--key`` is tail's key filter.)
 """
 
 from __future__ import annotations
@@ -35,20 +36,20 @@ def _config_or_exit(path: str) -> Config:
         raise typer.Exit(2) from None
 
 
-KeyOpt = Annotated[Optional[str], typer.Option(
-    "--key", help="for bare endpoints on a cluster with keys: a node's .secret certificate")]
+CertOpt = Annotated[Optional[str], typer.Option(
+    "--cert", help="for bare endpoints on a cluster with keys: a node's .secret certificate")]
 ServerKeyOpt = Annotated[Optional[str], typer.Option(
-    "--server-key", help="the reached node's .public certificate or Z85 key (default: --key's own)")]
+    "--server-key", help="the reached node's .public certificate or Z85 key (default: --cert's own)")]
 
 
-def _bare_access(key: str | None, server_key: str | None) -> Access:
-    if key is None:
+def _bare_access(cert: str | None, server_key: str | None) -> Access:
+    if cert is None:
         if server_key is not None:
-            typer.echo("zkv: --server-key needs --key", err=True)
+            typer.echo("zkv: --server-key needs --cert", err=True)
             raise typer.Exit(2)
         return OPEN
     try:
-        pair = load_keypair(key, "--key")
+        pair = load_keypair(cert, "--cert")
         server = load_public(server_key, None, "--server-key") if server_key else pair.public
     except KeyFileError as exc:
         typer.echo(f"zkv: {exc}", err=True)
@@ -71,16 +72,20 @@ def tail(
     all_: Annotated[bool, typer.Option("--all", help="also subscribe to the configs' peers")] = False,
     json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
     count: Annotated[Optional[int], typer.Option("--count", "-n", help="exit after N events")] = None,
-    key: KeyOpt = None,
+    cert: CertOpt = None,
     server_key: ServerKeyOpt = None,
+    key_glob: Annotated[Optional[str], typer.Option("--key", help="only keys matching this glob")] = None,
+    origin: Annotated[Optional[str], typer.Option("--origin", help="only events of this node (any incarnation) or origin")] = None,
+    stats: Annotated[bool, typer.Option("--stats", help="one line a second: events/s per origin, each node's lag")] = False,
 ) -> None:
-    """Print every replication event as it happens: time, origin, seq, op, key, value."""
-    from zkv.tail import tail as run_tail
+    """Print every replication event as it happens: time, origin, seq, op, key, value; and
+    catch-up traffic (pulls, full transfers) as separate 'catch-up' lines."""
+    from zkv.tail import Filter, tail as run_tail
 
     endpoints: dict[str, Access] = {}
     for t in targets:
         if t.startswith("tcp://") or t.startswith("ipc://"):
-            endpoints.setdefault(t, _bare_access(key, server_key))
+            endpoints.setdefault(t, _bare_access(cert, server_key))
             continue
         cfg = _config_or_exit(t)
         endpoints.setdefault(cfg.bus, config_access(cfg))
@@ -88,7 +93,8 @@ def tail(
             for p in cfg.peers:
                 endpoints.setdefault(p.bus, config_access(cfg, p.id))
     typer.echo(f"# tailing {', '.join(endpoints)} (Ctrl-C to stop)", err=True)
-    run_tail(list(endpoints.items()), as_json=json, limit=count)
+    run_tail(list(endpoints.items()), as_json=json, limit=count,
+             keep=Filter(key_glob, origin), stats=stats)
 
 
 @app.command()

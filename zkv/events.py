@@ -9,7 +9,8 @@ writes costs one message and one log record.  Heartbeats (``Heartbeat``) share t
 PUB frames: ``[b"ev", batch]``, ``[b"hb", heartbeat]``, and for write acknowledgements
 (zkv.replication.acks) ``[b"ackreq", [origin, seq]]`` ("tell me when you have applied my events
 through seq") and ``[b"ack", [node id, origin, seq]]`` ("I have applied origin's events through
-seq").
+seq"), and ``[b"cu", {...}]``: a store's notice of what it served on its catch-up channel,
+for ``zkv tail`` (stores ignore it).
 
 An origin is an *incarnation* of a node, ``"<node id>@<tag>"``, with a fresh tag at every start
 of its store (``new_origin``).  A node that lost the tail of its log (a machine crash with
@@ -39,6 +40,7 @@ TOPIC_EVENTS = b"ev"
 TOPIC_HEARTBEAT = b"hb"
 TOPIC_ACKREQ = b"ackreq"
 TOPIC_ACK = b"ack"
+TOPIC_CATCHUP = b"cu"  # a store's notice of catch-up traffic it served (for zkv tail)
 
 # An item of a batch: (hlc, key, value-or-None)
 Item = tuple[int, bytes, bytes | None]

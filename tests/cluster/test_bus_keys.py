@@ -65,10 +65,10 @@ def test_cluster_with_keys_replicates_transfers_and_serves_the_tools(make_cluste
         wait_until(lambda: cmd(n2, f"GET k{i}") == want, what=f"k{i} on node2")
     assert int(n2.info()["full_syncs"]) >= 1, "node2 caught up without a full transfer?"
     assert c.verify(timeout=20).returncode == 0
-    # a config's own key pair; and bare endpoints with --key (node2's pair reaching node0)
+    # a config's own key pair; and bare endpoints with --cert (node2's pair reaching node0)
     keys = c.root / "keys"
     tails = [[str(n1.config_path)],
-             [n0.bus, "--key", str(keys / "node2"), "--server-key", str(keys / "node0.public")]]
+             [n0.bus, "--cert", str(keys / "node2"), "--server-key", str(keys / "node0.public")]]
     procs = [subprocess.Popen([sys.executable, "-m", "zkv", "tail", *t, "-n", "1"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for t in tails]

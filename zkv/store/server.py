@@ -36,7 +36,8 @@ from zkv.config import Config
 from zkv.proc import rss_bytes
 from zkv.curve import ZapHandler, dial
 from zkv.events import (
-    BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, DecodeError,
+    BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_CATCHUP, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch,
+    DecodeError,
     Heartbeat, check_int, check_name, check_vv, decode_ack, decode_ackreq, decode_batch,
     decode_heartbeat, encode_ack, encode_ackreq, encode_batch, encode_heartbeat, new_origin,
     node_of, split_items,
@@ -560,6 +561,8 @@ class Store:
                     origin, seq = decode_ackreq(payload)
                     if origin != self.origin:
                         self.ack_requests.want(origin, seq)
+                elif topic == TOPIC_CATCHUP:
+                    pass  # a peer's notice for zkv tail
                 else:
                     self._bad("bus", "unknown topic")
             except DecodeError as exc:
@@ -896,6 +899,10 @@ class Store:
                 return [wire.TOOOLD, args[0]]
             if not payloads and self.inbox.vv.get(origin, 0) > after:
                 return [wire.TOOOLD, args[0]]  # we have them, but only in the snapshot
+            if payloads:
+                self._notice({"kind": "pull", "to": who or "a peer", "origin": origin,
+                              "after": after, "batches": len(payloads),
+                              "bytes": sum(len(p) for p in payloads)})
             return wire.events(args[0], more, payloads)
         if verb == wire.SNAP:
             tag = args[0] if args else b""
@@ -939,10 +946,25 @@ class Store:
         for peer, (ident, tag) in waiters.items():
             meta, frames = read_snapshot_raw(path)  # one open file: meta and chunks agree
             self.streams.append(SnapStream(ident, tag, iter(frames), meta, peer, time.monotonic()))
+            self._notice({"kind": "transfer", "to": peer,
+                          "state": f"started: {frames.entries} entries in {frames.chunks} chunks"})
 
     def _advance_streams(self) -> None:
+        before = self.streams
         self.streams, self._streams_blocked = advance_streams(
-            self.catchup, self.streams, time.monotonic(), SYNC_TIMEOUT)
+            self.catchup, before, time.monotonic(), SYNC_TIMEOUT)
+        if len(self.streams) < len(before):
+            for st in before:
+                if st not in self.streams:
+                    self._notice({"kind": "transfer", "to": st.peer,
+                                  "state": "sent" if st.ended else "abandoned (receiver gone or stalled)"})
+
+    def _notice(self, note: dict[str, Any]) -> None:
+        """Tell zkv tail what the catch-up channel served (it does not travel on the bus)."""
+        try:
+            self.publisher.send_multipart([TOPIC_CATCHUP, pack({"from": self.id, **note})], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def _send_quiet(self, ident: bytes, frames: list[bytes]) -> None:
         try:
