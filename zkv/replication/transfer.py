@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 import zmq
@@ -32,6 +33,7 @@ class FullSync:
     keys: set[bytes]  # every key the snapshot carried so far
     last_chunk: float
     entries: int = 0
+    progress: Any = None  # a zkv.progress.Progress: a log line a second while it runs
 
 
 @dataclass(slots=True)

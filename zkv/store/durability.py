@@ -45,6 +45,7 @@ from zkv.clock import HybridClock
 from zkv.proc import die_with_parent
 from zkv.events import BATCH_BYTES, Batch, decode_batch, split_runs
 from zkv.store.keyspace import Keyspace
+from zkv.progress import Progress
 from zkv.store.snapshot import SnapshotError, read_snapshot, write_snapshot
 from zkv.store.syncer import BackgroundSync
 from zkv.store.wal import WalWriter, read_wal, truncate_to
@@ -169,9 +170,11 @@ class Durability:
                 owner = meta.get("id")
                 if owner not in (None, self.node_id):
                     raise SnapshotError(f"snapshot belongs to node {owner!r}, not {self.node_id!r}")
+                progress = Progress(log, "loading the snapshot (entries)", chunks.entries)
                 for chunk in chunks:
                     ks.apply_entries(chunk)
                     snap_entries += len(chunk)
+                    progress.add(len(chunk))
                 vv = {str(k): int(v) for k, v in meta.get("vv", {}).items()}
                 max_hlc = int(meta.get("hlc", 0))
                 horizon = int(meta.get("gc_horizon", 0))
@@ -268,7 +271,8 @@ class Durability:
             try:
                 os.close(self._lock_fd)  # the lock belongs to the parent alone
                 die_with_parent(signal.SIGKILL)  # never outlive it holding its sockets' ports
-                write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta)
+                progress = Progress(log, "writing a snapshot (entries)", len(ks))
+                write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta, progress.add)
             except BaseException:  # noqa: BLE001 - report through the exit code
                 code = 1
             os._exit(code)

@@ -34,6 +34,7 @@ from zkv.clock import HybridClock, physical
 from zkv.commands import ACKS, FRONTEND_ID, INVALIDATE
 from zkv.config import Config
 from zkv.proc import rss_bytes
+from zkv.progress import Progress
 from zkv.curve import ZapHandler, dial
 from zkv.events import (
     BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_CATCHUP, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch,
@@ -752,7 +753,8 @@ class Store:
             if self.sync is None:
                 log.warning("%s no longer holds %s's events after %d; full state transfer from it",
                             peer, origin, self.inbox.vv.get(origin, 0))
-                self.sync = FullSync(peer, os.urandom(8), set(), time.monotonic())
+                self.sync = FullSync(peer, os.urandom(8), set(), time.monotonic(),
+                                     progress=Progress(log, f"full state transfer from {peer} (entries)"))
                 self.stats["full_syncs"] += 1
                 self.fetchers[peer][1].send_multipart(wire.snap(self.sync.tag, self.id))
         elif verb in (wire.SNAPCHUNK, wire.SNAPEND, wire.SNAPFAIL):
@@ -800,6 +802,8 @@ class Store:
         self.sync.keys.update(e[0] for e in entries)
         self.sync.entries += len(entries)
         self.sync.last_chunk = time.monotonic()
+        if self.sync.progress is not None:
+            self.sync.progress.add(len(entries))
         self.disk.append(encode_repair_records(None, 0, entries), len(entries))
 
     def _transfer_end(self, peer: str, raw_meta: bytes) -> None:

@@ -163,8 +163,10 @@ def _write_frame(fd: int, payload: bytes) -> None:
     write_all(fd, FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
 
 
-def write_snapshot(path: PathLike, entries: Iterable[Entry], meta: dict[Any, Any]) -> int:
-    """Atomically write a snapshot of ``entries`` + ``meta`` to ``path``.
+def write_snapshot(path: PathLike, entries: Iterable[Entry], meta: dict[Any, Any],
+                   progress: Callable[[int], None] | None = None) -> int:
+    """Atomically write a snapshot of ``entries`` + ``meta`` to ``path``; ``progress(n)`` hears
+    of every chunk of ``n`` entries written.
 
     Returns the number of entries written. If anything fails (including the
     ``entries`` iterable raising), ``path`` keeps its previous content and no
@@ -181,6 +183,8 @@ def write_snapshot(path: PathLike, entries: Iterable[Entry], meta: dict[Any, Any
                 _write_frame(fd, payload)
                 chunks += 1
             count += len(batch)
+            if progress is not None:
+                progress(len(batch))
         _write_frame(fd, meta_payload)
         _write_frame(fd, FOOTER.pack(FOOTER_MARKER, chunks, count))
     return count
