@@ -1,0 +1,65 @@
+"""Break-it: what one requester can cost a store through its catch-up channel.
+
+The README bounds a requester by request rate (500/s, burst 1,000) and size (1 MiB).  These tests
+show that the cost of one cheap request is not bounded: an ENTRIES request naming all 1,024
+buckets costs 12 tokens but scans the whole keyspace once per bucket in the store's single loop,
+and a requester that never reads its replies makes the store hold every reply in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import msgpack
+import zmq
+
+from tests.breakit.util import Resp, rss_mb, timed
+from tests.cluster.faults import capture_heartbeat
+from tests.cluster.harness import wait_until
+
+FAST = {"heartbeat_ms": 100, "anti_entropy_ms": 60000}
+
+
+def _fill(port: int, keys: int, value: bytes = b"v", per: int = 1000) -> None:
+    with Resp(port) as c:
+        for start in range(0, keys, per):
+            args: list[bytes] = [b"MSET"]
+            for i in range(start, min(keys, start + per)):
+                args += [b"key:%d" % i, value]
+            assert c.cmd(*args) == b"+OK"
+
+
+def _dealer(endpoint: str, rcvhwm: int = 1000) -> zmq.Socket:
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.linger = 0
+    s.sndhwm = 0
+    s.rcvhwm = rcvhwm
+    if rcvhwm < 10:
+        s.setsockopt(zmq.RCVBUF, 4096)
+    s.connect(endpoint)
+    return s
+
+
+def test_one_entries_request_for_all_buckets_does_not_stall_the_store(make_cluster) -> None:
+    """ENTRIES with the 1,024 bucket numbers (a 2.8 KB request, charged 12 of a requester's
+    1,000 burst tokens) makes entries_reply call Keyspace.bucket_entries([b]) once per bucket,
+    and each call walks the whole keyspace: 1,024 full scans in the store loop, during which no
+    client request is served.  A peer never asks more than MAX_DIFF_BUCKETS (64) at once."""
+    c = make_cluster(1, **FAST)
+    n0 = c.nodes[0]
+    n0.start()
+    _fill(n0.port, 30_000)
+    endpoint = capture_heartbeat(n0)["catchup"]
+    s = _dealer(endpoint)
+    try:
+        with Resp(n0.port) as cl:
+            assert cl.cmd("DBSIZE") == b":30000"
+            s.send_multipart([b"entries", msgpack.packb(list(range(1024)))])
+            time.sleep(0.05)  # the request reaches the store loop first
+            _, took = timed(lambda: cl.cmd("DBSIZE"))
+        # a store answers a DBSIZE in about a millisecond; one request must not hold it for long
+        assert took < 1.0, (f"one ENTRIES request (12 rate tokens) held the store loop for "
+                            f"{took:.1f}s: a requester's 1,000-token burst buys ~80 of them")
+    finally:
+        s.close(0)
