@@ -148,3 +148,13 @@ def test_a_stream_whose_reader_never_reads_is_dropped() -> None:
         dealer.close(0)
         router.close(0)
         ctx.term()
+
+
+def test_which_bus_hosts_count_as_loopback() -> None:
+    """A store whose bus binds anything but loopback without keys warns at start."""
+    from zkv.store.server import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("127.0.0.2") and _loopback("::1")
+    assert _loopback("localhost")
+    for host in ("0.0.0.0", "*", "10.0.0.1", "::", "example.org"):
+        assert not _loopback(host), host

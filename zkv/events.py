@@ -8,8 +8,8 @@ writes costs one message and one log record.  Heartbeats (``Heartbeat``) share t
 
 PUB frames: ``[b"ev", batch]``, ``[b"hb", heartbeat]``, and for write acknowledgements
 (zkv.replication.acks) ``[b"ackreq", [origin, seq]]`` ("tell me when you have applied my events
-through seq") and ``[b"ack", [node id, origin, seq]]`` ("I have applied origin's events through
-seq"), and ``[b"cu", {...}]``: a store's notice of what it served on its catch-up channel,
+through seq") and ``[b"ack", [node id, its incarnation, origin, seq]]`` ("I have applied
+origin's events through seq"), and ``[b"cu", {...}]``: a store's notice of what it served on its catch-up channel,
 for ``zkv tail`` (stores ignore it).
 
 An origin is an *incarnation* of a node, ``"<node id>@<tag>"``, with a fresh tag at every start
@@ -258,15 +258,18 @@ def decode_ackreq(payload: bytes) -> tuple[str, int]:
     return check_name(d[0], "origin"), check_int(d[1], "seq")
 
 
-def encode_ack(node_id: str, origin: str, seq: int) -> bytes:
-    return msgpack.packb([node_id, origin, seq], use_bin_type=True)
+def encode_ack(node_id: str, incarnation: str, origin: str, seq: int) -> bytes:
+    return msgpack.packb([node_id, incarnation, origin, seq], use_bin_type=True)
 
 
-def decode_ack(payload: bytes) -> tuple[str, str, int]:
+def decode_ack(payload: bytes) -> tuple[str, str, str, int]:
+    """``(node id, its incarnation, origin, seq)``: that incarnation has applied ``origin``'s
+    events through ``seq``."""
     try:
         d = msgpack.unpackb(payload, raw=False)
     except Exception as exc:
         raise DecodeError(f"undecodable ack: {exc}") from None
-    if d.__class__ is not list or len(d) != 3:
-        raise DecodeError("ack is not [node id, origin, seq]")
-    return check_name(d[0], "id"), check_name(d[1], "origin"), check_int(d[2], "seq")
+    if d.__class__ is not list or len(d) != 4:
+        raise DecodeError("ack is not [node id, incarnation, origin, seq]")
+    return (check_name(d[0], "id"), check_name(d[1], "incarnation"), check_name(d[2], "origin"),
+            check_int(d[3], "seq"))

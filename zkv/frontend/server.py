@@ -44,6 +44,9 @@ MAX_OUTPUT_BUFFER = 256 * 1024 * 1024
 # A client past max_clients is told so in its own protocol, known from its first bytes; one that
 # sends nothing gets the plain-text line after this long (or at once, past the reserve).
 REFUSE_WAIT = 1.0
+# Before AUTH (on a node with a password): the longest plain line and RESP bulk accepted
+UNAUTHENTICATED_MAX_LINE = 16 * 1024
+UNAUTHENTICATED_MAX_BULK = 16 * 1024
 MAX_CLIENTS_ERROR = "max number of clients reached"
 
 
@@ -82,6 +85,8 @@ class ClientConnection(asyncio.Protocol):
         self.auth_failures = 0
         self.held: tuple[list, bytes | None] | None = None  # requests waiting out an AUTH delay
         self.refusing = False  # past max_clients: answered with an error, then closed
+        self.waiters: list[Any] = []  # this connection's waits for peers (zkv.frontend.waits)
+        self.blocked_by: _Group | None = None  # a WAIT's group: later requests wait for it
         self.active = True  # read something since the last idle sweep
         self.idle_since = 0.0
 
@@ -111,6 +116,9 @@ class ClientConnection(asyncio.Protocol):
         self.server.clients.discard(self)
         self.closing = True
         self.queue.clear()
+        for w in self.waiters:
+            self.server.acks.cancel(w)
+        self.waiters.clear()
 
     def eof_received(self) -> bool:
         """The client half-closed (``nc -N``, ``printf ... | nc``): answer what it sent, then close."""
@@ -138,6 +146,9 @@ class ClientConnection(asyncio.Protocol):
         if self.held is not None:  # read before the pause took effect: parsed after the delay
             buf += data
             return
+        if not self.authed:
+            self._unauthenticated(data)
+            return
         if buf:
             buf += data
             if len(buf) < self.need:
@@ -150,6 +161,31 @@ class ClientConnection(asyncio.Protocol):
                 buf += data[parsed.consumed:]
         self.need = parsed.need
         self._process(iter(parsed.requests), parsed.fatal)
+
+    def _unauthenticated(self, data: bytes) -> None:
+        """Input before AUTH is parsed with small limits (as Redis does), so a client that has
+        not authenticated cannot make the frontend buffer a 512 MB request.  If an AUTH in it
+        succeeds, what the limits stopped is parsed again as an authenticated client's."""
+        buf = self.buf
+        buf += data
+        parsed = parse_requests(buf, UNAUTHENTICATED_MAX_LINE, UNAUTHENTICATED_MAX_BULK,
+                                resume=self.resume)
+        del buf[:parsed.consumed]
+        self.need = 0
+        if parsed.fatal is None:
+            self.need = parsed.need
+            self._process(iter(parsed.requests), None)
+            return
+        self._process(iter(parsed.requests), None)
+        if self.authed and not self.closing:
+            self.resume.clear()  # the refused request is parsed again from its start
+            if self.held is None:
+                self.data_received(b"")
+            return
+        if self.held is not None:  # (after a wrong password's delay)
+            self.held = (self.held[0], parsed.fatal)
+        elif not self.closing:
+            self._process(iter(()), parsed.fatal)
 
     def _process(self, requests: Any, fatal: bytes | None) -> None:
         """Answer parsed requests; ``fatal`` is the protocol error that ended the input, if any."""
@@ -188,6 +224,13 @@ class ClientConnection(asyncio.Protocol):
                 ops.extend(r.ops)  # type: ignore[union-attr]
                 parts.append(r)
                 waits = WAITS_FOR_WAIT
+                # As in Redis, the connection blocks at WAIT: what follows is read and answered
+                # once WAIT is (so one connection has at most one WAIT pending).
+                rest = list(requests)
+                if rest or fatal is not None:
+                    self._hold(None, rest, fatal)
+                    fatal = None
+                break
             elif r.__class__ is Auth:
                 reply, ok = self.server.password.check(r)  # type: ignore[arg-type]
                 parts.append(reply)
@@ -212,6 +255,8 @@ class ClientConnection(asyncio.Protocol):
             ops.append(("w",))  # the target every write here waits for (min_acks)
             waits |= WAITS_FOR_MIN_ACKS
         group.waits = waits
+        if waits & WAITS_FOR_WAIT and self.held is not None:
+            self.blocked_by = group
         if ops:
             queue = self.queue
             queue.append(group)
@@ -224,11 +269,13 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._write(b"".join(parts))
 
-    def _hold(self, delay: float, rest: list, fatal: bytes | None) -> None:
-        """Stop reading for ``delay`` seconds; then answer ``rest`` and read on."""
+    def _hold(self, delay: float | None, rest: list, fatal: bytes | None) -> None:
+        """Stop reading for ``delay`` seconds (None: until ``_release_held`` is called, when a
+        WAIT is answered); then answer ``rest`` and read on."""
         self.held = (rest, fatal)
         self._update_reading()
-        asyncio.get_running_loop().call_later(delay, self._release_held)
+        if delay is not None:
+            asyncio.get_running_loop().call_later(delay, self._release_held)
 
     def _release_held(self) -> None:
         if self.held is None or self.transport is None or self.transport.is_closing():
@@ -296,7 +343,7 @@ class ClientConnection(asyncio.Protocol):
         if results is None:  # the store could not answer: no acknowledgement to wait for
             group.out = b"".join(internal_error(p) if p.__class__ in (Deferred, Wait) else p
                                  for p in group.parts)
-            self._flush_queue()
+            self._waited(group)
             return
         refused = results.__class__ is Refused
         pieces: list[Any] = []
@@ -329,7 +376,7 @@ class ClientConnection(asyncio.Protocol):
                     if p.__class__ is Deferred and any(op[0] in WRITE_OPS for op in p.ops):
                         pieces[j] = error_reply(p, NOT_ENOUGH_ACKS)
             group.out = b"".join(pieces)
-            self._flush_queue()
+            self._waited(group)
 
         def target_of(res: Any) -> int:
             if res.__class__ is not list or len(res) != 2:
@@ -345,8 +392,8 @@ class ClientConnection(asyncio.Protocol):
                 failed_min_acks[0] = count < need
                 finish()
 
-            waiters.wait(target_of(results[i]), need, self.server.cfg.ack_timeout_ms / 1000,
-                         min_acks_done, loop)
+            self._track(waiters.wait(target_of(results[i]), need,
+                                     self.server.cfg.ack_timeout_ms / 1000, min_acks_done, loop))
         for idx, w, res in slots:
             outstanding[0] += 1
 
@@ -354,9 +401,24 @@ class ClientConnection(asyncio.Protocol):
                 pieces[idx] = resp.integer(count)
                 finish()
 
-            waiters.wait(target_of(res), w.numpeers, w.timeout_ms / 1000 if w.timeout_ms else None,
-                         wait_done, loop)
+            self._track(waiters.wait(target_of(res), w.numpeers,
+                                     w.timeout_ms / 1000 if w.timeout_ms else None, wait_done, loop))
         finish()  # a group whose waits were all met at once ends here
+
+    def _waited(self, group: _Group) -> None:
+        """A group that waited is answered: send what is due, and read on past its WAIT."""
+        self._flush_queue()
+        if self.blocked_by is group:
+            self.blocked_by = None
+            asyncio.get_running_loop().call_soon(self._release_held)
+
+    def _track(self, w: Any) -> None:
+        """Remember a pending waiter of this connection (to cancel it if the connection goes);
+        the ones already answered are dropped from the list as it grows."""
+        if w is not None:
+            if len(self.waiters) > 16:
+                self.waiters = [x for x in self.waiters if not x.finished]
+            self.waiters.append(w)
 
     def _flush_queue(self) -> None:
         queue = self.queue

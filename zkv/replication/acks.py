@@ -2,7 +2,9 @@
 
 Origin side (``Acked``): for each peer, the highest sequence number of our current origin it has
 applied, learnt from its heartbeats (every ``heartbeat_ms``) and, promptly, from its ``ack``
-messages.  When a client waits for writes up to ``target``, the store publishes an ``ackreq``
+messages.  A peer that restarts is a new incarnation: what it holds is what its first heartbeat
+says (its recovery claims only what its log proves), so its figure starts again there, and
+acks of its previous life that arrive late are ignored.  When a client waits for writes up to ``target``, the store publishes an ``ackreq``
 right after those events, so each peer acknowledges as soon as it has applied them.
 
 Peer side (``AckRequests``): origins that asked, and up to where; after each loop turn the
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 
 class Acked:
-    """Each peer's applied sequence of our origin (monotonic: a late message cannot lower it)."""
+    """Each peer's applied sequence of our origin: monotonic within one incarnation of the peer
+    (a late message cannot lower it), started again by ``reset`` when the peer restarts."""
 
     def __init__(self, peers: frozenset[str]) -> None:
         self.peers = peers
@@ -23,6 +26,13 @@ class Acked:
     def update(self, peer: str, seq: int) -> bool:
         """Record ``peer`` having applied our events through ``seq``; True if that is news."""
         if peer not in self.peers or seq <= self.seq[peer]:
+            return False
+        self.seq[peer] = seq
+        return True
+
+    def reset(self, peer: str, seq: int) -> bool:
+        """The peer restarted: it holds ``seq`` now, whatever its previous life acknowledged."""
+        if peer not in self.peers or seq == self.seq[peer]:
             return False
         self.seq[peer] = seq
         return True

@@ -15,11 +15,11 @@ divergence ends with both sides' data and each key's winner under the conflict r
 from __future__ import annotations
 
 from zkv.events import DecodeError
-from zkv.store.keyspace import BUCKETS, Keyspace
+from zkv.store.keyspace import BUCKETS, Keyspace, bucket_of
 from zkv.store.snapshot import check_entries
 
 MAX_DIFF_BUCKETS = 64  # buckets asked for per round
-REPAIR_BYTES = 32 * 1024 * 1024  # keys and values per entries reply, about (at least one entry)
+REPAIR_BYTES = 4 * 1024 * 1024  # keys and values per entries reply, about (at least one entry)
 
 Entry = tuple[bytes, int, str, bytes | None]
 
@@ -36,6 +36,10 @@ def entries_reply(ks: Keyspace, buckets: list[int],
     """The entries (tombstones included) of ``buckets``, in order, until about ``max_bytes``
     of keys and values, and at least one entry; returns the buckets begun and the entries.
     What does not fit is compared again in a later round (a partial bucket only merges)."""
+    buckets = list(dict.fromkeys(buckets))[:MAX_DIFF_BUCKETS]  # no more than a peer asks
+    by_bucket: dict[int, list[Entry]] = {b: [] for b in buckets}
+    for e in ks.bucket_entries(buckets):  # one pass over the keyspace for all of them
+        by_bucket[bucket_of(e[0])].append(e)
     sent: list[int] = []
     out: list[Entry] = []
     size = 0
@@ -43,7 +47,7 @@ def entries_reply(ks: Keyspace, buckets: list[int],
         if size > max_bytes:
             break
         sent.append(b)
-        for e in ks.bucket_entries([b]):
+        for e in by_bucket[b]:
             n = len(e[0]) + (len(e[3]) if e[3] is not None else 0)
             if out and size + n > max_bytes:
                 return sent, out

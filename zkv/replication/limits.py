@@ -3,7 +3,8 @@
 Every request is charged to its requester (the peer name CURVE authentication proved, or on an
 open bus the connection it came on) from a token bucket: a peer catching up sends a few hundred
 small requests a second at most, so the defaults never slow one down, while a looping or hostile
-client is cut to that rate.  A full state transfer costs a forked snapshot and a stream of the
+client is cut to that rate.  Requests that scan the keyspace (ENTRIES) have a rate of their own,
+shared by all requesters.  A full state transfer costs a forked snapshot and a stream of the
 whole dataset, so it is served only to configured peers, one stream per peer, and at most a few
 times a minute per peer.  Pure: the store asks, with its own clock.
 """
@@ -18,6 +19,15 @@ SNAP_EVERY = 5.0  # seconds between snapshot transfers to one peer, sustained
 SNAP_BURST = 3.0
 MAX_REQUESTERS = 4096  # buckets kept; the longest-idle ones go first
 MAX_REQUEST_BYTES = 1024 * 1024  # ZeroMQ drops a connection that sends a larger request
+# Replies queued for one requester that does not read them are bounded by the catch-up
+# socket's send high-water mark (messages) times the largest reply: a pull or repair reply
+# carries about REPLY_BYTES (at least one batch or entry), so about 64 MiB per connection.
+CATCHUP_SNDHWM = 16
+REPLY_BYTES = 4 * 1024 * 1024
+# An ENTRIES request scans the whole keyspace once (all its buckets in one pass): however many
+# ask, at most this many a second are served (peers ask once per anti-entropy round at most).
+ENTRIES_RATE = 2.0
+ENTRIES_BURST = 6.0
 
 
 @dataclass(slots=True)

@@ -4,7 +4,8 @@ Sockets, by role (all set up in ``_bind``):
 
     clients    ROUTER  bound on the node's internal ipc endpoint; the frontend's batches
     publisher  PUB     bound on ``bus``: our own event batches and heartbeats
-    subscriber SUB     connected to every peer's ``bus``
+    subscribers SUB    one per peer, connected to its ``bus``: what arrives on it is that
+                       peer's (its own events, heartbeats, acks), whatever a message claims
     catchup    ROUTER  bound on ``tcp://<bus host>:<random port>``, advertised in heartbeats:
                        serves "events of X after N", full snapshots, bucket digests
     fetchers   DEALER  one per peer, connected to that peer's advertised catchup endpoint
@@ -50,8 +51,8 @@ from zkv.replication.backlog import Backlog, TooOld
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
 from zkv.replication.limits import (
-    MAX_REQUEST_BYTES, REQUEST_BURST, REQUEST_RATE, SNAP_BURST, SNAP_EVERY, RateLimit,
-    snapshot_refusal,
+    CATCHUP_SNDHWM, ENTRIES_BURST, ENTRIES_RATE, MAX_REQUEST_BYTES, REPLY_BYTES, REQUEST_BURST,
+    REQUEST_RATE, SNAP_BURST, SNAP_EVERY, RateLimit, snapshot_refusal,
 )
 from zkv.replication.skew import Offsets, refusal
 from zkv.replication.transfer import FullSync, SnapStream, advance_streams, implausible, stale_keys
@@ -135,8 +136,10 @@ class Store:
         self.snap_waiters: dict[str, tuple[bytes, bytes]] = {}
         self.request_limit = RateLimit(REQUEST_RATE, REQUEST_BURST)  # per requester
         self.snap_limit = RateLimit(1 / SNAP_EVERY, SNAP_BURST)  # per peer
+        self.entries_limit = RateLimit(ENTRIES_RATE, ENTRIES_BURST)  # all requesters together
         self.peer_keys = {p.id: p.public_key for p in cfg.peers}
         self.acked = Acked(frozenset(self.peer_ids))  # peers' applied seq of our origin
+        self.peer_origins: dict[str, str] = {}  # each peer's incarnation, from its heartbeats
         self.ack_requests = AckRequests()  # origins waiting for our acknowledgement
         self._ack_target = 0  # a client waits for peers to apply our events through this
         self.started = time.monotonic()
@@ -193,16 +196,21 @@ class Store:
         if keys is not None:
             keys.serve(self.publisher)
         self.publisher.bind(cfg.bus)
-        self.subscriber = self._bus_socket(zmq.SUB)
-        self.subscriber.linger = 0
-        self.subscriber.rcvhwm = cfg.hwm
-        self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        # One SUB per peer, so a message is known to come from the peer whose bus it arrived on
+        # (with keys: whose key that bus proved), not from whoever a message says it is.
+        self.subscribers: dict[zmq.Socket, str] = {}
         for p in cfg.peers:
-            dial(self.subscriber, p.bus, keys, p.public_key)
+            sub = self._bus_socket(zmq.SUB)
+            sub.linger = 0
+            sub.rcvhwm = cfg.hwm
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            dial(sub, p.bus, keys, p.public_key)
+            self.subscribers[sub] = p.id
         self.catchup = self._bus_socket(zmq.ROUTER)
         self.catchup.linger = 0
         self.catchup.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.catchup.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)  # requests are small
+        self.catchup.sndhwm = CATCHUP_SNDHWM  # replies a requester may leave unread
         if keys is not None:
             keys.serve(self.catchup)
         host = cfg.bus_host
@@ -215,7 +223,7 @@ class Store:
         self.catchup_endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
         self.fetchers: dict[str, tuple[str, zmq.Socket]] = {}  # peer -> (endpoint, DEALER)
         self.poller = zmq.Poller()
-        for s in (self.clients, self.subscriber, self.catchup):
+        for s in (self.clients, *self.subscribers, self.catchup):
             self.poller.register(s, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
@@ -294,8 +302,9 @@ class Store:
             self.stats["loop_turns"] += 1
             if self.clients in ready:
                 self._serve_clients()
-            if self.subscriber in ready:
-                self._receive_bus()
+            for sub, peer in self.subscribers.items():
+                if sub in ready:
+                    self._receive_bus(peer, sub)
             if self.zap is not None and self.zap.sock in ready:
                 self._admit()
             if self.catchup in ready:
@@ -351,7 +360,7 @@ class Store:
                          time.perf_counter() - t0)
         finally:
             self.disk.close()
-            for s in [self.clients, self.publisher, self.subscriber, self.catchup,
+            for s in [self.clients, self.publisher, *self.subscribers, self.catchup,
                       *(s for _e, s in self.fetchers.values())]:
                 s.close(0)
             if self.zap is not None:
@@ -500,12 +509,22 @@ class Store:
         """Tell the origins that asked how far we have applied their events (zkv.replication.acks)."""
         for origin, seq in self.ack_requests.due(self.inbox.vv):
             try:
-                self.publisher.send_multipart([TOPIC_ACK, encode_ack(self.id, origin, seq)], zmq.NOBLOCK)
+                self.publisher.send_multipart([TOPIC_ACK, encode_ack(self.id, self.origin, origin, seq)],
+                                              zmq.NOBLOCK)
             except zmq.Again:
                 pass
 
-    def _on_ack(self, peer: str, seq: int) -> None:
-        if self.acked.update(peer, seq):
+    def _on_ack(self, peer: str, seq: int, incarnation: str | None = None) -> None:
+        """``peer`` has applied our events through ``seq``.  With ``incarnation`` (from its
+        heartbeat): if the peer restarted since, its figure starts again from ``seq``, lower
+        or not - a new incarnation holds what its recovery proved, not what the old one said.
+        The frontend gets the whole table (zkv.frontend.waits)."""
+        if incarnation is not None and self.peer_origins.get(peer) != incarnation:
+            self.peer_origins[peer] = incarnation
+            changed = self.acked.reset(peer, seq)
+        else:
+            changed = self.acked.update(peer, seq)
+        if changed:
             self.clients.send_multipart([FRONTEND_ID, ACKS, pack(self.acked.seq)])
 
     def _invalidate(self) -> None:
@@ -536,10 +555,13 @@ class Store:
             pass  # peers will see the gap and pull it
 
     # --- replication: receiving --------------------------------------------------------------
-    def _receive_bus(self) -> None:
+    def _receive_bus(self, peer: str, sub: zmq.Socket) -> None:
+        """Messages on ``peer``'s bus.  A bus carries only its own node's events, heartbeats
+        and acks: one that speaks for another node is dropped, so a peer (or whoever holds its
+        key) can never speak for a third."""
         for _ in range(1000):
             try:
-                frames = self.subscriber.recv_multipart(zmq.NOBLOCK)
+                frames = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) != 2:
@@ -550,18 +572,25 @@ class Store:
                 if topic == TOPIC_EVENTS:
                     self.stats["bus_batches"] += 1
                     batch = decode_batch(payload)
-                    if batch.origin != self.origin:
-                        self._offer(batch, payload, via=None)
+                    if node_of(batch.origin) != peer:
+                        raise DecodeError(f"events of {batch.origin} on {peer}'s bus")
+                    self._offer(batch, payload, via=None)
                 elif topic == TOPIC_HEARTBEAT:
-                    self._on_heartbeat(decode_heartbeat(payload))
+                    hb = decode_heartbeat(payload)
+                    if hb.id != peer:
+                        raise DecodeError(f"a heartbeat of {hb.id!r} on {peer}'s bus")
+                    self._on_heartbeat(hb)
                 elif topic == TOPIC_ACK:
-                    peer, origin, seq = decode_ack(payload)
-                    if origin == self.origin:
-                        self._on_ack(peer, seq)
+                    node, incarnation, origin, seq = decode_ack(payload)
+                    if node != peer:
+                        raise DecodeError(f"an ack of {node!r} on {peer}'s bus")
+                    if origin == self.origin and incarnation == self.peer_origins.get(peer):
+                        self._on_ack(peer, seq)  # (a late ack of its previous life is not)
                 elif topic == TOPIC_ACKREQ:
                     origin, seq = decode_ackreq(payload)
-                    if origin != self.origin:
-                        self.ack_requests.want(origin, seq)
+                    if node_of(origin) != peer:
+                        raise DecodeError(f"an ack request for {origin} on {peer}'s bus")
+                    self.ack_requests.want(origin, seq)
                 elif topic == TOPIC_CATCHUP:
                     pass  # a peer's notice for zkv tail
                 else:
@@ -667,7 +696,7 @@ class Store:
             self._live_peers.add(hb.id)
             log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, now)
-        self._on_ack(hb.id, hb.vv.get(self.origin, 0))
+        self._on_ack(hb.id, hb.vv.get(self.origin, 0), hb.origin)
         mine = self.inbox.vv
         if any(seq > mine.get(o, 0) for o, seq in hb.vv.items()):
             self.behind_since.setdefault(hb.id, now)
@@ -885,6 +914,9 @@ class Store:
                 if not self.request_limit.allow(who or ident, now, cost):
                     self._bad("catch-up request", f"{who or 'a requester'} is over its request rate")
                     continue
+                if verb == wire.ENTRIES and not self.entries_limit.allow(None, now):
+                    self._bad("catch-up request", "entries requests over their shared rate")
+                    continue
                 reply = self._catchup_reply(ident, verb, args, who)
                 if reply is not None:
                     self.catchup.send_multipart([ident, *reply], zmq.NOBLOCK)
@@ -898,7 +930,7 @@ class Store:
         if verb == wire.PULL:
             origin, after = args[0].decode(), int(args[1])
             try:
-                payloads, more = self.backlog.since(origin, after)
+                payloads, more = self.backlog.since(origin, after, max_bytes=REPLY_BYTES)
             except TooOld:
                 return [wire.TOOOLD, args[0]]
             if not payloads and self.inbox.vv.get(origin, 0) > after:

@@ -1,4 +1,4 @@
-"""Helpers for the break-it tests: a raw RESP client and process memory."""
+"""A raw RESP client (one reply line at a time) and process memory, for the abuse tests."""
 
 from __future__ import annotations
 
