@@ -25,6 +25,7 @@ from zkv.config import load_config
 from zkv.curve import KeyPair
 from zkv.events import TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, encode_batch
 from zkv.replication import catchup as wire
+from zkv.store.keyspace import bucket_of
 from zkv.verify import collect
 
 FAST = {"heartbeat_ms": 100, "anti_entropy_ms": 200}
@@ -84,8 +85,8 @@ def test_cluster_with_keys_replicates_transfers_and_serves_the_tools(make_cluste
     finally:
         for p in procs:
             p.kill()
-    st = subprocess.run([sys.executable, "-m", "zkv", "status", str(n0.config_path)], cwd=REPO,
-                        capture_output=True, text=True, timeout=30)
+    st = subprocess.run([sys.executable, "-m", "zkv", "status", str(n0.config_path), "--json"],
+                        cwd=REPO, capture_output=True, text=True, timeout=30)
     assert st.returncode == 0 and '"id": "node0"' in st.stdout, st.stdout + st.stderr
 
 
@@ -123,7 +124,7 @@ def test_a_stranger_cannot_read_the_bus_or_pose_as_a_peer(make_cluster, curve: b
         fake.curve_server, fake.curve_secretkey = True, random_keys().secret
     fake.bind(n1.bus)
     try:
-        dealer.send_multipart([wire.ENTRIES, msgpack.packb(list(range(1024)))])
+        dealer.send_multipart([wire.ENTRIES, msgpack.packb([bucket_of(b"secret")])])
         heard = dealt = False
         forged = Batch("node1@forged", 1, [((int(time.time() * 1000)) << 16, b"secret", b"forged")])
         hb = {"id": "node1", "seq": 1, "hlc": int(time.time() * 1000) << 16,

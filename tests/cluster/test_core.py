@@ -428,10 +428,10 @@ def test_status_reports_replication_state(cluster: Cluster) -> None:
     with cluster.nodes[0].client() as c:
         assert c.cmd("SET status-key 1") == b"OK"
     wait_until(lambda: cluster.nodes[1].get("status-key") == b"VALUE 1")
-    r = subprocess.run([sys.executable, "-m", "zkv", "status", str(cluster.nodes[1].config_path)],
-                       cwd=REPO, capture_output=True, text=True, timeout=30)
+    r = subprocess.run([sys.executable, "-m", "zkv", "status", str(cluster.nodes[1].config_path),
+                        "--json"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    info = json.loads(r.stdout)
+    info = json.loads(r.stdout)["nodes"]["node1"]
     origin0 = cluster.nodes[0].info()["origin"]
     assert info["id"] == "node1" and info["keys"] == 1 and info["vv"][origin0] == 1
     assert set(info["peers"]) == {"node0", "node2"}
