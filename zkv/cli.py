@@ -23,7 +23,6 @@ import typer
 from zkv.bus import OPEN, Access, config_access
 from zkv.config import Config, ConfigError, load_config
 from zkv.curve import KeyFileError, keygen as write_keypair, load_keypair, load_public
-from zkv.replication import catchup as wire
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="zkv: a replicated key-value store.")
 

@@ -9,7 +9,6 @@ configured peers, a request rate, a request size.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import zmq
 
 from tests.cluster.faults import capture_heartbeat
-from tests.cluster.harness import REPO, Cluster, Node, free_port, wait_until
+from tests.cluster.harness import REPO, Cluster, Node, wait_until
 from zkv.bus import Access, ask, config_access
 from zkv.config import load_config
 from zkv.curve import KeyPair

@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.cluster.harness import Cluster, Node, wait_until
+from tests.cluster.harness import Cluster, Node
 
 PASSWORD = "correct-horse-battery"
 REDIS_CLI = "/usr/bin/redis-cli"

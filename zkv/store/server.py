@@ -44,24 +44,20 @@ from zkv.events import (
     decode_heartbeat, encode_ack, encode_ackreq, encode_batch, encode_heartbeat, new_origin,
     node_of, split_items,
 )
-from zkv.replication.acks import Acked, AckRequests
-from zkv.replication.antientropy import differing_buckets, entries_reply, merge
 from zkv.replication import catchup as wire
-from zkv.replication.backlog import Backlog, TooOld
+from zkv.replication.acks import Acked, AckRequests
+from zkv.replication.antientropy import differing_buckets, merge
+from zkv.replication.backlog import Backlog
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
-from zkv.replication.limits import (
-    CATCHUP_SNDHWM, ENTRIES_BURST, ENTRIES_RATE, MAX_REQUEST_BYTES, REPLY_BYTES, REQUEST_BURST,
-    REQUEST_RATE, SNAP_BURST, SNAP_EVERY, RateLimit, snapshot_refusal,
-)
+from zkv.replication.limits import CATCHUP_SNDHWM, MAX_REQUEST_BYTES
 from zkv.replication.skew import Offsets, refusal
-from zkv.replication.transfer import FullSync, SnapStream, advance_streams, implausible, stale_keys
-from zkv.store.durability import (
-    SNAPSHOT, Durability, Recovered, encode_event_record, encode_repair_records,
-)
-from zkv.store.keyspace import BUCKETS, Keyspace
+from zkv.replication.transfer import FullSync, implausible, stale_keys
+from zkv.store.catchup_server import CatchupServer
+from zkv.store.durability import Durability, Recovered, encode_event_record, encode_repair_records
+from zkv.store.keyspace import Keyspace
+from zkv.store.snapshot import check_entries, decode_chunk
 from zkv.store.tracking import Tracking
-from zkv.store.snapshot import check_entries, decode_chunk, read_snapshot_raw
 
 log = logging.getLogger("zkv.store")
 
@@ -132,11 +128,6 @@ class Store:
         self.ae_asked: tuple[str, float] | None = None  # (peer, when): anti-entropy outstanding
         self._bad_logged = 0.0
         self._max_stable: dict[str, int] = {}  # peer -> highest stable time it announced
-        # Snapshot transfers asked for, awaiting a snapshot: peer -> (catch-up identity, tag)
-        self.snap_waiters: dict[str, tuple[bytes, bytes]] = {}
-        self.request_limit = RateLimit(REQUEST_RATE, REQUEST_BURST)  # per requester
-        self.snap_limit = RateLimit(1 / SNAP_EVERY, SNAP_BURST)  # per peer
-        self.entries_limit = RateLimit(ENTRIES_RATE, ENTRIES_BURST)  # all requesters together
         self.peer_keys = {p.id: p.public_key for p in cfg.peers}
         self.acked = Acked(frozenset(self.peer_ids))  # peers' applied seq of our origin
         self.peer_origins: dict[str, str] = {}  # each peer's incarnation, from its heartbeats
@@ -145,8 +136,6 @@ class Store:
         self.started = time.monotonic()
         self.frontend_stats: dict[str, int] = {}  # what the frontend reports once a second
         self.behind_since: dict[str, float] = {}  # peer -> since when it has events we lack
-        self.streams: list[SnapStream] = []
-        self._streams_blocked = False
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
                       "tombstones_collected": 0, "local_writes": 0, "remote_events": 0,
                       "loop_turns": 0, "frontend_batches": 0, "bus_batches": 0,
@@ -225,6 +214,7 @@ class Store:
         self.poller = zmq.Poller()
         for s in (self.clients, *self.subscribers, self.catchup):
             self.poller.register(s, zmq.POLLIN)
+        self.serving = CatchupServer(self, self.catchup, keyed=self.zap is not None)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
 
@@ -294,8 +284,8 @@ class Store:
                     self._snapshot_at = snapshot_threshold(self.cfg.snapshot_records)
             wake = min(next_hb, next_sync, next_ae)
             timeout = max(0, int(1000 * (wake - time.monotonic())) + 1)
-            if self.streams:
-                timeout = min(timeout, 5) if self._streams_blocked else 0
+            if self.serving.streams:
+                timeout = min(timeout, 5) if self.serving.blocked else 0
             if self._unpublished:  # held back by publish_interval_ms: wake when it is due
                 timeout = min(timeout, max(0, int(1000 * (self._next_publish - time.monotonic())) + 1))
             ready = dict(self.poller.poll(timeout))
@@ -308,7 +298,7 @@ class Store:
             if self.zap is not None and self.zap.sock in ready:
                 self._admit()
             if self.catchup in ready:
-                self._serve_catchup()
+                self.serving.serve()
             for peer, (_endpoint, sock) in list(self.fetchers.items()):
                 if sock in ready:
                     self._receive_fetch(peer, sock)
@@ -316,8 +306,8 @@ class Store:
                 self._invalidate()
             if self._unpublished and time.monotonic() >= self._next_publish:
                 self._publish()
-            if self.streams:
-                self._advance_streams()
+            if self.serving.streams:
+                self.serving.advance()
             if self.ack_requests.wanted:
                 self._send_acks()
 
@@ -565,7 +555,7 @@ class Store:
             except zmq.Again:
                 return
             if len(frames) != 2:
-                self._bad("bus", "a message of %d frames" % len(frames))
+                self.bad("bus", "a message of %d frames" % len(frames))
                 continue
             topic, payload = frames
             try:
@@ -594,13 +584,13 @@ class Store:
                 elif topic == TOPIC_CATCHUP:
                     pass  # a peer's notice for zkv tail
                 else:
-                    self._bad("bus", "unknown topic")
+                    self.bad("bus", "unknown topic")
             except DecodeError as exc:
-                self._bad("bus", str(exc))
+                self.bad("bus", str(exc))
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
-                self._bad("bus", f"{type(exc).__name__}: {exc}")
+                self.bad("bus", f"{type(exc).__name__}: {exc}")
 
-    def _bad(self, where: str, what: str) -> None:
+    def bad(self, where: str, what: str) -> None:
         """A malformed or unexpected message from a peer (or a stranger): dropped, counted, and
         logged at most once per BAD_LOG_EVERY seconds."""
         self.stats["bad_messages"] += 1
@@ -688,7 +678,7 @@ class Store:
         if hb.id == self.id:
             return
         if hb.id not in self.peer_ids:
-            self._bad("heartbeat", f"from {hb.id!r}, which is not a configured peer")
+            self.bad("heartbeat", f"from {hb.id!r}, which is not a configured peer")
             return
         self._fetcher(hb.id, hb.catchup)  # first: a bad endpoint raises before any state changes
         now = time.monotonic()
@@ -753,7 +743,7 @@ class Store:
             try:
                 self._on_fetch_reply(peer, frames)
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
-                self._bad("catch-up reply", f"from {peer}: {type(exc).__name__}: {exc}")
+                self.bad("catch-up reply", f"from {peer}: {type(exc).__name__}: {exc}")
 
     def _on_fetch_reply(self, peer: str, frames: list[bytes]) -> None:
         """A reply on our DEALER to ``peer``: accepted only if it answers a request of ours
@@ -762,7 +752,7 @@ class Store:
         if verb == wire.EVENTS or verb == wire.TOOOLD:
             origin = check_name(frames[1].decode(), "origin")
             if self.fetching.get(origin, ("",))[0] != peer:
-                self._bad("catch-up", f"{verb.decode()} for {origin} from {peer}, not asked")
+                self.bad("catch-up", f"{verb.decode()} for {origin} from {peer}, not asked")
                 return
         if verb == wire.EVENTS:
             more = frames[2] == b"1"
@@ -788,7 +778,7 @@ class Store:
                 self.fetchers[peer][1].send_multipart(wire.snap(self.sync.tag, self.id))
         elif verb in (wire.SNAPCHUNK, wire.SNAPEND, wire.SNAPFAIL):
             if self.sync is None or self.sync.peer != peer or frames[1:2] != [self.sync.tag]:
-                self._bad("catch-up", f"{verb.decode()} from {peer}, not asked")
+                self.bad("catch-up", f"{verb.decode()} from {peer}, not asked")
             elif verb == wire.SNAPCHUNK:
                 self._transfer_chunk(frames[2])
             elif verb == wire.SNAPEND:
@@ -797,7 +787,7 @@ class Store:
                 self.sync = None
         elif verb == wire.BUCKETS or verb == wire.ENTRIES:
             if self.ae_asked is None or self.ae_asked[0] != peer:
-                self._bad("catch-up", f"{verb.decode()} from {peer}, not asked")
+                self.bad("catch-up", f"{verb.decode()} from {peer}, not asked")
                 return
             if verb == wire.BUCKETS:
                 vv, hashes = unpack(frames[1])
@@ -813,7 +803,7 @@ class Store:
                 _horizon, buckets, entries = unpack(frames[1])
                 self._repair(peer, buckets, entries)
         else:
-            self._bad("catch-up", f"unknown reply {verb[:20]!r} from {peer}")
+            self.bad("catch-up", f"unknown reply {verb[:20]!r} from {peer}")
 
     def _transfer_chunk(self, chunk: bytes) -> None:
         assert self.sync is not None
@@ -846,7 +836,7 @@ class Store:
         why = implausible(horizon, vv, self._max_stable.get(peer, 0), self.gc_horizon,
                           self.clock.limit(), self.origin, mine.get(self.origin, 0))
         if why is not None:  # a lying or broken sender must not make us drop data
-            self._bad("catch-up", f"a full transfer from {peer} is not believed: {why}")
+            self.bad("catch-up", f"a full transfer from {peer} is not believed: {why}")
             self.sync = None
             return
         dropped = self.ks.drop(stale_keys(self.ks, self.sync.keys, horizon, self.origin), horizon)
@@ -892,121 +882,14 @@ class Store:
     def _admit(self) -> None:
         assert self.zap is not None
         for key in self.zap.handle():
-            self._bad("bus", f"a connection with key {key.decode()} was refused (not a configured peer)")
-
-    def _serve_catchup(self) -> None:
-        """Requests on the catch-up ROUTER, each charged to its requester: the peer its CURVE
-        key proved it is (``User-Id``), or on an open bus its connection (zkv.replication.limits)."""
-        keyed = self.zap is not None
-        now = time.monotonic()
-        for _ in range(100):
-            try:
-                msg = self.catchup.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                if len(msg) < 2:
-                    raise DecodeError("a request without a verb")
-                who = msg[1].get("User-Id") if keyed else None
-                frames = [f.bytes for f in msg]
-                ident, verb, args = frames[0], frames[1], frames[2:]
-                cost = 1 + (len(args[0]) // 256 if verb == wire.ENTRIES and args else 0)
-                if not self.request_limit.allow(who or ident, now, cost):
-                    self._bad("catch-up request", f"{who or 'a requester'} is over its request rate")
-                    continue
-                if verb == wire.ENTRIES and not self.entries_limit.allow(None, now):
-                    self._bad("catch-up request", "entries requests over their shared rate")
-                    continue
-                reply = self._catchup_reply(ident, verb, args, who)
-                if reply is not None:
-                    self.catchup.send_multipart([ident, *reply], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass  # the asker went away, or its queue is full: it will time out and ask again
-            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
-                self._bad("catch-up request", f"{type(exc).__name__}: {exc}")
-
-    def _catchup_reply(self, ident: bytes, verb: bytes, args: list[bytes],
-                       who: str | None) -> list[bytes] | None:
-        if verb == wire.PULL:
-            origin, after = args[0].decode(), int(args[1])
-            try:
-                payloads, more = self.backlog.since(origin, after, max_bytes=REPLY_BYTES)
-            except TooOld:
-                return [wire.TOOOLD, args[0]]
-            if not payloads and self.inbox.vv.get(origin, 0) > after:
-                return [wire.TOOOLD, args[0]]  # we have them, but only in the snapshot
-            if payloads:
-                self._notice({"kind": "pull", "to": who or "a peer", "origin": origin,
-                              "after": after, "batches": len(payloads),
-                              "bytes": sum(len(p) for p in payloads)})
-            return wire.events(args[0], more, payloads)
-        if verb == wire.SNAP:
-            tag = args[0] if args else b""
-            # With keys, the requester is who its key proved; on an open bus, who it says it is.
-            peer = who if who is not None else (args[1].decode("utf-8", "replace") if len(args) > 1 else None)
-            why = snapshot_refusal(peer, frozenset(self.peer_ids))
-            if why is None and not self.snap_limit.allow(peer, time.monotonic()):
-                why = f"{peer} asked for snapshots too often"
-            if why is not None:
-                self._bad("catch-up request", f"snapshot transfer refused: {why}")
-                return [wire.SNAPFAIL, tag]
-            assert peer is not None
-            self.streams = [st for st in self.streams if st.peer != peer]  # it asks anew
-            self.snap_waiters[peer] = (ident, tag)
-            if not self.disk.snapshot_running:
-                self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
-            return None
-        if verb == wire.BUCKETS:
-            return [wire.BUCKETS, pack([self.inbox.vv, self.ks.bucket_hashes()])]
-        if verb == wire.ENTRIES:
-            buckets = [check_int(b, "bucket", BUCKETS - 1) for b in unpack(args[0])][:BUCKETS]
-            sent, entries = entries_reply(self.ks, buckets)
-            return [wire.ENTRIES, pack([self.gc_horizon, sent, entries])]
-        if verb == wire.INFO:
-            return [wire.INFO, pack(self.info())]
-        return [wire.ERROR, b"unknown verb"]
+            self.bad("bus", f"a connection with key {key.decode()} was refused (not a configured peer)")
 
     def _after_snapshot(self, ok: bool | None) -> None:
         if ok is None:
             return
         log.info("snapshot written in %.2fs (fork pause %.1f ms)",
                  self.disk.last_snapshot_seconds, self.disk.last_fork_pause_ms)
-        waiters, self.snap_waiters = self.snap_waiters, {}
-        if not waiters:
-            return
-        if not ok:
-            for ident, tag in waiters.values():
-                self._send_quiet(ident, [wire.SNAPFAIL, tag])
-            return
-        path = self.cfg.data_dir / SNAPSHOT
-        for peer, (ident, tag) in waiters.items():
-            meta, frames = read_snapshot_raw(path)  # one open file: meta and chunks agree
-            self.streams.append(SnapStream(ident, tag, iter(frames), meta, peer, time.monotonic()))
-            self._notice({"kind": "transfer", "to": peer,
-                          "state": f"started: {frames.entries} entries in {frames.chunks} chunks"})
-
-    def _advance_streams(self) -> None:
-        before = self.streams
-        self.streams, self._streams_blocked = advance_streams(
-            self.catchup, before, time.monotonic(), SYNC_TIMEOUT)
-        if len(self.streams) < len(before):
-            for st in before:
-                if st not in self.streams:
-                    self._notice({"kind": "transfer", "to": st.peer,
-                                  "state": "sent" if st.ended else "abandoned (receiver gone or stalled)"})
-
-    def _notice(self, note: dict[str, Any]) -> None:
-        """Tell zkv tail what the catch-up channel served (it does not travel on the bus)."""
-        try:
-            self.publisher.send_multipart([TOPIC_CATCHUP, pack({"from": self.id, **note})], zmq.NOBLOCK)
-        except zmq.Again:
-            pass
-
-    def _send_quiet(self, ident: bytes, frames: list[bytes]) -> None:
-        try:
-            self.catchup.send_multipart([ident, *frames], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        self.serving.snapshot_done(ok)
 
     # --- heartbeat, tombstones, anti-entropy -------------------------------------------------
 
