@@ -460,7 +460,10 @@ def test_a_down_node_holds_tombstone_collection_back(make_cluster) -> None:
 
 # --- 8. a fourth node joins a running cluster -----------------------------------------------
 def test_fourth_node_joins_running_cluster(make_cluster) -> None:
-    c = make_cluster(**FAST).start()
+    """README (membership): the others list the new node first (a rolling restart, writes
+    flowing), then it starts and fetches the whole dataset - more than the peers' backlog holds,
+    so by a full transfer, which they serve only to a peer their configs list."""
+    c = make_cluster(backlog=50, **FAST).start()
     old = list(c.nodes)
     items = dataset("four", 1500)
     keys = list(items)
@@ -470,9 +473,6 @@ def test_fourth_node_joins_running_cluster(make_cluster) -> None:
     d = c.add_node()
     conf = d.config_path.read_text()
     assert all(f'id = "{o.id}"' in conf for o in old)
-    d.start()
-    wait_has(d, items)
-
     more = dataset("rolling", 300)
     for i, node in enumerate(old):  # restart the three one at a time, now listing the fourth
         c.write_config(node)
@@ -481,9 +481,12 @@ def test_fourth_node_joins_running_cluster(make_cluster) -> None:
         node.start()
         part = {k: v for j, (k, v) in enumerate(more.items()) if j % 3 == i}
         put(old[(i + 1) % 3], part)  # writes keep flowing during the rolling restart
+    items.update(more)
+    d.start()
+    wait_has(d, items)
+    assert int(d.info()["full_syncs"]) >= 1, "the new node caught up without a full transfer?"
     with d.client() as cd:
         assert cd.cmd("SET from-the-fourth hello") == b"OK"
-    items.update(more)
     items["from-the-fourth"] = "hello"
     for node in c.nodes:
         wait_has(node, items)

@@ -47,6 +47,8 @@ REFUSE_WAIT = 1.0
 # Before AUTH (on a node with a password): the longest plain line and RESP bulk accepted
 UNAUTHENTICATED_MAX_LINE = 16 * 1024
 UNAUTHENTICATED_MAX_BULK = 16 * 1024
+UNAUTHENTICATED_MAX_ARGS = 10
+HELD_INPUT_MAX = 4 * 1024 * 1024  # input read while a WAIT holds the connection, before pausing  # (as Redis: HELLO 3 AUTH default pw SETNAME name is 7)
 MAX_CLIENTS_ERROR = "max number of clients reached"
 
 
@@ -87,6 +89,8 @@ class ClientConnection(asyncio.Protocol):
         self.refusing = False  # past max_clients: answered with an error, then closed
         self.waiters: list[Any] = []  # this connection's waits for peers (zkv.frontend.waits)
         self.blocked_by: _Group | None = None  # a WAIT's group: later requests wait for it
+        self.hold_reads = False  # the hold pauses reading (an AUTH delay; a WAIT reads on)
+        self.eof = False  # the client half-closed
         self.active = True  # read something since the last idle sweep
         self.idle_since = 0.0
 
@@ -121,10 +125,15 @@ class ClientConnection(asyncio.Protocol):
         self.waiters.clear()
 
     def eof_received(self) -> bool:
-        """The client half-closed (``nc -N``, ``printf ... | nc``): answer what it sent, then close."""
-        self.closing = True
-        if not self.queue and self.transport is not None:
+        """The client half-closed (``nc -N``, ``printf ... | nc``): answer what it sent, then
+        close.  A WAIT with no timeout is answered at once with its count (nobody could ever
+        send the request that follows it)."""
+        self.closing = self.eof = True
+        if not self.queue and self.held is None and self.transport is not None:
             self.transport.close()
+        for w in list(self.waiters):
+            if w.timer is None:
+                self.server.acks.expire(w)
         # keep the transport open for the replies still owed (TLS cannot: asyncio closes it)
         return not self.server.tls
 
@@ -143,8 +152,10 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(data[:1] == b"*")
             return
         buf = self.buf
-        if self.held is not None:  # read before the pause took effect: parsed after the delay
+        if self.held is not None:  # parsed once the hold ends (a WAIT answered, a delay over)
             buf += data
+            if len(buf) > HELD_INPUT_MAX:
+                self._update_reading()
             return
         if not self.authed:
             self._unauthenticated(data)
@@ -169,7 +180,7 @@ class ClientConnection(asyncio.Protocol):
         buf = self.buf
         buf += data
         parsed = parse_requests(buf, UNAUTHENTICATED_MAX_LINE, UNAUTHENTICATED_MAX_BULK,
-                                resume=self.resume)
+                                resume=self.resume, max_args=UNAUTHENTICATED_MAX_ARGS)
         del buf[:parsed.consumed]
         self.need = 0
         if parsed.fatal is None:
@@ -224,12 +235,11 @@ class ClientConnection(asyncio.Protocol):
                 ops.extend(r.ops)  # type: ignore[union-attr]
                 parts.append(r)
                 waits = WAITS_FOR_WAIT
-                # As in Redis, the connection blocks at WAIT: what follows is read and answered
-                # once WAIT is (so one connection has at most one WAIT pending).
-                rest = list(requests)
-                if rest or fatal is not None:
-                    self._hold(None, rest, fatal)
-                    fatal = None
+                # As in Redis, the connection blocks at WAIT: what follows is answered once WAIT
+                # is (so one connection has at most one WAIT pending).  It is still read, up to
+                # a bound, so a client that closes meanwhile is noticed.
+                self._hold(None, list(requests), fatal, pause=False)
+                fatal = None
                 break
             elif r.__class__ is Auth:
                 reply, ok = self.server.password.check(r)  # type: ignore[arg-type]
@@ -255,7 +265,7 @@ class ClientConnection(asyncio.Protocol):
             ops.append(("w",))  # the target every write here waits for (min_acks)
             waits |= WAITS_FOR_MIN_ACKS
         group.waits = waits
-        if waits & WAITS_FOR_WAIT and self.held is not None:
+        if waits & WAITS_FOR_WAIT:
             self.blocked_by = group
         if ops:
             queue = self.queue
@@ -269,10 +279,12 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._write(b"".join(parts))
 
-    def _hold(self, delay: float | None, rest: list, fatal: bytes | None) -> None:
-        """Stop reading for ``delay`` seconds (None: until ``_release_held`` is called, when a
-        WAIT is answered); then answer ``rest`` and read on."""
+    def _hold(self, delay: float | None, rest: list, fatal: bytes | None, pause: bool = True) -> None:
+        """Answer nothing more for ``delay`` seconds (None: until ``_release_held`` is called,
+        when a WAIT is answered); then answer ``rest`` and what arrived meanwhile.  ``pause``:
+        stop reading meanwhile, too."""
         self.held = (rest, fatal)
+        self.hold_reads = pause
         self._update_reading()
         if delay is not None:
             asyncio.get_running_loop().call_later(delay, self._release_held)
@@ -284,8 +296,12 @@ class ClientConnection(asyncio.Protocol):
         self.held = None
         self._process(iter(rest), fatal)
         self._update_reading()
-        if self.buf and self.held is None and not self.closing:
-            self.data_received(b"")  # what arrived meanwhile
+        if self.buf and self.held is None and (self.eof or not self.closing):
+            closing, self.closing = self.closing, False  # (what a half-closed client sent
+            self.data_received(b"")                      # before its EOF is answered too)
+            self.closing = self.closing or closing
+        if self.closing and not self.queue and self.held is None and not self.transport.is_closing():
+            self.transport.close()
 
     # --- replies ------------------------------------------------------------------------------
     @staticmethod
@@ -401,8 +417,8 @@ class ClientConnection(asyncio.Protocol):
                 pieces[idx] = resp.integer(count)
                 finish()
 
-            self._track(waiters.wait(target_of(res), w.numpeers,
-                                     w.timeout_ms / 1000 if w.timeout_ms else None, wait_done, loop))
+            timeout = w.timeout_ms / 1000 if w.timeout_ms else (0.0 if self.eof else None)
+            self._track(waiters.wait(target_of(res), w.numpeers, timeout, wait_done, loop))
         finish()  # a group whose waits were all met at once ends here
 
     def _waited(self, group: _Group) -> None:
@@ -442,7 +458,7 @@ class ClientConnection(asyncio.Protocol):
             self.closing = True
             self.queue.clear()
             t.abort()
-        elif self.closing and not self.queue:
+        elif self.closing and not self.queue and self.held is None:
             t.close()
 
     def _update_reading(self) -> None:
@@ -450,7 +466,7 @@ class ClientConnection(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         want_pause = (self.paused_writing or len(self.queue) > MAX_QUEUED_GROUPS
-                      or self.held is not None)
+                      or self.held is not None and (self.hold_reads or len(self.buf) > HELD_INPUT_MAX))
         if want_pause and not self.paused_reading:
             self.paused_reading = True
             t.pause_reading()

@@ -75,6 +75,13 @@ class AckWaiters:
             w.timer.cancel()
             w.timer = None
 
+    def expire(self, w: Waiter) -> None:
+        """Answer ``w`` now with however many peers have (its client half-closed)."""
+        if w.timer is not None:
+            w.timer.cancel()
+            w.timer = None
+        self._expire(w)
+
     def _expire(self, w: Waiter) -> None:
         if w in self.waiting:
             self.waiting.remove(w)

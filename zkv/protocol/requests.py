@@ -86,7 +86,7 @@ def _fast_resp(buf: bytes | bytearray, out: list[Request], max_bulk: int) -> int
 
 
 def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 1024 * 1024,
-                   resume: list | None = None) -> Parsed:
+                   resume: list | None = None, max_args: int = 1024 * 1024) -> Parsed:
     """Parse every complete request in ``buf``; ``consumed`` bytes of it are done with.
 
     ``resume``: a list the caller keeps per connection (see ``resp.parse_command``); it holds
@@ -97,13 +97,14 @@ def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 
     end = len(buf)
     if resume:
         pass  # an incomplete command continues at 0: the fast path would start it over
-    elif end and buf[0] == 42 and end <= _FAST_LIMIT:
+    elif end and buf[0] == 42 and end <= _FAST_LIMIT and max_args >= 255:
         pos = _fast_resp(buf, out, max_bulk)
     while pos < end:
         if buf[pos] == 42:  # "*": RESP
             need: list[int] = []
             try:
-                got = resp.parse_command(buf, pos, max_bulk=max_bulk, need=need, resume=resume)
+                got = resp.parse_command(buf, pos, max_bulk=max_bulk, max_args=max_args,
+                                         need=need, resume=resume)
             except resp.ProtocolError as exc:
                 return Parsed(out, pos, resp.error(f"ERR Protocol error: {exc}"))
             if got is None:

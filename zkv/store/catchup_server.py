@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("zkv.store")
 
 STREAM_STALL = 30.0  # seconds a snapshot stream's reader may take nothing before it is dropped
+PENDING_REPLY_BYTES = 32 * 1024 * 1024  # replies kept for one requester whose queue is full
 
 
 def pack(obj: Any) -> bytes:
@@ -54,6 +56,12 @@ class CatchupServer:
         self.snap_waiters: dict[str, tuple[bytes, bytes]] = {}
         self.streams: list[SnapStream] = []
         self.blocked = False  # every stream waits for its reader
+        # Replies ZeroMQ would not take yet (the requester's queue is at its high-water mark,
+        # which it also is, briefly, for one that reads but asked for many things at once):
+        # sent on later loop turns, a bounded amount per requester.
+        self.pending: dict[bytes, deque[list[bytes]]] = {}
+        self.pending_bytes: dict[bytes, int] = {}
+        self.pending_progress: dict[bytes, float] = {}  # when a reply of it last went out
 
     def serve(self) -> None:
         """Answer the requests waiting (a hundred at most per loop turn)."""
@@ -79,9 +87,9 @@ class CatchupServer:
                     continue
                 reply = self._reply(ident, verb, args, who)
                 if reply is not None:
-                    self.sock.send_multipart([ident, *reply], zmq.NOBLOCK)
+                    self._send(ident, reply)
             except zmq.ZMQError:
-                pass  # the asker went away, or its queue is full: it will time out and ask again
+                pass  # the asker went away: nobody to answer
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
                 bad("catch-up request", f"{type(exc).__name__}: {exc}")
 
@@ -132,6 +140,41 @@ class CatchupServer:
         if not st.disk.snapshot_running:
             st.disk.start_snapshot(st.ks, st.inbox.vv, st.clock.last, st.gc_horizon)
         return None
+
+    def _send(self, ident: bytes, reply: list[bytes]) -> None:
+        q = self.pending.get(ident)
+        if q is None:
+            try:
+                self.sock.send_multipart([ident, *reply], zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                q = self.pending[ident] = deque()
+                self.pending_bytes[ident] = 0
+                self.pending_progress[ident] = time.monotonic()
+        size = sum(len(f) for f in reply)
+        if q and self.pending_bytes[ident] + size > PENDING_REPLY_BYTES:
+            self.store.bad("catch-up", "a requester that does not read its replies: one dropped")
+            return
+        q.append(reply)
+        self.pending_bytes[ident] += size
+
+    def flush(self) -> None:
+        """Send the replies that waited for their requesters' queues, as far as they go now;
+        a requester that has taken none for STREAM_STALL seconds loses them."""
+        now = time.monotonic()
+        for ident, q in list(self.pending.items()):
+            try:
+                while q:
+                    self.sock.send_multipart([ident, *q[0]], zmq.NOBLOCK)
+                    self.pending_bytes[ident] -= sum(len(f) for f in q.popleft())
+                    self.pending_progress[ident] = now
+            except zmq.Again:
+                if now - self.pending_progress[ident] <= STREAM_STALL:
+                    continue
+                self.store.bad("catch-up", "a requester that does not read: its replies dropped")
+            except zmq.ZMQError:
+                pass  # the requester is gone
+            del self.pending[ident], self.pending_bytes[ident], self.pending_progress[ident]
 
     def snapshot_done(self, ok: bool) -> None:
         """A snapshot was written (or failed): stream it to the peers waiting for one."""

@@ -286,6 +286,8 @@ class Store:
             timeout = max(0, int(1000 * (wake - time.monotonic())) + 1)
             if self.serving.streams:
                 timeout = min(timeout, 5) if self.serving.blocked else 0
+            if self.serving.pending:
+                timeout = min(timeout, 5)
             if self._unpublished:  # held back by publish_interval_ms: wake when it is due
                 timeout = min(timeout, max(0, int(1000 * (self._next_publish - time.monotonic())) + 1))
             ready = dict(self.poller.poll(timeout))
@@ -306,6 +308,8 @@ class Store:
                 self._invalidate()
             if self._unpublished and time.monotonic() >= self._next_publish:
                 self._publish()
+            if self.serving.pending:
+                self.serving.flush()
             if self.serving.streams:
                 self.serving.advance()
             if self.ack_requests.wanted:
@@ -504,12 +508,12 @@ class Store:
             except zmq.Again:
                 pass
 
-    def _on_ack(self, peer: str, seq: int, incarnation: str | None = None) -> None:
-        """``peer`` has applied our events through ``seq``.  With ``incarnation`` (from its
-        heartbeat): if the peer restarted since, its figure starts again from ``seq``, lower
+    def _on_ack(self, peer: str, seq: int, incarnation: str) -> None:
+        """``peer``'s ``incarnation`` has applied our events through ``seq`` (a heartbeat or an
+        ack says so).  If the peer restarted since, its figure starts again from ``seq``, lower
         or not - a new incarnation holds what its recovery proved, not what the old one said.
         The frontend gets the whole table (zkv.frontend.waits)."""
-        if incarnation is not None and self.peer_origins.get(peer) != incarnation:
+        if self.peer_origins.get(peer) != incarnation:
             self.peer_origins[peer] = incarnation
             changed = self.acked.reset(peer, seq)
         else:
@@ -574,8 +578,11 @@ class Store:
                     node, incarnation, origin, seq = decode_ack(payload)
                     if node != peer:
                         raise DecodeError(f"an ack of {node!r} on {peer}'s bus")
-                    if origin == self.origin and incarnation == self.peer_origins.get(peer):
-                        self._on_ack(peer, seq)  # (a late ack of its previous life is not)
+                    if origin == self.origin:
+                        # One peer's messages arrive in order on its own socket: an ack of an
+                        # incarnation not seen yet means the peer restarted (its first heartbeat
+                        # may have gone out before we reconnected), and starts its figure again.
+                        self._on_ack(peer, seq, incarnation)
                 elif topic == TOPIC_ACKREQ:
                     origin, seq = decode_ackreq(payload)
                     if node_of(origin) != peer:
