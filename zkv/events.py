@@ -248,13 +248,18 @@ def encode_ackreq(origin: str, seq: int) -> bytes:
     return msgpack.packb([origin, seq], use_bin_type=True)
 
 
-def decode_ackreq(payload: bytes) -> tuple[str, int]:
+def _unpack_list(payload: bytes, n: int, what: str) -> list[Any]:
     try:
         d = msgpack.unpackb(payload, raw=False)
     except Exception as exc:
-        raise DecodeError(f"undecodable ack request: {exc}") from None
-    if d.__class__ is not list or len(d) != 2:
-        raise DecodeError("ack request is not [origin, seq]")
+        raise DecodeError(f"undecodable {what}: {exc}") from None
+    if d.__class__ is not list or len(d) != n:
+        raise DecodeError(f"{what} is not a list of {n}")
+    return d
+
+
+def decode_ackreq(payload: bytes) -> tuple[str, int]:
+    d = _unpack_list(payload, 2, "ack request")
     return check_name(d[0], "origin"), check_int(d[1], "seq")
 
 
@@ -265,11 +270,6 @@ def encode_ack(node_id: str, incarnation: str, origin: str, seq: int) -> bytes:
 def decode_ack(payload: bytes) -> tuple[str, str, str, int]:
     """``(node id, its incarnation, origin, seq)``: that incarnation has applied ``origin``'s
     events through ``seq``."""
-    try:
-        d = msgpack.unpackb(payload, raw=False)
-    except Exception as exc:
-        raise DecodeError(f"undecodable ack: {exc}") from None
-    if d.__class__ is not list or len(d) != 4:
-        raise DecodeError("ack is not [node id, incarnation, origin, seq]")
+    d = _unpack_list(payload, 4, "ack")
     return (check_name(d[0], "id"), check_name(d[1], "incarnation"), check_name(d[2], "origin"),
             check_int(d[3], "seq"))
