@@ -735,9 +735,18 @@ class Store:
         for origin, (_peer, since) in list(self.fetching.items()):
             if now - since > FETCH_TIMEOUT:
                 del self.fetching[origin]
-        if self.sync is not None and now - self.sync.last_chunk > SYNC_TIMEOUT:
-            log.warning("full state transfer from %s stalled; abandoning it", self.sync.peer)
-            self.sync = None
+        if self.sync is not None:
+            quiet = now - self.sync.last_chunk
+            sender = self.peers.get(self.sync.peer)
+            if quiet > SYNC_TIMEOUT:
+                log.warning("full state transfer from %s stalled; abandoning it", self.sync.peer)
+                self.sync = None
+            elif quiet > PEER_SILENT_S and (sender is None or now - sender.seen > PEER_SILENT_S):
+                # the sender went down: another peer can serve it (a live one's snapshot may
+                # take longer, and it is waited for up to SYNC_TIMEOUT)
+                log.warning("full state transfer from %s: it went silent; asking another peer",
+                            self.sync.peer)
+                self.sync = None
         if self.ae_asked is not None and now - self.ae_asked[1] > FETCH_TIMEOUT:
             self.ae_asked = None
 
