@@ -237,7 +237,7 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
                         f"lag_ms={p.get('lag', {}).get('ms', 0)}", f"acked={p.get('acked', 0)}",
                         *(f"{o}={s}" for o, s in sorted(p["vv"].items()))])
               for i, (pid, p) in enumerate(sorted(peers.items()))),
-            f"writes_refused:{info.get('clock', {}).get('writes_refused', '')}",
+            f"clock_refusing:{info.get('clock', {}).get('writes_refused', '')}",
             f"held_back_origins:{','.join(info.get('clock', {}).get('held_back_origins', []))}",
             f"syncing:{int(bool(info.get('syncing')))}",
             *(f"{k}:{v}" for k, v in sorted(info.get("stats", {}).items())),
