@@ -20,6 +20,7 @@ import msgpack
 
 from zkv.bus import Access, ask, config_access
 from zkv.config import Config, parse_host_port
+from zkv.protocol import resp
 from zkv.replication import catchup as wire
 
 
@@ -82,10 +83,6 @@ class ConfigSource:
         return out
 
 
-def _resp(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
 def _read_reply(f: Any) -> bytes:
     head = f.readline()
     if head[:1] == b"$":
@@ -110,9 +107,9 @@ def client_report(address: str, password: str | None = None, tls: bool = False,
             sock = ctx.wrap_socket(raw, server_hostname=host)
         with sock, sock.makefile("rb") as f:
             if password is not None:
-                sock.sendall(_resp(b"AUTH", password.encode()))
+                sock.sendall(resp.array([b"AUTH", password.encode()]))
                 _read_reply(f)
-            sock.sendall(_resp(b"INFO", b"json"))
+            sock.sendall(resp.array([b"INFO", b"json"]))
             info = json.loads(_read_reply(f))
     except Exception as exc:  # noqa: BLE001 - any failure means: this node is not answering
         return Report(address, None, f"{type(exc).__name__}: {exc}")
