@@ -1,4 +1,6 @@
-"""The store process: one loop that owns the keyspace, its log, and every replication socket.
+"""The store process: the shell around the replica core (zkv.store.replica) - its sockets, its
+disk and its clock.  It feeds the core what arrives and carries out what the core asks for; every
+decision is the core's.
 
 Sockets, by role (all set up in ``_bind``):
 
@@ -12,10 +14,7 @@ Sockets, by role (all set up in ``_bind``):
     zap        REP     with keys configured: admits the peers' CURVE keys (zkv.curve)
 
 One event travels one way: local write -> keyspace -> log -> PUB -> peer SUB -> peer inbox ->
-peer keyspace -> peer log.  Anything a SUB misses (slow joiner, high-water mark, restart) shows up
-as a gap in sequence numbers or as a peer's heartbeat announcing more than we have, and is
-pulled from any peer that has it; when nobody still holds it, a full state transfer follows.
-The loop is single-threaded, so no state here needs a lock.
+peer keyspace -> peer log.  The loop is single-threaded, so no state here needs a lock.
 """
 
 from __future__ import annotations
@@ -25,53 +24,30 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import zmq
 
-from zkv.clock import HybridClock, physical
-from zkv.commands import ACKS, FRONTEND_ID, INVALIDATE
 from zkv.config import Config
-from zkv.proc import rss_bytes
-from zkv.progress import Progress
 from zkv.curve import ZapHandler, dial
-from zkv.events import (
-    BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_CATCHUP, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch,
-    DecodeError,
-    Heartbeat, check_int, check_name, check_vv, decode_ack, decode_ackreq, decode_batch,
-    decode_heartbeat, encode_ack, encode_ackreq, encode_batch, encode_heartbeat, new_origin,
-    node_of, split_items,
-)
-from zkv.replication import catchup as wire
-from zkv.replication.acks import Acked, AckRequests
-from zkv.replication.antientropy import differing_buckets, merge
+from zkv.events import TOPIC_CATCHUP, new_origin
+from zkv.proc import rss_bytes
 from zkv.replication.backlog import Backlog
-from zkv.replication.horizon import Announced, Horizon
-from zkv.replication.inbox import Inbox
 from zkv.replication.limits import CATCHUP_SNDHWM, MAX_REQUEST_BYTES
-from zkv.replication.skew import Offsets, refusal
-from zkv.replication.transfer import FullSync, implausible, stale_keys
-from zkv.store.catchup_server import CatchupServer
-from zkv.store.durability import Durability, Recovered, encode_event_record, encode_repair_records
-from zkv.store.keyspace import Keyspace
-from zkv.store.snapshot import check_entries, decode_chunk
-from zkv.store.tracking import Tracking
+from zkv.store.catchup_server import CatchupSender
+from zkv.store.durability import SNAPSHOT as SNAPSHOT_FILE, Durability, Recovered
+from zkv.store.outputs import (
+    CLIENT, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
+)
+from zkv.store.replica import Replica
 
 log = logging.getLogger("zkv.store")
 
-FETCH_TIMEOUT = 3.0  # seconds without an answer before a pull is asked of someone else
-SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandoned
-# Local events are published at most once per publish_interval_ms, all those of the interval in
-# one message (so peers wake up once for them), or as soon as this many have accumulated.
-PUBLISH_MAX_EVENTS = 4096
-PEER_SILENT_S = 2.0  # a peer unheard for this long counts as disconnected (INFO, logs)
 MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log append for all)
 # No bus or catch-up message may be larger than this (ZeroMQ drops the connection of a peer that
 # sends one): the largest value a client may write (512 MB) fits, and so does its log record.
 MAX_MSG_BYTES = 768 * 1024 * 1024
-BAD_LOG_EVERY = 10.0  # seconds between log lines about malformed peer messages
 
 
 def snapshot_threshold(records: int) -> int:
@@ -79,90 +55,25 @@ def snapshot_threshold(records: int) -> int:
     return int(records * random.uniform(0.75, 1.25))
 
 
-def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False)
-
-
-@dataclass(slots=True)
-class PeerView:
-    hb: Heartbeat
-    seen: float
-
-
 class Store:
     def __init__(self, cfg: Config, clients_endpoint: str) -> None:
         self.cfg = cfg
         self.id = cfg.id
         self.clients_endpoint = clients_endpoint
-        self.peer_ids = {p.id for p in cfg.peers}
+        self.peer_keys = {p.id: p.public_key for p in cfg.peers}
         self.running = True
         self.disk = Durability(cfg.data_dir, cfg.id, cfg.fsync)
-        self.backlog = Backlog(cfg.backlog, cfg.backlog_mb * 1024 * 1024)
-        rec = self.disk.recover(on_batch=self.backlog.add)
-        self.recovered: Recovered = rec
-        self.ks: Keyspace = rec.keyspace
-        # This start's incarnation: our events are (origin, 1), (origin, 2), ... under a name
-        # never used before, so a log that lost its tail can never make us hand out an event
-        # identity a peer already holds (see zkv.events).
-        self.origin = new_origin(cfg.id)
-        # Bounded: a peer's timestamp more than max_clock_offset_ms ahead of our wall clock is
-        # not adopted, and the events carrying one wait (see _apply_remote).
-        self.clock = HybridClock(last=rec.max_hlc, max_offset_ms=cfg.max_clock_offset_ms)
-        self.inbox = Inbox(rec.vv, max_pending_bytes=cfg.pending_mb * 1024 * 1024)
-        for b in rec.held:  # events after a hole in the log: applied, but claimed only once
-            self.inbox.offer(b)  # the missing ones have been pulled (they wait as a gap)
-        self.gc_horizon = rec.gc_horizon
-        self.peers: dict[str, PeerView] = {}
-        self.fetching: dict[str, tuple[str, float]] = {}  # origin -> (peer asked, when)
-        self.horizon = Horizon(self.origin, frozenset(self.peer_ids))  # when tombstones may go
-        self.sync: FullSync | None = None
-        # Events stamped beyond our clock's bound, per origin, waiting until our wall clock
-        # comes within max_clock_offset_ms of them (later events of that origin wait behind).
-        self.held_back: dict[str, Batch] = {}
-        self.offsets = Offsets()  # each peer's wall clock minus ours (zkv.replication.skew)
-        self.refuse_writes: str | None = None  # why client writes are refused (clock skew)
-        self.ae_asked: tuple[str, float] | None = None  # (peer, when): anti-entropy outstanding
-        self._bad_logged = 0.0
-        self._max_stable: dict[str, int] = {}  # peer -> highest stable time it announced
-        self.peer_keys = {p.id: p.public_key for p in cfg.peers}
-        self.acked = Acked(frozenset(self.peer_ids))  # peers' applied seq of our origin
-        self.peer_origins: dict[str, str] = {}  # each peer's incarnation, from its heartbeats
-        self.ack_requests = AckRequests()  # origins waiting for our acknowledgement
-        self._ack_target = 0  # a client waits for peers to apply our events through this
+        backlog = Backlog(cfg.backlog, cfg.backlog_mb * 1024 * 1024)
+        self.recovered: Recovered = self.disk.recover(on_batch=backlog.add)
+        self.core = Replica(cfg, self.recovered, new_origin(cfg.id), backlog, time.monotonic())
+        self.core.info_extra = self._info_extra
         self.started = time.monotonic()
-        self.frontend_stats: dict[str, int] = {}  # what the frontend reports once a second
-        self.behind_since: dict[str, float] = {}  # peer -> since when it has events we lack
-        self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
-                      "tombstones_collected": 0, "local_writes": 0, "remote_events": 0,
-                      "loop_turns": 0, "frontend_batches": 0, "bus_batches": 0,
-                      "bad_messages": 0, "clock_held_events": 0, "writes_refused": 0}
-        self._ae_turn = 0
-        # At start-up, client requests wait until a peer has been heard or five heartbeats have
-        # passed: a peer's heartbeat moves our clock past every event it holds (our own lost log
-        # tail included, so a new write is stamped after the writes it may overwrite), and it
-        # tells us whether our clock is too far ahead of the cluster's to accept writes.
-        self.own_wait_until = time.monotonic() + 5 * cfg.heartbeat_ms / 1000 if self.peer_ids else 0.0
-        self.clients_paused = False
-        self._unpublished: list[tuple[int, bytes, bytes | None]] = []  # local events, in seq order
-        self._unpublished_first = 0
-        self._unpublished_payload: bytes | None = None  # their encoding, if they are one batch
         # Every node logs every write, so without jitter all of them would snapshot at the
         # same moment, and the whole cluster would slow down at once.
         self._snapshot_at = snapshot_threshold(cfg.snapshot_records)
-        # Publishing is paced: after a publish, the next waits publish_interval_ms, gathering
-        # what arrives meanwhile into one batch (each batch costs every peer a wake-up); after a
-        # quiet spell the first event goes out at once, so light traffic sees no delay.
-        self.publish_interval = cfg.publish_interval_ms / 1000
-        self._next_publish = 0.0
-        self._live_peers: set[str] = set()  # peers heard lately (for the log: up / silent)
-        # What the frontend's read cache may hold, and must be told to drop (zkv.store.tracking)
-        self.tracking = Tracking(max(10_000, cfg.read_cache_mb * 1024 * 1024 // 100))
         self.ctx = zmq.Context()  # its own: a ZAP handler belongs to one context
         self._bind()
+        self.core.catchup_endpoint = self.catchup_endpoint
 
     # --- set-up ------------------------------------------------------------------------------
     def _bind(self) -> None:
@@ -210,11 +121,14 @@ class Store:
         else:
             port = self.catchup.bind_to_random_port(base)
         self.catchup_endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-        self.fetchers: dict[str, tuple[str, zmq.Socket]] = {}  # peer -> (endpoint, DEALER)
+        self.keyed = self.zap is not None  # CURVE: catch-up requesters are the peers their keys proved
+        self.fetchers: dict[str, zmq.Socket] = {}  # peer -> DEALER to its catch-up channel
+        self.fetcher_peer: dict[zmq.Socket, str] = {}
         self.poller = zmq.Poller()
         for s in (self.clients, *self.subscribers, self.catchup):
             self.poller.register(s, zmq.POLLIN)
-        self.serving = CatchupServer(self, self.catchup, keyed=self.zap is not None)
+        self.sender = CatchupSender(self.catchup, self.cfg.data_dir / SNAPSHOT_FILE,
+                                    self.core.bad, self._notice)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
 
@@ -238,752 +152,161 @@ class Store:
         s.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)  # a peer sending more is disconnected
         return s
 
-    def _fetcher(self, peer: str, endpoint: str) -> zmq.Socket:
-        cur = self.fetchers.get(peer)
-        if cur is not None and cur[0] == endpoint:
-            return cur[1]
-        if cur is not None:
-            self.poller.unregister(cur[1])
-            cur[1].close(0)
-            if self.sync is not None and self.sync.peer == peer:
-                log.warning("%s restarted during a full state transfer from it; asking again", peer)
-                self.sync = None  # its stream went with the old socket
+    def _connect(self, peer: str, endpoint: str) -> None:
+        """(Re)dial ``peer``'s catch-up channel; a bad endpoint is the peer's fault, not ours."""
+        old = self.fetchers.pop(peer, None)
+        if old is not None:
+            self.poller.unregister(old)
+            del self.fetcher_peer[old]
+            old.close(0)
         s = self._bus_socket(zmq.DEALER)
         s.linger = 0
-        dial(s, endpoint, self.cfg.keys, self.peer_keys.get(peer))
+        try:
+            dial(s, endpoint, self.cfg.keys, self.peer_keys.get(peer))
+        except zmq.ZMQError as exc:
+            s.close(0)
+            self.core.bad("heartbeat", f"{peer}'s catch-up endpoint {endpoint[:100]!r}: {exc}")
+            return
         self.poller.register(s, zmq.POLLIN)
-        self.fetchers[peer] = (endpoint, s)
-        return s
+        self.fetchers[peer] = s
+        self.fetcher_peer[s] = peer
+
+    # --- carrying out the core's outputs ------------------------------------------------------
+    def _carry_out(self) -> None:
+        for o in self.core.take():
+            verb = o[0]
+            if verb == CLIENT:
+                self.clients.send_multipart(o[1])
+            elif verb == LOG:
+                self.disk.append(o[1], o[2])
+            elif verb == PUBLISH:
+                try:
+                    self.publisher.send_multipart(o[1], zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # peers see the gap (or the next heartbeat) and pull
+            elif verb == FETCH:
+                sock = self.fetchers.get(o[1])
+                if sock is not None:
+                    try:
+                        sock.send_multipart(o[2], zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass  # unanswered, the request is asked again (FETCH_TIMEOUT)
+            elif verb == SERVE:
+                self.sender.send(o[1], o[2])
+            elif verb == CONNECT:
+                self._connect(o[1], o[2])
+            elif verb == TRANSFER:
+                self.sender.transfer(o[1], o[2], o[3])
+                if not self.disk.snapshot_running:
+                    self.disk.start_snapshot(*self.core.snapshot_state())
+            elif verb == SNAPSHOT:
+                self.disk.start_snapshot(*self.core.snapshot_state())
+            elif verb == PAUSE:
+                self.poller.modify(self.clients, 0 if o[1] else zmq.POLLIN)
+
+    def _notice(self, note: dict[str, Any]) -> None:
+        try:
+            self.publisher.send_multipart(
+                [TOPIC_CATCHUP, msgpack.packb({"from": self.id, **note}, use_bin_type=True)],
+                zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     # --- main loop ---------------------------------------------------------------------------
     def run(self) -> None:
-        hb_every = self.cfg.heartbeat_ms / 1000
-        ae_every = self.cfg.anti_entropy_ms / 1000
-        next_hb = next_sync = next_ae = time.monotonic()
+        core, sender = self.core, self.sender
+        next_sync = time.monotonic()
         while self.running:
             now = time.monotonic()
-            if now >= next_hb:
-                if self._unpublished:
-                    self._publish()  # a heartbeat never announces events not yet sent
-                self._heartbeat()
-                self._expire_fetches(now)
-                self._release_held_back()
-                self._check_clock_skew(now)
-                self._pause_clients_until_heard(now)
-                next_hb = now + hb_every
+            core.tick(now)
             if now >= next_sync:
                 self.disk.sync()
-                self._after_snapshot(self.disk.poll_snapshot())
+                ok = self.disk.poll_snapshot()
+                if ok is not None:
+                    log.info("snapshot written in %.2fs (fork pause %.1f ms)",
+                             self.disk.last_snapshot_seconds, self.disk.last_fork_pause_ms)
+                    sender.snapshot_done(ok)
                 next_sync = now + 1.0
-            if now >= next_ae:
-                self._anti_entropy()
-                self._collect_tombstones()
-                next_ae = now + ae_every
-            if self.disk.records_since_snapshot >= self._snapshot_at and self.sync is None:
-                if self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon):
-                    self._snapshot_at = snapshot_threshold(self.cfg.snapshot_records)
-            wake = min(next_hb, next_sync, next_ae)
+            if (self.disk.records_since_snapshot >= self._snapshot_at and core.snapshot_allowed()
+                    and self.disk.start_snapshot(*core.snapshot_state())):
+                self._snapshot_at = snapshot_threshold(self.cfg.snapshot_records)
+            if sender.pending:
+                sender.flush()
+            if sender.streams:
+                sender.advance()
+            self._carry_out()
+            wake = min(core.next_timer(), next_sync)
             timeout = max(0, int(1000 * (wake - time.monotonic())) + 1)
-            if self.serving.streams:
-                timeout = min(timeout, 5) if self.serving.blocked else 0
-            if self.serving.pending:
+            if sender.streams:
+                timeout = min(timeout, 5) if sender.blocked else 0
+            if sender.pending:
                 timeout = min(timeout, 5)
-            if self._unpublished:  # held back by publish_interval_ms: wake when it is due
-                timeout = min(timeout, max(0, int(1000 * (self._next_publish - time.monotonic())) + 1))
             ready = dict(self.poller.poll(timeout))
-            self.stats["loop_turns"] += 1
             if self.clients in ready:
-                self._serve_clients()
+                self._receive_clients()
             for sub, peer in self.subscribers.items():
                 if sub in ready:
                     self._receive_bus(peer, sub)
             if self.zap is not None and self.zap.sock in ready:
-                self._admit()
+                for key in self.zap.handle():
+                    core.bad("bus", f"a connection with key {key.decode()} was refused (not a configured peer)")
             if self.catchup in ready:
-                self.serving.serve()
-            for peer, (_endpoint, sock) in list(self.fetchers.items()):
+                self._receive_requests()
+            for sock, peer in list(self.fetcher_peer.items()):
                 if sock in ready:
-                    self._receive_fetch(peer, sock)
-            if self.tracking.pending:
-                self._invalidate()
-            if self._unpublished and time.monotonic() >= self._next_publish:
-                self._publish()
-            if self.serving.pending:
-                self.serving.flush()
-            if self.serving.streams:
-                self.serving.advance()
-            if self.ack_requests.wanted:
-                self._send_acks()
+                    self._receive_replies(peer, sock)
+            self._carry_out()
 
-    def _pause_clients_until_heard(self, now: float) -> None:
-        paused = not self.peers and now < self.own_wait_until
-        if paused != self.clients_paused:
-            self.clients_paused = paused
-            self.poller.modify(self.clients, 0 if paused else zmq.POLLIN)
-            if paused:
-                log.info("client requests wait until a peer has been heard (at most %d ms)",
-                         5 * self.cfg.heartbeat_ms)
-            else:
-                log.info("serving client requests as %s", self.origin)
-
-    def _check_clock_skew(self, now: float) -> None:
-        """Refuse client writes while our stamps are too far off the cluster's clocks (see
-        zkv.replication.skew); say so in the log when that starts and ends.  A peer that is
-        down counts with the offset it last had: with one of three nodes down and another's
-        clock far off, the median of the two live ones alone would be halfway between them,
-        and the healthy node would refuse writes too."""
-        offsets = list(self.offsets.current.values())
-        refuse = refusal(self.clock.wall(), physical(self.clock.last), offsets,
-                         self.cfg.max_clock_offset_ms)
-        if (refuse is None) != (self.refuse_writes is None):
-            if refuse:
-                log.error("%s", refuse)
-            else:
-                log.info("clock back within max_clock_offset_ms of the cluster's: accepting writes")
-        self.refuse_writes = refuse
-
-    def shutdown(self) -> None:
-        """Clean stop: a snapshot, so the next start replays no log."""
-        t0 = time.perf_counter()
-        if self._unpublished:
-            self._publish()
-        try:
-            if not self.disk.broken:
-                self.disk.snapshot_now(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
-                log.info("clean shutdown: snapshot of %d keys written in %.2fs", len(self.ks),
-                         time.perf_counter() - t0)
-        finally:
-            self.disk.close()
-            for s in [self.clients, self.publisher, *self.subscribers, self.catchup,
-                      *(s for _e, s in self.fetchers.values())]:
-                s.close(0)
-            if self.zap is not None:
-                self.zap.close()
-            self.ctx.destroy(linger=0)
-
-    # --- local writes and reads from the frontend --------------------------------------------
-    def _serve_clients(self) -> None:
-        """Take every batch the frontend has queued, apply it, log once, publish once, reply."""
-        clients = self.clients
+    def _receive_clients(self) -> None:
         msgs = []
         for _ in range(MAX_CLIENT_MSGS_PER_TURN):
             try:
-                msgs.append(clients.recv_multipart(zmq.NOBLOCK))
+                msgs.append(self.clients.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 break
-        self.stats["frontend_batches"] += len(msgs)
-        ks, clock, me = self.ks, self.clock, self.origin
-        refuse = self.refuse_writes
-        # One clock reading per turn: its writes take that stamp and the ones after it, each
-        # above everything issued or observed before, and the clock then passes the last.
-        stamp = clock.now()
-        # Local writes are stamped in order into ``items`` and applied to the keyspace in runs
-        # (``apply_many``), the pending run always before any read, so each read sees every
-        # write sent before it.
-        items: list[tuple[int, bytes, bytes | None]] = []
-        applied = 0
-        replies = []
-        track = self.tracking.keys.add if self.cfg.read_cache_mb else None
-        for frames in msgs:
-            ident, payload = frames[0], frames[-1]
-            try:
-                ops = unpack(payload)
-                if not isinstance(ops, list):
-                    raise TypeError("not a list")
-            except Exception:
-                log.error("undecodable batch from the frontend; answering it with no results")
-                replies.append((ident, []))
-                continue
-            results: list[Any] = []
-            refused = False
-            for op in ops:
-                # The frontend only sends well-formed ops; anything else (another process on the
-                # ipc socket) gets a null result, checked before it can touch the keyspace.
-                try:
-                    code = op[0]
-                    if refuse is not None and (code == "s" or code == "d"):
-                        results.append(None)
-                        refused = True
-                        continue
-                    if code == "s":
-                        key, value = op[1], op[2]
-                        if key.__class__ is not bytes or value.__class__ is not bytes:
-                            raise TypeError("SET needs bytes")
-                        items.append((stamp, key, value))
-                        stamp += 1
-                        results.append(None)
-                        continue
-                    if applied < len(items):
-                        ks.apply_many(me, items[applied:])
-                        applied = len(items)
-                    if code == "g":
-                        key = op[1]
-                        results.append(ks.get(key))
-                        if track is not None and key.__class__ is bytes:
-                            track(key)
-                    elif code == "d":
-                        key = op[1]
-                        if key.__class__ is not bytes:
-                            raise TypeError("DEL needs bytes")
-                        results.append(0 if ks.get(key) is None else 1)
-                        items.append((stamp, key, None))
-                        stamp += 1
-                    elif code == "n":
-                        results.append(len(ks))
-                    elif code == "i":
-                        results.append(self.info())
-                    elif code == "c":  # the frontend's own figures, once a second
-                        self.frontend_stats = {"clients": int(op[1]), "rss": int(op[2])}
-                        results.append(None)
-                    elif code == "w":  # WAIT / min_acks: every write before it, on our origin
-                        target = self.inbox.vv.get(me, 0) + len(items)
-                        results.append([target, self.acked.seq])
-                        if target > self._ack_target:
-                            self._ack_target = target
-                    else:
-                        results.append(None)
-                except (TypeError, IndexError, KeyError):
-                    results.append(None)
-            if refused:  # the frontend answers its writes with the reason (zkv.commands)
-                self.stats["writes_refused"] += 1
-                replies.append((ident, {"refused": refuse, "results": results}))
-            else:
-                replies.append((ident, results))
-        if applied < len(items):
-            ks.apply_many(me, items[applied:])
-        if items:
-            clock.issued(stamp - 1)
-            first = self.inbox.vv.get(me, 0) + 1
-            batch = Batch(me, first, items)
-            payload = encode_batch(batch)
-            if len(payload) <= BATCH_BYTES:
-                self._commit([(batch, payload)], len(items))  # fsync=always: on disk now
-            else:  # big values: several log records, none near the log's 1 GiB record limit
-                payload = None
-                runs = []
-                seq = first
-                for run in split_items(items):
-                    b = Batch(me, seq, run)
-                    runs.append((b, encode_batch(b)))
-                    seq += len(run)
-                self._commit(runs, len(items))
-            self.stats["local_writes"] += len(items)
-            if self._unpublished:
-                self._unpublished.extend(items)
-                self._unpublished_payload = None
-            else:
-                self._unpublished = items
-                self._unpublished_first = first
-                self._unpublished_payload = payload
-            if len(self._unpublished) >= PUBLISH_MAX_EVENTS:
-                self._publish()
-        if self._ack_target:
-            self._request_acks()
-        if self.tracking.pending:
-            self._invalidate()  # (none are made above: local writes are the frontend's own)
-        for ident, results in replies:
-            clients.send_multipart([ident, pack(results)])
-        self.tracking.bound()  # (untracked keys are named at the end of the turn)
+        self.core.client(msgs, time.monotonic())
+        self._carry_out()
 
-    def _request_acks(self) -> None:
-        """A client waits for peers to apply our events through ``_ack_target``: publish them
-        now (not at the next pacing slot), then ask every peer to acknowledge them."""
-        target, self._ack_target = self._ack_target, 0
-        if self.acked.count(target) == len(self.peer_ids):
-            return
-        if self._unpublished:
-            self._publish()
-        try:
-            self.publisher.send_multipart([TOPIC_ACKREQ, encode_ackreq(self.origin, target)],
-                                          zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the peers' heartbeats carry the same news, later
-
-    def _send_acks(self) -> None:
-        """Tell the origins that asked how far we have applied their events (zkv.replication.acks)."""
-        for origin, seq in self.ack_requests.due(self.inbox.vv):
-            try:
-                self.publisher.send_multipart([TOPIC_ACK, encode_ack(self.id, self.origin, origin, seq)],
-                                              zmq.NOBLOCK)
-            except zmq.Again:
-                pass
-
-    def _on_ack(self, peer: str, seq: int, incarnation: str) -> None:
-        """``peer``'s ``incarnation`` has applied our events through ``seq`` (a heartbeat or an
-        ack says so).  If the peer restarted since, its figure starts again from ``seq``, lower
-        or not - a new incarnation holds what its recovery proved, not what the old one said.
-        The frontend gets the whole table (zkv.frontend.waits)."""
-        if self.peer_origins.get(peer) != incarnation:
-            self.peer_origins[peer] = incarnation
-            changed = self.acked.reset(peer, seq)
-        else:
-            changed = self.acked.update(peer, seq)
-        if changed:
-            self.clients.send_multipart([FRONTEND_ID, ACKS, pack(self.acked.seq)])
-
-    def _invalidate(self) -> None:
-        """Tell the frontend which keys to drop (see zkv.store.tracking); to a frontend not
-        connected yet, whose cache is empty, ZeroMQ drops it."""
-        self.clients.send_multipart([FRONTEND_ID, INVALIDATE, pack(self.tracking.take())])
-
-    def _publish(self) -> None:
-        """Send the local events not yet published as one batch (several, if they are big)."""
-        payload = self._unpublished_payload
-        if payload is None:
-            payload = encode_batch(Batch(self.origin, self._unpublished_first, self._unpublished))
-        if len(payload) <= BATCH_BYTES:
-            payloads = [payload]
-        else:
-            payloads = []
-            seq = self._unpublished_first
-            for run in split_items(self._unpublished):
-                payloads.append(encode_batch(Batch(self.origin, seq, run)))
-                seq += len(run)
-        self._unpublished = []
-        self._unpublished_payload = None
-        self._next_publish = time.monotonic() + self.publish_interval
-        try:
-            for payload in payloads:
-                self.publisher.send_multipart([TOPIC_EVENTS, payload], zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # peers will see the gap and pull it
-
-    # --- replication: receiving --------------------------------------------------------------
     def _receive_bus(self, peer: str, sub: zmq.Socket) -> None:
-        """Messages on ``peer``'s bus.  A bus carries only its own node's events, heartbeats
-        and acks: one that speaks for another node is dropped, so a peer (or whoever holds its
-        key) can never speak for a third."""
+        bus, now = self.core.bus, time.monotonic()
         for _ in range(1000):
             try:
                 frames = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) != 2:
-                self.bad("bus", "a message of %d frames" % len(frames))
+                self.core.bad("bus", "a message of %d frames" % len(frames))
                 continue
-            topic, payload = frames
+            bus(peer, frames[0], frames[1], now)
+
+    def _receive_requests(self) -> None:
+        now = time.monotonic()
+        for _ in range(100):
             try:
-                if topic == TOPIC_EVENTS:
-                    self.stats["bus_batches"] += 1
-                    batch = decode_batch(payload)
-                    if node_of(batch.origin) != peer:
-                        raise DecodeError(f"events of {batch.origin} on {peer}'s bus")
-                    self._offer(batch, payload, via=None)
-                elif topic == TOPIC_HEARTBEAT:
-                    hb = decode_heartbeat(payload)
-                    if hb.id != peer:
-                        raise DecodeError(f"a heartbeat of {hb.id!r} on {peer}'s bus")
-                    self._on_heartbeat(hb)
-                elif topic == TOPIC_ACK:
-                    node, incarnation, origin, seq = decode_ack(payload)
-                    if node != peer:
-                        raise DecodeError(f"an ack of {node!r} on {peer}'s bus")
-                    if origin == self.origin:
-                        # One peer's messages arrive in order on its own socket: an ack of an
-                        # incarnation not seen yet means the peer restarted (its first heartbeat
-                        # may have gone out before we reconnected), and starts its figure again.
-                        self._on_ack(peer, seq, incarnation)
-                elif topic == TOPIC_ACKREQ:
-                    origin, seq = decode_ackreq(payload)
-                    if node_of(origin) != peer:
-                        raise DecodeError(f"an ack request for {origin} on {peer}'s bus")
-                    self.ack_requests.want(origin, seq)
-                elif topic == TOPIC_CATCHUP:
-                    pass  # a peer's notice for zkv tail
-                else:
-                    self.bad("bus", "unknown topic")
-            except DecodeError as exc:
-                self.bad("bus", str(exc))
-            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
-                self.bad("bus", f"{type(exc).__name__}: {exc}")
-
-    def bad(self, where: str, what: str) -> None:
-        """A malformed or unexpected message from a peer (or a stranger): dropped, counted, and
-        logged at most once per BAD_LOG_EVERY seconds."""
-        self.stats["bad_messages"] += 1
-        now = time.monotonic()
-        if now - self._bad_logged >= BAD_LOG_EVERY:
-            self._bad_logged = now
-            log.warning("dropped a bad %s message (%s); %d so far", where, what[:200],
-                        self.stats["bad_messages"])
-
-    def _offer(self, batch: Batch, payload: bytes | None, via: str | None) -> None:
-        ready, gap = self.inbox.offer(batch)
-        if ready:
-            self._apply_remote(ready, payload if len(ready) == 1 and ready[0] is batch else None)
-        origin = batch.origin
-        if (gap and origin not in self.fetching and self.sync is None
-                and origin not in self.held_back):
-            self.stats["gaps"] += 1
-            log.warning("gap in %s's events: have %d, got %d..%d; pulling the missing ones",
-                        origin, self.inbox.vv.get(origin, 0), batch.first_seq, batch.last_seq)
-            self._pull(origin, via)
-
-    def _apply_remote(self, batches: list[Batch], payload: bytes | None) -> None:
-        ks, clock = self.ks, self.clock
-        runs = []
-        writes = 0
-        limit = clock.limit()
-        for b in batches:
-            origin = b.origin
-            if origin in self.held_back:
-                continue  # an earlier batch of it waits, so this one is pulled again later
-            if b.items[-1][0] > limit:  # stamped too far ahead of our clock (events increase)
-                b = self._hold_back(b, limit)
-                payload = None
-                if b is None:
-                    continue
-            clock.observe(ks.apply_many(origin, b.items, self.gc_horizon)[1])
-            self.tracking.note_changes(b.items)
-            runs.append((b, payload if payload is not None else encode_batch(b)))
-            writes += len(b.items)
-        if runs:
-            self._commit(runs, writes)
-            self.stats["remote_events"] += writes
-            for b, _payload in runs:
-                self.horizon.advance(b.origin, self.inbox.vv)
-
-    def _commit(self, runs: list[tuple[Batch, bytes]], writes: int) -> None:
-        """The step every event batch takes once applied to the keyspace, local or remote, in
-        this order: its log record (with fsync=always, on disk on return), then the catch-up
-        backlog and the version vector - so nothing is served or announced before it is logged."""
-        self.disk.append([encode_event_record(payload) for _b, payload in runs], writes)
-        backlog_add, applied = self.backlog.add, self.inbox.applied
-        for b, payload in runs:
-            backlog_add(b.origin, b.first_seq, b.last_seq, payload)
-            applied(b.origin, b.last_seq)
-
-    def _hold_back(self, b: Batch, limit: int) -> Batch | None:
-        """Keep the events of ``b`` stamped beyond ``limit`` (and, through the inbox, everything
-        after them) until our wall clock comes within max_clock_offset_ms of them; return the
-        part that may be applied now, or None."""
-        cut = next(i for i, item in enumerate(b.items) if item[0] > limit)
-        rest = Batch(b.origin, b.first_seq + cut, b.items[cut:])
-        self.held_back[b.origin] = rest
-        self.stats["clock_held_events"] += len(rest.items)
-        ahead = physical(rest.items[0][0]) - self.clock.wall()
-        log.warning("holding back %d events of %s from seq %d: stamped %d ms ahead of this node's "
-                    "clock (max_clock_offset_ms = %d)", len(rest.items), b.origin, rest.first_seq,
-                    ahead, self.cfg.max_clock_offset_ms)
-        return Batch(b.origin, b.first_seq, b.items[:cut]) if cut else None
-
-    def _release_held_back(self) -> None:
-        """Offer again the held-back events whose time has come (checked every heartbeat)."""
-        if not self.held_back:
-            return
-        limit = self.clock.limit()
-        for origin, b in list(self.held_back.items()):
-            if b.items[0][0] <= limit:
-                del self.held_back[origin]
-                log.info("releasing held-back events of %s from seq %d", origin, b.first_seq)
-                self._offer(b, None, via=None)
-                rel = self.inbox.release(origin)
-                if rel:
-                    self._apply_remote(rel, None)
-
-    def _on_heartbeat(self, hb: Heartbeat) -> None:
-        if hb.id == self.id:
-            return
-        if hb.id not in self.peer_ids:
-            self.bad("heartbeat", f"from {hb.id!r}, which is not a configured peer")
-            return
-        self._fetcher(hb.id, hb.catchup)  # first: a bad endpoint raises before any state changes
-        now = time.monotonic()
-        if hb.id not in self._live_peers:
-            self._live_peers.add(hb.id)
-            log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
-        self.peers[hb.id] = PeerView(hb, now)
-        self._on_ack(hb.id, hb.vv.get(self.origin, 0), hb.origin)
-        mine = self.inbox.vv
-        if any(seq > mine.get(o, 0) for o, seq in hb.vv.items()):
-            self.behind_since.setdefault(hb.id, now)
-        else:
-            self.behind_since.pop(hb.id, None)
-        if hb.stable > self._max_stable.get(hb.id, 0):
-            self._max_stable[hb.id] = hb.stable
-        if hb.wall:
-            self.offsets.sample(hb.id, hb.wall, self.clock.wall())
-        self.clock.observe(hb.hlc)  # (not adopted if beyond our bound)
-        self.horizon.heard(hb.id, Announced(hb.origin, hb.seq, hb.hlc, hb.vv, hb.stable), self.inbox.vv)
-        if self.clients_paused:
-            self._check_clock_skew(now)
-            self._pause_clients_until_heard(now)
-        for origin, seq in hb.vv.items():
-            if (seq > self.inbox.vv.get(origin, 0) and origin not in self.fetching
-                    and self.sync is None and origin not in self.held_back):
-                self._pull(origin, hb.id)
-
-    def _pull(self, origin: str, peer: str | None) -> None:
-        """Ask ``peer`` for ``origin``'s events after what we have."""
-        have = self.inbox.vv.get(origin, 0)
-        view = self.peers.get(peer) if peer is not None else None
-        if view is None or view.hb.vv.get(origin, 0) <= have:
-            # That peer has not announced what we need; ask one that has, or else the origin's
-            # own node (a gap in its live stream shows before its heartbeat says how far it is).
-            best = max(self.peers.values(), key=lambda v: v.hb.vv.get(origin, 0), default=None)
-            if best is not None and best.hb.vv.get(origin, 0) > have:
-                peer = best.hb.id
-            elif node_of(origin) in self.fetchers and node_of(origin) in self.peers:
-                peer = node_of(origin)
-            else:
+                msg = self.catchup.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
                 return
-        sock = self.fetchers[peer][1]
-        sock.send_multipart(wire.pull(origin, self.inbox.vv.get(origin, 0)))
-        self.fetching[origin] = (peer, time.monotonic())
+            who = msg[1].get("User-Id") if self.keyed and len(msg) > 1 else None
+            frames = [f.bytes for f in msg]
+            self.core.catchup_request(frames[0], who, frames[1:], now)
 
-    def _expire_fetches(self, now: float) -> None:
-        for origin, (_peer, since) in list(self.fetching.items()):
-            if now - since > FETCH_TIMEOUT:
-                del self.fetching[origin]
-        if self.sync is not None:
-            quiet = now - self.sync.last_chunk
-            sender = self.peers.get(self.sync.peer)
-            if quiet > SYNC_TIMEOUT:
-                log.warning("full state transfer from %s stalled; abandoning it", self.sync.peer)
-                self.sync = None
-            elif quiet > PEER_SILENT_S and (sender is None or now - sender.seen > PEER_SILENT_S):
-                # the sender went down: another peer can serve it (a live one's snapshot may
-                # take longer, and it is waited for up to SYNC_TIMEOUT)
-                log.warning("full state transfer from %s: it went silent; asking another peer",
-                            self.sync.peer)
-                self.sync = None
-        if self.ae_asked is not None and now - self.ae_asked[1] > FETCH_TIMEOUT:
-            self.ae_asked = None
-
-    def _receive_fetch(self, peer: str, sock: zmq.Socket) -> None:
+    def _receive_replies(self, peer: str, sock: zmq.Socket) -> None:
+        now = time.monotonic()
         for _ in range(1000):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
-                self._on_fetch_reply(peer, frames)
-            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
-                self.bad("catch-up reply", f"from {peer}: {type(exc).__name__}: {exc}")
+            self.core.fetch_reply(peer, frames, now)
 
-    def _on_fetch_reply(self, peer: str, frames: list[bytes]) -> None:
-        """A reply on our DEALER to ``peer``: accepted only if it answers a request of ours
-        still outstanding there (a stranger's or a stale reply is dropped and counted)."""
-        verb = frames[0]
-        if verb == wire.EVENTS or verb == wire.TOOOLD:
-            origin = check_name(frames[1].decode(), "origin")
-            if self.fetching.get(origin, ("",))[0] != peer:
-                self.bad("catch-up", f"{verb.decode()} for {origin} from {peer}, not asked")
-                return
-        if verb == wire.EVENTS:
-            more = frames[2] == b"1"
-            for payload in frames[3:]:
-                batch = decode_batch(payload)
-                if batch.origin != origin:
-                    raise DecodeError(f"events of {batch.origin} in a reply about {origin}")
-                self.stats["pulled_events"] += len(batch.items)
-                self._offer(batch, payload, via=peer)
-            if more:
-                self._pull(origin, peer)
-            else:
-                self.fetching.pop(origin, None)
-                self._pull(origin, peer)  # only sends if the peer announced still more
-        elif verb == wire.TOOOLD:
-            self.fetching.pop(origin, None)
-            if self.sync is None:
-                log.warning("%s no longer holds %s's events after %d; full state transfer from it",
-                            peer, origin, self.inbox.vv.get(origin, 0))
-                self.sync = FullSync(peer, os.urandom(8), set(), time.monotonic(),
-                                     progress=Progress(log, f"full state transfer from {peer} (entries)"))
-                self.stats["full_syncs"] += 1
-                self.fetchers[peer][1].send_multipart(wire.snap(self.sync.tag, self.id))
-        elif verb in (wire.SNAPCHUNK, wire.SNAPEND, wire.SNAPFAIL):
-            if self.sync is None or self.sync.peer != peer or frames[1:2] != [self.sync.tag]:
-                self.bad("catch-up", f"{verb.decode()} from {peer}, not asked")
-            elif verb == wire.SNAPCHUNK:
-                self._transfer_chunk(frames[2])
-            elif verb == wire.SNAPEND:
-                self._transfer_end(peer, frames[2])
-            else:
-                self.sync = None
-        elif verb == wire.BUCKETS or verb == wire.ENTRIES:
-            if self.ae_asked is None or self.ae_asked[0] != peer:
-                self.bad("catch-up", f"{verb.decode()} from {peer}, not asked")
-                return
-            if verb == wire.BUCKETS:
-                vv, hashes = unpack(frames[1])
-                check_vv(vv)
-                diff = differing_buckets(self.ks.bucket_hashes(), hashes)
-                self.ae_asked = None
-                if vv == self.inbox.vv:
-                    if diff:
-                        self.fetchers[peer][1].send_multipart([wire.ENTRIES, pack(diff)])
-                        self.ae_asked = (peer, time.monotonic())
-            else:
-                self.ae_asked = None
-                _horizon, buckets, entries = unpack(frames[1])
-                self._repair(peer, buckets, entries)
-        else:
-            self.bad("catch-up", f"unknown reply {verb[:20]!r} from {peer}")
-
-    def _transfer_chunk(self, chunk: bytes) -> None:
-        assert self.sync is not None
-        entries = decode_chunk(chunk)
-        check_entries(entries)
-        if self._within_clock(entries) is not entries:
-            # The transfer would claim (in its vector) entries we did not apply: give it up
-            # and ask again later, when our clock has come near them.
-            log.warning("full state transfer from %s carries entries stamped beyond this node's "
-                        "clock bound; abandoning it", self.sync.peer)
-            self.sync = None
-            return
-        self.tracking.forget()
-        self.clock.observe(self.ks.apply_entries(entries))
-        self.sync.keys.update(e[0] for e in entries)
-        self.sync.entries += len(entries)
-        self.sync.last_chunk = time.monotonic()
-        if self.sync.progress is not None:
-            self.sync.progress.add(len(entries))
-        self.disk.append(encode_repair_records(None, 0, entries), len(entries))
-
-    def _transfer_end(self, peer: str, raw_meta: bytes) -> None:
-        """The peer's snapshot has been applied whole: adopt the vector it covered, and drop
-        the keys it provably deleted (zkv.replication.transfer)."""
-        assert self.sync is not None
-        meta = unpack(raw_meta)
-        horizon = check_int(meta.get("gc_horizon", 0), "gc_horizon")
-        vv = dict(check_vv(meta["vv"]))
-        mine = self.inbox.vv
-        why = implausible(horizon, vv, self._max_stable.get(peer, 0), self.gc_horizon,
-                          self.clock.limit(), self.origin, mine.get(self.origin, 0))
-        if why is not None:  # a lying or broken sender must not make us drop data
-            self.bad("catch-up", f"a full transfer from {peer} is not believed: {why}")
-            self.sync = None
-            return
-        dropped = self.ks.drop(stale_keys(self.ks, self.sync.keys, horizon, self.origin), horizon)
-        self.tracking.forget()
-        self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
-        self.inbox.advance(vv)
-        self.disk.append(encode_repair_records(vv, horizon, [], dropped), 1 + len(dropped))
-        for origin in list(vv):
-            rel = self.inbox.release(origin)
-            if rel:
-                self._apply_remote(rel, None)
-            self.horizon.advance(origin, self.inbox.vv)
-        log.info("full state transfer from %s done: %d entries, %d stale keys dropped",
-                 peer, self.sync.entries, len(dropped))
-        self.sync = None
-        # A snapshot now spares the next start replaying the whole transfer.
-        self.disk.start_snapshot(self.ks, self.inbox.vv, self.clock.last, self.gc_horizon)
-
-    def _within_clock(self, entries: list) -> list:
-        """Entries a peer sent (transfer, repair) minus those stamped beyond our clock's bound:
-        those wait for a later round, when our wall clock has come near them."""
-        limit = self.clock.limit()
-        if all(e[1] <= limit for e in entries):
-            return entries
-        kept = [e for e in entries if e[1] <= limit]
-        self.stats["clock_held_events"] += len(entries) - len(kept)
-        return kept
-
-    def _repair(self, peer: str, buckets: list, entries: list) -> None:
-        """Merge a peer's entries of buckets whose hashes differ at equal version vectors
-        (only merge: see zkv.replication.antientropy)."""
-        check_entries(entries)
-        changed = merge(self.ks, self._within_clock(entries), self.gc_horizon)
-        if changed:
-            self.clock.observe(max(e[1] for e in changed))  # a later write is stamped after them
-            self.tracking.forget()
-            self.stats["repaired_keys"] += len(changed)
-            self.disk.append(encode_repair_records(None, 0, changed), len(changed) + 1)
-            log.warning("anti-entropy with %s repaired %d keys in %d buckets",
-                        peer, len(changed), len(buckets) if buckets.__class__ is list else 0)
-
-    # --- replication: serving ----------------------------------------------------------------
-    def _admit(self) -> None:
-        assert self.zap is not None
-        for key in self.zap.handle():
-            self.bad("bus", f"a connection with key {key.decode()} was refused (not a configured peer)")
-
-    def _after_snapshot(self, ok: bool | None) -> None:
-        if ok is None:
-            return
-        log.info("snapshot written in %.2fs (fork pause %.1f ms)",
-                 self.disk.last_snapshot_seconds, self.disk.last_fork_pause_ms)
-        self.serving.snapshot_done(ok)
-
-    # --- heartbeat, tombstones, anti-entropy -------------------------------------------------
-
-    def _heartbeat(self) -> None:
-        now = time.monotonic()
-        for p in sorted(self._live_peers):
-            if now - self.peers[p].seen >= PEER_SILENT_S:
-                self._live_peers.discard(p)
-                log.warning("peer %s silent for %.1fs: down or cut off; its writes will be pulled "
-                            "when it is heard again", p, now - self.peers[p].seen)
-        now_ts = self.clock.now()
-        hb = Heartbeat(
-            id=self.id, seq=self.inbox.vv.get(self.origin, 0), hlc=now_ts, vv=dict(self.inbox.vv),
-            stable=self.horizon.stable(now_ts, self.inbox.vv), digest=self.ks.digest(),
-            keys=len(self.ks), catchup=self.catchup_endpoint, peers=sorted(self.peer_ids),
-            origin=self.origin, wall=self.clock.wall(),
-        )
-        try:
-            self.publisher.send_multipart([TOPIC_HEARTBEAT, encode_heartbeat(hb)], zmq.NOBLOCK)
-        except zmq.Again:
-            pass
-
-    def _collect_tombstones(self) -> None:
-        if not self.ks.tombstones:
-            return
-        horizon = self.horizon.collectable(self.clock.now(), self.inbox.vv)
-        if horizon > self.gc_horizon:
-            self.gc_horizon = horizon
-            n = self.ks.collect_tombstones(horizon)
-            self.stats["tombstones_collected"] += n
-
-    def _anti_entropy(self) -> None:
-        """Compare digests with one peer per round; on a mismatch at equal vectors, ask for buckets."""
-        fresh = [v for v in self.peers.values()
-                 if time.monotonic() - v.seen < 5 * self.cfg.heartbeat_ms / 1000 and v.hb.id in self.fetchers]
-        if not fresh or self.sync is not None:
-            return
-        self._ae_turn += 1
-        view = fresh[self._ae_turn % len(fresh)]
-        if (view.hb.vv == self.inbox.vv and view.hb.digest != self.ks.digest()
-                and self.ae_asked is None):
-            self.fetchers[view.hb.id][1].send_multipart([wire.BUCKETS])
-            self.ae_asked = (view.hb.id, time.monotonic())
-
-    def _lag(self, peer: str, now: float) -> dict[str, int]:
-        """How far we are behind ``peer``: events it announced that we lack, and for how long
-        we have lacked some (0 when we have all it announced)."""
-        view = self.peers.get(peer)
-        if view is None:
-            return {"events": 0, "ms": 0}
-        mine = self.inbox.vv
-        events = sum(max(0, seq - mine.get(o, 0)) for o, seq in view.hb.vv.items())
-        since = self.behind_since.get(peer)
-        return {"events": events, "ms": int((now - since) * 1000) if events and since else 0}
-
-    def info(self) -> dict[str, Any]:
-        now = time.monotonic()
+    # --- INFO and shutdown -------------------------------------------------------------------
+    def _info_extra(self) -> dict[str, Any]:
+        rec = self.recovered
         return {
-            "id": self.id, "origin": self.origin, "keys": len(self.ks), "tombstones": self.ks.tombstones,
-            "uptime_s": int(now - self.started), "clients": self.frontend_stats.get("clients", 0),
-            "memory": {"store_rss": rss_bytes(), "frontend_rss": self.frontend_stats.get("rss", 0)},
+            "memory": {"store_rss": rss_bytes(), "frontend_rss": self.core.frontend_stats.get("rss", 0)},
             "disk": self.disk.disk_bytes(),
-            "seq": self.inbox.vv.get(self.origin, 0), "vv": dict(self.inbox.vv),
-            "digest": self.ks.digest().hex(), "gc_horizon": self.gc_horizon, "fsync": self.cfg.fsync,
-            "peers": {p: {"connected": p in self.peers and now - self.peers[p].seen < PEER_SILENT_S,
-                          "vv": dict(self.peers[p].hb.vv) if p in self.peers else {},
-                          "clock_offset_ms": self.offsets.current.get(p),
-                          "lag": self._lag(p, now), "acked": self.acked.seq.get(p, 0)}
-                      for p in sorted(self.peer_ids)},
-            "clock": {"writes_refused": self.refuse_writes or "",
-                      "held_back_origins": sorted(self.held_back)},
-            "syncing": self.sync is not None, "stats": dict(self.stats),
-            "read_cache": {"tracked": len(self.tracking.keys), "tracked_max": self.tracking.max_keys}
-            if self.cfg.read_cache_mb else {},
-            "recovery": {"seconds": round(self.recovered.seconds, 3),
-                         "snapshot_entries": self.recovered.snapshot_entries,
-                         "log_records": self.recovered.log_records,
-                         "dropped_bytes": self.recovered.dropped_bytes},
+            "recovery": {"seconds": round(rec.seconds, 3), "snapshot_entries": rec.snapshot_entries,
+                         "log_records": rec.log_records, "dropped_bytes": rec.dropped_bytes},
             "snapshots": {"taken": self.disk.snapshots_taken,
                           "last_fork_pause_ms": round(self.disk.last_fork_pause_ms, 2),
                           "max_fork_pause_ms": round(self.disk.max_fork_pause_ms, 2),
@@ -991,13 +314,27 @@ class Store:
             "background_fsync": {} if self.disk.syncer is None else self.disk.syncer.stats(),
         }
 
+    def shutdown(self) -> None:
+        """Clean stop: a snapshot, so the next start replays no log."""
+        t0 = time.perf_counter()
+        self.core.flush()
+        try:
+            self._carry_out()
+            if not self.disk.broken:
+                self.disk.snapshot_now(*self.core.snapshot_state())
+                log.info("clean shutdown: snapshot of %d keys written in %.2fs", len(self.core.ks),
+                         time.perf_counter() - t0)
+        finally:
+            self.disk.close()
+            for s in [self.clients, self.publisher, *self.subscribers, self.catchup, *self.fetchers.values()]:
+                s.close(0)
+            if self.zap is not None:
+                self.zap.close()
+            self.ctx.destroy(linger=0)
+
 
 def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def _vv_text(vv: dict[str, int]) -> str:
-    return ",".join(f"{o}={n}" for o, n in sorted(vv.items())) or "-"
 
 
 def main(cfg: Config, clients_endpoint: str, ready_fd: int | None) -> int:
@@ -1011,7 +348,8 @@ def main(cfg: Config, clients_endpoint: str, ready_fd: int | None) -> int:
     tune_gc()
     rec = store.recovered
     log.info("recovered %d keys (%d snapshot entries, %d log records) in %.2fs; vv=%s",
-             len(store.ks), rec.snapshot_entries, rec.log_records, rec.seconds, store.inbox.vv)
+             len(store.core.ks), rec.snapshot_entries, rec.log_records, rec.seconds,
+             store.core.inbox.vv)
 
     def stop(_sig: int, _frm: object) -> None:
         store.running = False
