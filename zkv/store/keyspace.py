@@ -67,6 +67,7 @@ _BUCKET_MASK = BUCKETS - 1
 _crc32 = zlib.crc32
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
+_pack_buckets = struct.Struct(f"<{BUCKETS}Q").pack  # every bucket hash, as the digest hashes them
 
 
 class Keyspace:
@@ -264,10 +265,7 @@ class Keyspace:
 
     # --- digest ------------------------------------------------------------------------------
     def digest(self) -> bytes:
-        h = blake2b(digest_size=16)
-        for b in self._buckets:
-            h.update(b.to_bytes(8, "little"))
-        return h.digest()
+        return blake2b(_pack_buckets(*self._buckets), digest_size=16).digest()
 
     def bucket_hashes(self) -> list[int]:
         return list(self._buckets)
