@@ -315,6 +315,20 @@ class Durability:
                 path.unlink()
         self.records_since_snapshot = 0
 
+    @property
+    def current_segment_path(self) -> Path:
+        """The segment appends go to now."""
+        return self._segment_path(self._segment)
+
+    def close_quietly(self) -> None:
+        """Let go of the files as a killed process does: nothing synced, nothing written (the
+        simulator's crash; a real store never calls it)."""
+        if self._wal is not None:
+            os.close(self._wal._fd)
+            self._wal._fd = -1
+            self._wal = None
+        os.close(self._lock_fd)
+
     def close(self) -> None:
         if self._wal is not None:
             self._wal.sync()

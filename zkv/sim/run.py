@@ -1,0 +1,309 @@
+"""One simulated run: a seeded schedule of client operations and overlapping faults, a heal, and
+the checker; many runs; and the shrinking of a failing one to the faults it needs.
+
+A schedule is drawn from the seed alone: the workload (SET, DELETE and GET on a handful of keys,
+on random nodes) and a list of faults, each ``(time, kind, node, params)``.  Faults overlap at
+random, and some come as compound templates that are known to be hard: a node restarted with
+its clock behind while the others are paused; a node that writes alone past a snapshot, then
+loses that snapshot; disk damage right after a crash, while peers have not caught up.  After the
+active phase every fault is healed - all nodes up, links whole, clocks true - and the run waits
+(in virtual time) until every replica holds the same data, then checks it (zkv.sim.checker).
+
+``run(seed, keep=...)`` replays a seed with only some of its faults; ``shrink`` removes faults one
+at a time while the run still fails, so a failure is reported with the short schedule that
+shows it and a one-line command that replays it.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zkv.sim.checker import Violation, check
+from zkv.sim.world import SimError, World
+
+KEYS = [b"k%d" % i for i in range(6)]
+FAULT_KINDS = ("kill", "crash", "pause", "partition", "oneway", "lossy", "skew", "jump", "drift",
+               "damage", "full", "behind_alone", "alone_lost_snapshot")
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float
+    kind: str
+    node: str
+    seconds: float
+    amount: float = 0.0  # ms of clock offset, loss probability, ...
+    other: str = ""  # a second node, or the kind of damage
+
+    def __str__(self) -> str:
+        extra = f" {self.amount:+.0f}" if self.amount else ""
+        return f"{self.at:6.2f}s {self.kind} {self.node}{' ' + self.other if self.other else ''} {self.seconds:.2f}s{extra}"
+
+
+@dataclass
+class Result:
+    seed: int
+    faults: list[Fault]
+    violations: list[str] = field(default_factory=list)
+    ops: int = 0
+    acked: int = 0
+    converged_after: float = 0.0
+    trace: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def draw_faults(rng: random.Random, ids: list[str], active: float, count: int) -> list[Fault]:
+    out = []
+    for _ in range(count):
+        at = rng.uniform(0.3, active - 0.5)
+        kind = rng.choice(FAULT_KINDS)
+        node = rng.choice(ids)
+        other = rng.choice([i for i in ids if i != node])
+        seconds = rng.uniform(0.1, 2.5)
+        amount = 0.0
+        if kind in ("skew", "jump", "behind_alone"):
+            amount = rng.choice([-1, 1]) * rng.choice([100, 400, 900, 3000, 8000])
+            if kind == "behind_alone":
+                amount = -abs(amount)
+        elif kind == "drift":
+            amount = rng.choice([-1, 1]) * rng.choice([20, 100, 400])  # ms per second
+        elif kind == "lossy":
+            amount = rng.choice([0.2, 0.5, 1.0])
+        elif kind == "damage":
+            other = rng.choice(["snapshot", "segment", "wipe"])
+        out.append(Fault(round(at, 3), kind, node, round(seconds, 3), amount, other))
+    return sorted(out, key=lambda f: f.at)
+
+
+def _apply(w: World, f: Fault) -> None:
+    """Start a fault; its end is scheduled on the world's queue."""
+    ids = sorted(w.nodes)
+    n = f.node
+    if f.kind == "kill" or f.kind == "crash":
+        w.crash(n, machine=f.kind == "crash")
+        w.at(w.t + f.seconds, w.start, n)
+    elif f.kind == "pause":
+        w.pause(n, f.seconds)
+    elif f.kind == "partition":
+        side = {n}
+        pairs = {(a, b) for a in ids for b in ids if (a in side) != (b in side)}
+        w.partition(pairs, f.seconds)
+    elif f.kind == "oneway":
+        w.partition({(n, f.other)}, f.seconds)
+    elif f.kind == "lossy":
+        for p in ids:
+            if p != n:
+                w.lossy[(n, p)] = f.amount
+        w.at(w.t + f.seconds, _unlossy, w, n)
+    elif f.kind == "skew":  # restart under a skewed clock
+        w.crash(n)
+        w.set_clock(n, f.amount)
+        w.at(w.t + f.seconds, w.start, n)
+    elif f.kind == "jump":
+        w.set_clock(n, w.nodes[n].offset_ms + f.amount)
+    elif f.kind == "drift":
+        w.set_clock(n, w.nodes[n].offset_ms, f.amount)
+    elif f.kind == "damage":  # a crash, damage before any peer caught up, a restart later
+        w.crash(n, machine=True)
+        w.damage(n, f.other)
+        w.at(w.t + f.seconds, w.start, n)
+    elif f.kind == "full":
+        w.nodes[n].disk.full = True
+        w.note(f"disk full on {n} for {f.seconds:.2f}s")
+        w.at(w.t + f.seconds, _disk_room, w, n)
+    elif f.kind == "behind_alone":
+        # the others pause; n restarts with its clock behind, serves alone, then all resume
+        for p in ids:
+            if p != n:
+                w.pause(p, f.seconds + 1.0)
+        w.crash(n)
+        w.set_clock(n, f.amount)
+        w.at(w.t + 0.05, w.start, n)
+        w.at(w.t + f.seconds + 1.0, _restart_true, w, n)
+    elif f.kind == "alone_lost_snapshot":
+        # the others stop; n writes alone past a snapshot; n crashes and loses that snapshot;
+        # the others come back first, then n
+        others = [p for p in ids if p != n]
+        for p in others:
+            w.crash(p)
+        w.at(w.t + f.seconds, _lose_snapshot, w, n, others)
+
+
+def _unlossy(w: World, n: str) -> None:
+    for k in [k for k in w.lossy if k[0] == n]:
+        del w.lossy[k]
+
+
+def _disk_room(w: World, n: str) -> None:
+    w.nodes[n].disk.full = False
+
+
+def _restart_true(w: World, n: str) -> None:
+    w.crash(n)
+    w.set_clock(n, 0.0)
+    w.at(w.t + 0.05, w.start, n)
+
+
+def _lose_snapshot(w: World, n: str, others: list[str]) -> None:
+    w.crash(n)
+    w.damage(n, "snapshot")
+    for p in others:
+        w.start(p)
+    w.at(w.t + 0.5, w.start, n)
+
+
+def run(seed: int, keep: set[int] | None = None, nodes: int = 3, active: float = 6.0,
+        faults: int = 4, root: Path | None = None) -> Result:
+    """One schedule; ``keep``: indices of the seed's faults to apply (all if None)."""
+    rng = random.Random(seed)
+    ids = [f"n{i}" for i in range(nodes)]
+    drawn = draw_faults(random.Random(rng.getrandbits(64)), ids, active, faults)
+    chosen = [f for i, f in enumerate(drawn) if keep is None or i in keep]
+    workload = random.Random(rng.getrandbits(64))
+    tmp = Path(tempfile.mkdtemp(prefix="zkv-sim-", dir=root or _scratch()))
+    result = Result(seed, chosen)
+    try:
+        w = World(rng.getrandbits(64), tmp, nodes=nodes)
+        for i in ids:
+            w.at(0.0, w.start, i)
+        t = 0.05
+        n_ops = 0
+        while t < active:
+            node = workload.choice(ids)
+            r = workload.random()
+            key = workload.choice(KEYS)
+            if r < 0.5:
+                w.at(t, _op, w, node, "set", key, b"v%d" % n_ops)
+            elif r < 0.75:
+                w.at(t, _op, w, node, "del", key, None)
+            else:
+                w.at(t, _op, w, node, "get", key, None)
+            n_ops += 1
+            t += workload.uniform(0.002, 0.04)
+        for f in chosen:
+            w.at(f.at, _apply, w, f)
+        try:
+            w.run_until(active + 3.0)  # the last faults end (at most 2.5 s, plus a restart)
+            _heal(w)
+            t0 = w.t
+            if not w.run_until(w.t + 60.0, stop=lambda: _converged(w)):
+                result.violations.append("not converged 60 s (virtual) after healing: "
+                                         + _state_line(w))
+            result.converged_after = w.t - t0
+            if not result.violations:
+                finals = {i: {k: e for k, e in w.nodes[i].replica.ks.items()} for i in ids}  # type: ignore[union-attr]
+                vvs = {i: dict(w.nodes[i].replica.inbox.vv) for i in ids}  # type: ignore[union-attr]
+                result.violations += [str(v) for v in check(w.ops, finals, vvs)]
+        except SimError as exc:
+            result.violations.append(str(exc))
+        result.ops = len(w.ops)
+        result.acked = sum(1 for op in w.ops if op.result == "ok")
+        result.trace = w.trace
+        for n in w.nodes.values():
+            if n.up:
+                n.disk.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _op(w: World, node: str, kind: str, key: bytes, value: bytes | None) -> None:
+    w.client_op(node, kind, key, value)
+
+
+def _heal(w: World) -> None:
+    w.note("heal")
+    w.cut.clear()
+    w.lossy.clear()
+    for n in w.nodes.values():
+        n.disk.full = False
+        n.paused_until = 0.0
+        if n.offset_ms or n.drift:
+            w.set_clock(n.id, 0.0)
+        if not n.up:
+            w.start(n.id)
+
+
+def _converged(w: World) -> bool:
+    reps = [n.replica for n in w.nodes.values()]
+    if any(r is None for r in reps):
+        return False
+    first = reps[0]
+    for r in reps:
+        if (r.inbox.vv != first.inbox.vv or r.ks.digest() != first.ks.digest() or r.sync is not None
+                or r.held_back or r.inbox.pending_bytes or r.refuse_writes):
+            return False
+    return True
+
+
+def _state_line(w: World) -> str:
+    parts = []
+    for n in w.nodes.values():
+        r = n.replica
+        if r is None:
+            parts.append(f"{n.id}: down")
+        else:
+            parts.append(f"{n.id}: vv={r.inbox.vv} keys={len(r.ks)} digest={r.ks.digest().hex()[:8]} "
+                         f"sync={r.sync is not None} held={sorted(r.held_back)} pending={r.inbox.pending_bytes} "
+                         f"refusing={bool(r.refuse_writes)}")
+    return "; ".join(parts)
+
+
+def shrink(seed: int, result: Result, **kw: object) -> Result:
+    """Drop faults one at a time while the run still fails; the smallest failing schedule."""
+    n = len(draw_faults(random.Random(random.Random(seed).getrandbits(64)),
+                        [f"n{i}" for i in range(int(kw.get("nodes", 3)))],  # type: ignore[arg-type]
+                        float(kw.get("active", 6.0)), int(kw.get("faults", 4))))  # type: ignore[arg-type]
+    keep = set(range(n))
+    best = result
+    changed = True
+    while changed:
+        changed = False
+        for i in sorted(keep):
+            trial = run(seed, keep - {i}, **kw)  # type: ignore[arg-type]
+            if not trial.ok:
+                keep -= {i}
+                best = trial
+                best.faults = trial.faults
+                changed = True
+    best.trace.insert(0, f"kept faults {sorted(keep)}")
+    return best
+
+
+def replay_command(seed: int, result: Result, kw: dict) -> str:
+    keep = result.trace[0].split("kept faults ")[-1] if result.trace and result.trace[0].startswith("kept") else ""
+    extra = "".join(f" --{k} {v}" for k, v in kw.items())
+    keep_arg = f" --keep '{keep.strip('[]')}'" if keep else ""
+    return f"zkv sim --seed {seed}{keep_arg}{extra}"
+
+
+def _scratch() -> str | None:
+    """Memory-backed storage for the simulated disks, where there is some."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() else None
+
+
+def many(seeds: range, seconds: float | None = None, **kw: object) -> tuple[int, list[Result], float]:
+    """Run seeds until done (or ``seconds`` passed); returns (runs, failures, seconds)."""
+    t0 = time.monotonic()
+    fails = []
+    done = 0
+    for s in seeds:
+        if seconds is not None and time.monotonic() - t0 > seconds:
+            break
+        r = run(s, **kw)  # type: ignore[arg-type]
+        done += 1
+        if not r.ok:
+            fails.append(r)
+    return done, fails, time.monotonic() - t0
+
+
+__all__ = ["Fault", "Result", "Violation", "run", "many", "shrink", "replay_command"]
