@@ -180,6 +180,7 @@ class Node:
     bus_host: str = "127.0.0.1"  # where its bus (and catch-up socket) binds
     prefix: list[str] = field(default_factory=list)  # the node runs as ``prefix + [python, ...]``
     netns: str | None = None  # the network namespace the test's clients of it connect from
+    env: dict[str, str] = field(default_factory=dict)  # added to the node's environment at start
 
     @property
     def bus(self) -> str:
@@ -194,7 +195,7 @@ class Node:
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "zkv", "node", str(self.config_path)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_test_run,
+            preexec_fn=_die_with_test_run, env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
         if wait:

@@ -22,6 +22,21 @@ def test_wait_does_not_count_a_peer_that_came_back_without_the_writes(make_clust
     # node0's last write (nothing else makes it pull: no new write comes)
     c.write_config(n0, heartbeat_ms=20000)
     c.start()
+
+    # Before node0's first write, node1 must be subscribed to node0's bus.  Right after start it
+    # may not be yet (ZeroMQ's slow joiner): node0's start-up heartbeat and first events are then
+    # lost, and node1, which learns node0's catch-up address only from a heartbeat, cannot pull
+    # them for 20 s - WAIT would return 0.  node0 hears node1 before serving clients, but nothing
+    # node0 sends unasked tells the other direction, so node1 writes and waits for node0's ack,
+    # which comes on node0's bus: until WAIT counts it, node1 has not heard node0.  (A new write
+    # each try: node0 acknowledges a sequence once.  node1's own writes are older than k1..k5 in
+    # its log, so its last record is still k5's.)
+    def node1_hears_node0() -> bool:
+        with Resp(n1.port) as cl:
+            assert cl.cmd("SET", "warm-up", "1") == b"+OK"
+            return cl.cmd("WAIT", "1", "500") == b":1"
+    wait_until(node1_hears_node0, timeout=30, what="node1 to hear node0's ack of its write")
+
     with Resp(n0.port) as cl:
         for i in range(1, 6):
             assert cl.cmd("SET", f"k{i}", f"v{i}") == b"+OK"

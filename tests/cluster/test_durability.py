@@ -530,13 +530,13 @@ def test_every_node_snapshots_after_about_snapshot_records_writes(make_cluster) 
 
 
 # --- 11. SIGKILL while a snapshot is being written: the restart recovers everything ----------
-def _snapshot_child(store_pid: int) -> bool:
-    """The store has forked its snapshot writer (its only child process)."""
+def _gone(pid: int) -> bool:
+    """The process has exited (no longer exists, or is a zombie nobody has reaped yet)."""
     try:
-        with open(f"/proc/{store_pid}/task/{store_pid}/children") as f:
-            return bool(f.read().split())
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
     except FileNotFoundError:
-        return False
+        return True
 
 
 class Model:
@@ -546,6 +546,7 @@ class Model:
     def __init__(self) -> None:
         self.acked: dict[str, str | None] = {}
         self.unsure: dict[str, str | None] = {}
+        self.writes = 0  # acknowledged writes, in all
         self.lock = threading.Lock()
 
     def allowed(self, key: str) -> set[bytes]:
@@ -584,45 +585,69 @@ def _mixed_writer(node: Node, model: Model, stop: threading.Event, errors: list[
                     with model.lock:
                         model.acked[k] = v
                         model.unsure.pop(k, None)
+                        model.writes += 1
     except (ConnectionError, OSError):
         return
     except BaseException as exc:  # noqa: BLE001 - the test reads it
         errors.append(exc)
 
 
-def test_sigkill_during_a_snapshot_recovers_every_acknowledged_write(make_cluster) -> None:
+def test_sigkill_during_a_snapshot_recovers_every_acknowledged_write(make_cluster, tmp_path) -> None:
     """One node (nobody else could hand it anything back), snapshots every ~2,000 writes, a
     writer of SETs, overwrites and DELETEs; the node is SIGKILLed while its forked snapshot
-    writer runs.  The restart must serve the last acknowledged write of every key."""
-    c = make_cluster(1, snapshot_records=2000, **FAST).start()
+    writer runs - the second one, so there is an older snapshot and log to get wrong.  The
+    restart must serve the last acknowledged write of every key.
+
+    A snapshot child of a few thousand keys lives for milliseconds, too short to catch by
+    polling, so the node runs with the test hook ZKV_TEST_SNAPSHOT_HOLD (zkv.store.durability):
+    each snapshot child, with part of its file written and before it is renamed into place,
+    creates ``held.<n>`` here and waits until the test removes it.  The first is let go; the
+    node is killed while the second is held, after the writer has had more writes acknowledged
+    (they are in no snapshot, only in the log)."""
+    hold = tmp_path / "snapshot-hold"
+    hold.mkdir()
+    c = make_cluster(1, snapshot_records=2000, **FAST)
     node = c.nodes[0]
-    store = node.child_pid("store")
+    node.env["ZKV_TEST_SNAPSHOT_HOLD"] = str(hold)
+    c.start()
     model, stop, errors = Model(), threading.Event(), []
     writer = threading.Thread(target=_mixed_writer, args=(node, model, stop, errors))
     writer.start()
-    seen = 0
+    snap = node.data_dir / "snapshot.zkv"
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and writer.is_alive():
-            if _snapshot_child(store):
-                seen += 1
-                if seen >= 2:  # not the first: there is an older snapshot and log to get wrong
-                    node.kill()
-                    break
-                while _snapshot_child(store) and time.monotonic() < deadline:
-                    time.sleep(0.001)
-            time.sleep(0.001)
+        wait_until(lambda: (hold / "held.1").exists() or not writer.is_alive(), timeout=30,
+                   what="the first snapshot child to be held")
+        assert not errors, errors
+        assert (hold / "held.1").exists(), "the writer ended before the first snapshot"
+        (hold / "held.1").unlink()  # it finishes: the older snapshot
+        wait_until(lambda: (hold / "held.2").exists() or not writer.is_alive(), timeout=30,
+                   what="the second snapshot child to be held")
+        assert not errors, errors
+        assert (hold / "held.2").exists(), "the writer ended before the second snapshot"
+        child = int((hold / "held.2").read_text())
+        assert snap.exists(), "the first snapshot was not renamed into place"
+        with model.lock:
+            before = model.writes
+        wait_until(lambda: model.writes >= before + 1000 or not writer.is_alive(), timeout=30,
+                   what="1,000 more writes to be acknowledged while the snapshot is held")
+        assert model.writes >= before + 1000, "the writer ended while the snapshot was held"
+        older = snap.stat()
+        node.kill()
     finally:
         stop.set()
         writer.join(20)
     assert not writer.is_alive(), "the writer did not stop"
     assert not errors, errors
-    # (a snapshot child of a few thousand keys lives for milliseconds: a loaded machine's 1 ms
-    # polling misses some, so the second one seen is taken)
-    assert seen >= 2, f"saw {seen} snapshots being written, and the writer ended"
     assert node.proc is not None and node.proc.returncode is not None, "the node was not killed"
+    # the held child went with the node, leaving its half-written file: the kill landed mid-snapshot
+    wait_until(lambda: _gone(child), timeout=10, what=f"the held snapshot child {child} to die")
+    now = snap.stat()
+    assert (now.st_ino, now.st_mtime_ns) == (older.st_ino, older.st_mtime_ns), \
+        "the held snapshot was completed after the kill"
+    assert snap.with_name(snap.name + ".tmp").exists(), "no half-written snapshot was left"
     assert len(model.acked) > 2000
 
+    node.env.pop("ZKV_TEST_SNAPSHOT_HOLD")  # from here on snapshots run freely
     mark = log_size(node)
     node.start()
     assert "recovered" in full_log(node, mark)

@@ -53,6 +53,15 @@ from zkv.store.wal import WalWriter, read_wal, truncate_to
 log = logging.getLogger("zkv.store")
 
 SNAPSHOT = "snapshot.zkv"
+
+# Test hook (tests/cluster/test_durability.py), read once: with ZKV_TEST_SNAPSHOT_HOLD=DIR the
+# forked snapshot writer, once its first chunk of entries is in snapshot.zkv.tmp (before the
+# rest, the fsync and the rename into place), creates DIR/held.<n> (n counts this process's
+# forked snapshots from 1; the file holds the child's pid) and waits until that file is
+# removed, its parent is gone, or 30 s have passed - so a test can SIGKILL the node mid-snapshot
+# (a snapshot of no entries is never held).
+# Unset (always, outside tests): nothing is read or checked.
+_TEST_HOLD_DIR = os.environ.get("ZKV_TEST_SNAPSHOT_HOLD") or None
 _SEGMENT_RE = re.compile(r"^wal-(\d{6,})\.log$")
 
 Entries = list[tuple[bytes, int, str, bytes | None]]
@@ -119,6 +128,7 @@ class Durability:
         self._child: int | None = None
         self._child_started = 0.0
         self._child_segment = 0
+        self._forks = 0  # snapshot children forked (names the test hook's markers)
         self.last_fork_pause_ms = 0.0
         self.max_fork_pause_ms = 0.0  # the longest a snapshot has paused the store loop
         self.last_snapshot_seconds = 0.0
@@ -265,6 +275,7 @@ class Durability:
         t0 = time.perf_counter()
         self._open_segment(self._segment + 1)  # everything before this segment is in the view
         meta = self._meta(vv, hlc, horizon, self._segment)
+        self._forks += 1
         pid = os.fork()
         if pid == 0:  # child: write and leave without running any of the parent's cleanup
             code = 0
@@ -272,7 +283,10 @@ class Durability:
                 os.close(self._lock_fd)  # the lock belongs to the parent alone
                 die_with_parent(signal.SIGKILL)  # never outlive it holding its sockets' ports
                 progress = Progress(log, "writing a snapshot (entries)", len(ks))
-                write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta, progress.add)
+                on_chunk = progress.add
+                if _TEST_HOLD_DIR is not None:
+                    on_chunk = _hold_once(Path(_TEST_HOLD_DIR) / f"held.{self._forks}", on_chunk)
+                write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta, on_chunk)
             except BaseException:  # noqa: BLE001 - report through the exit code
                 code = 1
             os._exit(code)
@@ -337,6 +351,27 @@ class Durability:
         if self.syncer is not None and not self.syncer.stop():
             log.error("background fdatasync still running at shutdown; the log may lack its last second")
         os.close(self._lock_fd)
+
+
+def _hold_once(marker: Path, then: Callable[[int], None]) -> Callable[[int], None]:
+    """The ZKV_TEST_SNAPSHOT_HOLD hook (see _TEST_HOLD_DIR): a progress callback that, the first
+    time it is called, creates ``marker`` and waits until it is removed, the parent is gone, or
+    30 s have passed."""
+    parent, held = os.getppid(), False
+
+    def hold(n: int) -> None:
+        nonlocal held
+        if not held:
+            held = True
+            tmp = marker.with_name(marker.name + ".tmp")
+            tmp.write_text(str(os.getpid()))
+            os.replace(tmp, marker)  # a reader never sees it without the pid
+            deadline = time.monotonic() + 30
+            while marker.exists() and os.getppid() == parent and time.monotonic() < deadline:
+                time.sleep(0.005)
+        then(n)
+
+    return hold
 
 
 def _replay(ks: Keyspace, vv: dict[str, int], payload: bytes,
