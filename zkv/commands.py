@@ -239,6 +239,8 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
               for i, (pid, p) in enumerate(sorted(peers.items()))),
             f"clock_refusing:{info.get('clock', {}).get('writes_refused', '')}",
             f"held_back_origins:{','.join(info.get('clock', {}).get('held_back_origins', []))}",
+            f"clock_behind_ms:{info.get('clock', {}).get('behind_ms', 0)}",
+            f"gc_horizon:{info.get('gc_horizon', 0)}",
             f"syncing:{int(bool(info.get('syncing')))}",
             *(f"{k}:{v}" for k, v in sorted(info.get("stats", {}).items())),
         ],

@@ -201,6 +201,9 @@ class Heartbeat:
     peers: list[str] = field(default_factory=list)
     origin: str = ""  # "" (an older sender): the node id itself
     wall: int = 0
+    # node id -> the highest ``hlc`` the sender heard that node announce: a node that lost its
+    # data directory learns from it how far its clock had gone (zkv.store.clockfile)
+    seen: dict[str, int] = field(default_factory=dict)
 
 
 def encode_heartbeat(hb: Heartbeat) -> bytes:
@@ -208,7 +211,7 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
         {
             "id": hb.id, "seq": hb.seq, "hlc": hb.hlc, "vv": hb.vv, "stable": hb.stable,
             "digest": hb.digest, "keys": hb.keys, "catchup": hb.catchup, "peers": hb.peers,
-            "origin": hb.origin, "wall": hb.wall,
+            "origin": hb.origin, "wall": hb.wall, "seen": hb.seen,
         },
         use_bin_type=True,
     )
@@ -239,9 +242,19 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
             peers=[check_name(p, "peer id") for p in peers],
             origin=check_name(origin, "origin") if origin else node,
             wall=check_int(d.get("wall", 0), "wall"),
+            seen=_check_seen(d.get("seen", {})),
         )
     except KeyError as exc:
         raise DecodeError(f"heartbeat lacks {exc}") from None
+
+
+def _check_seen(v: Any) -> dict[str, int]:
+    if v.__class__ is not dict or len(v) > 1024:
+        raise DecodeError("bad seen map")
+    for n, ts in v.items():
+        check_name(n, "node in seen map")
+        check_int(ts, "timestamp in seen map", MAX_TS)
+    return v
 
 
 def encode_ackreq(origin: str, seq: int) -> bytes:

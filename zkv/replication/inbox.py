@@ -91,6 +91,20 @@ class Inbox:
     def has_pending(self, origin: str) -> bool:
         return bool(self._pending.get(origin))
 
+    def gaps(self) -> dict[str, int]:
+        """Origins with batches held behind a gap -> the first held sequence number."""
+        return {o: min(p) for o, p in self._pending.items() if p}
+
+    def lowest_held_stamp(self) -> int | None:
+        """The earliest timestamp among held batches (None: none held).  Events held here exist
+        somewhere, so no horizon may pass them until they are applied everywhere."""
+        low = None
+        for pend in self._pending.values():
+            for b in pend.values():
+                if low is None or b.items[0][0] < low:  # stamps increase within a batch
+                    low = b.items[0][0]
+        return low
+
 
 def _size(batch: Batch) -> int:
     """About how many bytes a held batch keeps in memory."""

@@ -23,6 +23,7 @@ import random
 import shutil
 from pathlib import Path
 
+from zkv.store import clockfile
 from zkv.store.durability import SNAPSHOT, Durability, Recovered
 from zkv.replication.backlog import Backlog
 
@@ -34,21 +35,28 @@ class SimDisk:
         self.fsync = fsync
         self.synced: dict[str, int] = {}  # file name -> bytes on stable storage
         self.durability: Durability | None = None
+        self.clock: clockfile.ClockFile | None = None  # written synchronously: durable at once
         self.full = False
         path.mkdir(parents=True, exist_ok=True)
 
-    def open(self, backlog: Backlog) -> Recovered:
-        """Start a store on these files: recovery, as the real store does it."""
+    def open(self, backlog: Backlog) -> tuple[Recovered, int | None]:
+        """Start a store on these files: recovery, as the real store does it; and the persisted
+        clock bound (None: no file)."""
         # "no": the medium is modelled here (no fdatasync, no background thread)
         self.durability = Durability(self.path, self.node_id, "no")
         rec = self.durability.recover(on_batch=backlog.add)
         self._sync_all()  # what recovery kept it has re-read; a truncated tail is gone for good
-        return rec
+        floor = clockfile.load(self.path)
+        self.clock = clockfile.ClockFile(self.path, floor or 0, background=False, sync=False)
+        return rec, floor
 
     def close(self) -> None:
         if self.durability is not None:
             self.durability.close()
             self.durability = None
+        if self.clock is not None:
+            self.clock.close()
+            self.clock = None
 
     # --- what the store does --------------------------------------------------------------
     def append(self, records: list[bytes], writes: int) -> None:
@@ -83,6 +91,9 @@ class SimDisk:
         if self.durability is not None:
             self.durability.close_quietly()
             self.durability = None
+        if self.clock is not None:
+            self.clock.close()  # its values were fsynced as they were saved
+            self.clock = None
         if not machine:
             return
         for f in sorted(self.path.iterdir()):

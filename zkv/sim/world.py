@@ -34,7 +34,7 @@ from zkv.replication import catchup as wire
 from zkv.replication.backlog import Backlog
 from zkv.sim.disk import SimDisk
 from zkv.store.outputs import (
-    CLIENT, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
+    CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
 )
 from zkv.store.replica import Replica
 from zkv.store.snapshot import encode_chunk
@@ -157,9 +157,10 @@ class World:
             return
         node.incarnation += 1
         backlog = Backlog(node.cfg.backlog)
-        rec = node.disk.open(backlog)
+        rec, floor = node.disk.open(backlog)
         origin = f"{nid}@{node.incarnation:04x}{self.rng.getrandbits(32):08x}"
-        node.replica = Replica(node.cfg, rec, origin, backlog, self.t, wall=self.wall_of(node))
+        node.replica = Replica(node.cfg, rec, origin, backlog, self.t, wall=self.wall_of(node),
+                               clock_floor=floor)
         node.replica.catchup_endpoint = f"sim://{nid}/{node.incarnation}"
         node.up = True
         node.paused_until = 0.0
@@ -260,6 +261,10 @@ class World:
                 self._stream_snapshot(node, r, o[1], o[3])
             elif verb == SNAPSHOT:
                 node.disk.snapshot(*r.snapshot_state())
+            elif verb == CLOCK:
+                assert node.disk.clock is not None
+                node.disk.clock.save(o[1])
+                r.clock_persisted(node.disk.clock.saved)
             elif verb == PAUSE:
                 node.clients_paused = o[1]
                 if not o[1]:

@@ -12,6 +12,8 @@
     (TRANSFER, peer, ident, tag) stream a fresh snapshot of our state to ``peer``
     (SNAPSHOT,)                  write a snapshot of ``Replica.snapshot_state()``
     (PAUSE, paused)              stop (True) or resume (False) taking client requests
+    (CLOCK, value)               make ``value`` the persisted clock bound (zkv.store.clockfile);
+                                 the core announces a timestamp only once told it is durable
 """
 
 LOG = "log"
@@ -23,3 +25,4 @@ SERVE = "serve"
 TRANSFER = "transfer"
 SNAPSHOT = "snapshot"
 PAUSE = "pause"
+CLOCK = "clock"

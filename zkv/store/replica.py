@@ -53,7 +53,7 @@ from zkv.replication.skew import Offsets, refusal
 from zkv.replication.transfer import FullSync, implausible, stale_keys
 from zkv.store.durability import Recovered, encode_event_record, encode_repair_records
 from zkv.store.keyspace import Keyspace
-from zkv.store.outputs import CLIENT, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SNAPSHOT
+from zkv.store.outputs import CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SNAPSHOT
 from zkv.store.snapshot import check_entries, decode_chunk
 from zkv.store.tracking import Tracking
 
@@ -66,6 +66,9 @@ SYNC_TIMEOUT = 30.0  # seconds without a chunk before a full transfer is abandon
 PUBLISH_MAX_EVENTS = 4096
 PEER_SILENT_S = 2.0  # a peer unheard for this long counts as disconnected (INFO, logs)
 BAD_LOG_EVERY = 10.0  # seconds between log lines about malformed peer messages
+# Heartbeats during which every peer must have said it lacks the events before a hole (after
+# we restarted) before those events are given up as lost and the ones after them claimed.
+HOLE_GIVE_UP_HEARTBEATS = 5
 
 
 def pack(obj: Any) -> bytes:
@@ -86,7 +89,7 @@ class Replica:
     """One store's replication state and decisions (see the module docstring)."""
 
     def __init__(self, cfg: Config, rec: Recovered, origin: str, backlog: Backlog, now: float,
-                 wall: Callable[[], int] = wall_ms) -> None:
+                 wall: Callable[[], int] = wall_ms, clock_floor: int | None = None) -> None:
         self.cfg = cfg
         self.id = cfg.id
         self.peer_ids = frozenset(p.id for p in cfg.peers)
@@ -100,7 +103,20 @@ class Replica:
         self.origin = origin
         # Bounded: a peer's timestamp more than max_clock_offset_ms ahead of our wall clock is
         # not adopted, and the events carrying one wait (see _apply_remote).
-        self.clock = HybridClock(wall, last=rec.max_hlc, max_offset_ms=cfg.max_clock_offset_ms)
+        # It never goes back across a restart: it starts above everything in the log and every
+        # timestamp this node announced before (the persisted bound, zkv.store.clockfile).
+        self.clock = HybridClock(wall, last=max(rec.max_hlc, clock_floor or 0),
+                                 max_offset_ms=cfg.max_clock_offset_ms)
+        self.clock_saved = clock_floor or 0  # the highest timestamp known to be on disk
+        # Without the bound (a new or wiped data directory) the node does not know how far its
+        # clock had gone, so it accepts no write until a peer tells it (Heartbeat.seen).
+        self.clock_known = clock_floor is not None or not cfg.peers
+        self.seen_hlc: dict[str, int] = {}  # node id -> highest hlc it announced, as we heard it
+        self._hole_since: dict[str, float] = {}  # origin -> when a hole before held events was seen
+        behind = physical(self.clock.last) - self.clock.wall()
+        if behind > cfg.max_clock_offset_ms:
+            log.warning("this node's wall clock is %d ms behind the last timestamp it issued or "
+                        "announced before it stopped; it continues from that timestamp", behind)
         self.inbox = Inbox(rec.vv, max_pending_bytes=cfg.pending_mb * 1024 * 1024)
         for b in rec.held:  # events after a hole in the log: applied, but claimed only once
             self.inbox.offer(b)  # the missing ones have been pulled (they wait as a gap)
@@ -128,7 +144,8 @@ class Replica:
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
                       "tombstones_collected": 0, "local_writes": 0, "remote_events": 0,
                       "loop_turns": 0, "frontend_batches": 0, "bus_batches": 0,
-                      "bad_messages": 0, "clock_held_events": 0, "writes_refused": 0}
+                      "bad_messages": 0, "clock_held_events": 0, "writes_refused": 0,
+                      "lost_events": 0}
         self._ae_turn = 0
         # At start-up, client requests wait until a peer has been heard or five heartbeats have
         # passed: a peer's heartbeat moves our clock past every event it holds (our own lost log
@@ -186,6 +203,7 @@ class Replica:
             self._heartbeat()
             self._expire_fetches(now)
             self._release_held_back()
+            self._resolve_holes()
             self._check_clock_skew()
             self._pause_clients_until_heard()
             self._next_hb = now + self._hb_every
@@ -487,6 +505,40 @@ class Replica:
                     ahead, self.cfg.max_clock_offset_ms)
         return Batch(b.origin, b.first_seq, b.items[:cut]) if cut else None
 
+    def _resolve_holes(self) -> None:
+        """Events held behind a hole that no peer can fill are claimed, the hole given up as lost.
+
+        A log that lost a snapshot or a segment may still hold later events of an origin; they
+        are applied but not counted until the missing ones arrive.  When every configured peer
+        has, for HOLE_GIVE_UP_HEARTBEATS heartbeats, announced no more of that origin than we
+        have (no node holds the missing events: they existed only in what we lost), waiting
+        longer cannot help: the hole is recorded as lost, and the held events are claimed, so
+        they reach every node (a peer that pulls them gets a full transfer)."""
+        gaps = self.inbox.gaps()
+        for origin in [o for o in self._hole_since if o not in gaps]:
+            del self._hole_since[origin]
+        for origin, first in gaps.items():
+            since = self._hole_since.setdefault(origin, self.now)
+            have = self.inbox.vv.get(origin, 0)
+            if (self.sync is not None or origin in self.fetching or origin in self.held_back
+                    or self.now - since < HOLE_GIVE_UP_HEARTBEATS * self._hb_every):
+                continue
+            views = [self.peers.get(p) for p in self.peer_ids]
+            if any(v is None or v.seen <= since or v.hb.vv.get(origin, 0) > have for v in views):
+                continue
+            del self._hole_since[origin]
+            lost = first - have - 1
+            self.stats["lost_events"] += lost
+            log.error("events %d..%d of %s are held by no node (every peer has %d at most): "
+                      "recorded as lost; the %s after them are claimed", have + 1, first - 1,
+                      origin, have, "events")
+            self.inbox.advance({origin: first - 1})
+            self.out.append((LOG, encode_repair_records({origin: first - 1}, 0, []), 1))
+            rel = self.inbox.release(origin)
+            if rel:
+                self._apply_remote(rel, None)
+            self.horizon.advance(origin, self.inbox.vv)
+
     def _release_held_back(self) -> None:
         """Offer again the held-back events whose time has come (checked every heartbeat)."""
         if not self.held_back:
@@ -524,6 +576,9 @@ class Replica:
         if hb.wall:
             self.offsets.sample(hb.id, hb.wall, self.clock.wall())
         self.clock.observe(hb.hlc)  # (not adopted if beyond our bound)
+        if hb.hlc > self.seen_hlc.get(hb.id, 0):
+            self.seen_hlc[hb.id] = hb.hlc
+        self._learn_own_clock(hb.id, hb.seen.get(self.id, 0))
         self.horizon.heard(hb.id, Announced(hb.origin, hb.seq, hb.hlc, hb.vv, hb.stable), self.inbox.vv)
         if self.clients_paused:
             self._check_clock_skew()
@@ -532,6 +587,20 @@ class Replica:
             if (seq > self.inbox.vv.get(origin, 0) and origin not in self.fetching
                     and self.sync is None and origin not in self.held_back):
                 self._pull(origin, hb.id)
+
+    def _learn_own_clock(self, peer: str, echoed: int) -> None:
+        """``peer`` heard us announce ``echoed`` (in an earlier life, maybe): our clock must not
+        stamp below it.  Continued by logical ticks if our wall clock is behind it."""
+        if echoed > self.clock.last:
+            behind = physical(echoed) - self.clock.wall()
+            self.clock.issued(echoed)
+            if behind > self.cfg.max_clock_offset_ms:
+                log.warning("%s heard this node announce a timestamp %d ms ahead of its wall clock; "
+                            "continuing from it", peer, behind)
+        if not self.clock_known:
+            self.clock_known = True
+            log.info("clock bound learnt from %s; writes may be accepted", peer)
+            self._check_clock_skew()
 
     def _connect(self, peer: str, endpoint: str) -> None:
         """Dial ``peer``'s catch-up channel where its heartbeat says it is.  A peer that comes
@@ -745,13 +814,33 @@ class Replica:
                 log.warning("peer %s silent for %.1fs: down or cut off; its writes will be pulled "
                             "when it is heard again", p, now - self.peers[p].seen)
         now_ts = self.clock.now()
+        self.out.append((CLOCK, now_ts))  # announced once it is durable (a heartbeat later)
+        hlc = self._announceable(now_ts)
         hb = Heartbeat(
-            id=self.id, seq=self.inbox.vv.get(self.origin, 0), hlc=now_ts, vv=dict(self.inbox.vv),
-            stable=self.horizon.stable(now_ts, self.inbox.vv), digest=self.ks.digest(),
+            id=self.id, seq=self.inbox.vv.get(self.origin, 0), hlc=hlc, vv=dict(self.inbox.vv),
+            stable=self._stable(hlc), digest=self.ks.digest(),
             keys=len(self.ks), catchup=self.catchup_endpoint, peers=sorted(self.peer_ids),
-            origin=self.origin, wall=self.clock.wall(),
+            origin=self.origin, wall=self.clock.wall(), seen=dict(self.seen_hlc),
         )
         self.out.append((PUBLISH, [TOPIC_HEARTBEAT, encode_heartbeat(hb)]))
+
+    def clock_persisted(self, value: int) -> None:
+        """The shell saved ``value`` as the clock bound (zkv.store.clockfile): it may be announced."""
+        if value > self.clock_saved:
+            self.clock_saved = value
+
+    def _announceable(self, now_ts: int) -> int:
+        """The highest timestamp we may announce now: never one that is not on disk, so that no
+        restart, whatever its wall clock, stamps below what peers heard from us."""
+        return min(now_ts, self.clock_saved)
+
+    def _stable(self, now_ts: int) -> int:
+        """A time below which this store holds every event of every origin (zkv.replication.
+        horizon), and below which no event that only this store holds was stamped: events held
+        behind a hole hold it back until they are applied (and so spread)."""
+        t = self.horizon.stable(self._announceable(now_ts), self.inbox.vv)
+        low = self.inbox.lowest_held_stamp()
+        return t if low is None else min(t, low - 1)
 
     def _check_clock_skew(self) -> None:
         """Refuse client writes while our stamps are too far off the cluster's clocks (see
@@ -762,6 +851,9 @@ class Replica:
         offsets = list(self.offsets.current.values())
         refuse = refusal(self.clock.wall(), physical(self.clock.last), offsets,
                          self.cfg.max_clock_offset_ms)
+        if not self.clock_known:
+            refuse = ("clock unknown: this node has no record of its clock (a new or wiped data "
+                      "directory) and accepts writes once it has heard a peer")
         if (refuse is None) != (self.refuse_writes is None):
             if refuse:
                 log.error("%s", refuse)
@@ -783,7 +875,8 @@ class Replica:
     def _collect_tombstones(self) -> None:
         if not self.ks.tombstones:
             return
-        horizon = self.horizon.collectable(self.clock.now(), self.inbox.vv)
+        horizon = min(self.horizon.collectable(self.clock.now(), self.inbox.vv),
+                      self._stable(self.clock.now()))
         if horizon > self.gc_horizon:
             self.gc_horizon = horizon
             n = self.ks.collect_tombstones(horizon)
@@ -827,7 +920,9 @@ class Replica:
                           "lag": self._lag(p, now), "acked": self.acked.seq.get(p, 0)}
                       for p in sorted(self.peer_ids)},
             "clock": {"writes_refused": self.refuse_writes or "",
-                      "held_back_origins": sorted(self.held_back)},
+                      "held_back_origins": sorted(self.held_back),
+                      "behind_ms": max(0, physical(self.clock.last) - self.clock.wall()),
+                      "saved": self.clock_saved},
             "syncing": self.sync is not None, "stats": dict(self.stats),
             "read_cache": {"tracked": len(self.tracking.keys), "tracked_max": self.tracking.max_keys}
             if self.cfg.read_cache_mb else {},

@@ -35,10 +35,11 @@ from zkv.events import TOPIC_CATCHUP, new_origin
 from zkv.proc import rss_bytes
 from zkv.replication.backlog import Backlog
 from zkv.replication.limits import CATCHUP_SNDHWM, MAX_REQUEST_BYTES
+from zkv.store import clockfile
 from zkv.store.catchup_server import CatchupSender
 from zkv.store.durability import SNAPSHOT as SNAPSHOT_FILE, Durability, Recovered
 from zkv.store.outputs import (
-    CLIENT, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
+    CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
 )
 from zkv.store.replica import Replica
 
@@ -65,7 +66,10 @@ class Store:
         self.disk = Durability(cfg.data_dir, cfg.id, cfg.fsync)
         backlog = Backlog(cfg.backlog, cfg.backlog_mb * 1024 * 1024)
         self.recovered: Recovered = self.disk.recover(on_batch=backlog.add)
-        self.core = Replica(cfg, self.recovered, new_origin(cfg.id), backlog, time.monotonic())
+        floor = clockfile.load(cfg.data_dir)
+        self.clock_file = clockfile.ClockFile(cfg.data_dir, floor or 0)
+        self.core = Replica(cfg, self.recovered, new_origin(cfg.id), backlog, time.monotonic(),
+                            clock_floor=floor)
         self.core.info_extra = self._info_extra
         self.started = time.monotonic()
         # Every node logs every write, so without jitter all of them would snapshot at the
@@ -203,6 +207,8 @@ class Store:
                 self.disk.start_snapshot(*self.core.snapshot_state())
             elif verb == PAUSE:
                 self.poller.modify(self.clients, 0 if o[1] else zmq.POLLIN)
+            elif verb == CLOCK:
+                self.clock_file.save(o[1])
 
     def _notice(self, note: dict[str, Any]) -> None:
         try:
@@ -218,6 +224,7 @@ class Store:
         next_sync = time.monotonic()
         while self.running:
             now = time.monotonic()
+            core.clock_persisted(self.clock_file.saved)
             core.tick(now)
             if now >= next_sync:
                 self.disk.sync()
@@ -326,6 +333,7 @@ class Store:
                          time.perf_counter() - t0)
         finally:
             self.disk.close()
+            self.clock_file.close()
             for s in [self.clients, self.publisher, *self.subscribers, self.catchup, *self.fetchers.values()]:
                 s.close(0)
             if self.zap is not None:
