@@ -239,6 +239,7 @@ def sim(
     nodes: Annotated[int, typer.Option(help="replicas, 3 to 7")] = 3,
     faults: Annotated[int, typer.Option(help="faults drawn per schedule")] = 4,
     no_shrink: Annotated[bool, typer.Option("--no-shrink", help="report failures as drawn")] = False,
+    workers: Annotated[int, typer.Option(help="processes (default: one per CPU)")] = 0,
 ) -> None:
     """Run the simulator: each seed is a schedule of client operations and overlapping faults
     (crashes, torn logs, damaged snapshots, partitions, pauses, clock skew) through the real
@@ -256,7 +257,9 @@ def sim(
         for v in r.violations:
             typer.echo(f"VIOLATION {v}")
         raise typer.Exit(0 if r.ok else 1)
-    done, fails, secs = many(range(first, first + seeds), seconds, **kw)
+    import os
+
+    done, fails, secs = many(range(first, first + seeds), seconds, workers or os.cpu_count() or 1, **kw)
     typer.echo(f"{done} schedules in {secs:.1f}s ({done / max(secs, 1e-9):.1f}/s), {len(fails)} failed")
     for r in fails[:5]:
         small = r if no_shrink else shrink(r.seed, r, **kw)

@@ -201,6 +201,15 @@ class Node:
         if wait:
             self.wait_ready()
 
+    def seed_clock(self) -> Node:
+        """Give the node a clock file, as an earlier run leaves one: a node with none (new or
+        wiped) accepts writes only after hearing a peer, which a test that starts it alone,
+        about something else, does not want (zkv.store.clockfile)."""
+        from zkv.store import clockfile
+
+        clockfile.create(self.data_dir)
+        return self
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:

@@ -97,7 +97,7 @@ def test_a_stranger_cannot_read_the_bus_or_pose_as_a_peer(make_cluster, curve: b
     is why the README says an open bus must stay on loopback."""
     c = make_cluster(2, curve=curve, **FAST)
     n0, n1 = c.nodes
-    n0.start()
+    n0.seed_clock().start()
     assert cmd(n0, "SET secret s3cr3t") == b"OK"
     endpoint = catchup_endpoint(c, n0)
     ctx = zmq.Context.instance()
@@ -182,7 +182,7 @@ def test_open_bus_bounds_requests_per_requester(make_cluster) -> None:
     keeps serving clients, and a request over the size limit loses the connection."""
     c = make_cluster(2, **FAST)
     n0 = c.nodes[0]
-    n0.start()
+    n0.seed_clock().start()
     endpoint = capture_heartbeat(n0)["catchup"]
     s = zmq.Context.instance().socket(zmq.DEALER)
     s.linger = 0

@@ -19,15 +19,21 @@
    node0 and node1 skip those writes for good.  The writes in the lost snapshot are fairly
    lost; those in the intact log must reach every node.
 
-Both run real ``zkv node`` processes on 127.0.0.1 and wait on observable conditions with
+3. A node whose data directory was wiped restarts with its clock behind while its peers are
+   frozen: it has no record of how far its clock had gone (no clock file), so it must refuse
+   writes until a peer has told it (``ERROR clock unknown``); then it knows its clock is
+   behind (``ERROR clock skew``), and on the true clock it accepts them.
+
+All run real ``zkv node`` processes on 127.0.0.1 and wait on observable conditions with
 deadlines; the faults (SIGKILL, SIGSTOP, faketime, flipped bytes) come from
-``tests/cluster/faults.py``.  Both fail on the code they were written against (0acb4ac).
+``tests/cluster/faults.py``.  Each failed on the code before the clock bound and hole rules.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -258,3 +264,26 @@ def test_writes_in_the_intact_log_after_a_lost_snapshot_reach_every_node(make_cl
         + "; ".join(wrong[:6]) + f"\n{c.logs()}")
     r = c.verify(timeout=20)
     assert r.returncode == 0, f"zkv verify exited {r.returncode}: {r.stdout.strip()}\n{c.logs()}"
+
+
+def test_a_wiped_node_accepts_writes_only_once_a_peer_told_it_its_clock(make_cluster) -> None:
+    c = make_cluster(3, fsync="always", **FAST).start()
+    n0, n1, n2 = c.nodes
+    wait_until(lambda: all_connected(c), timeout=15, what="all connected")
+    assert cmd(n0, "SET a 1") == b"OK"
+    n2.kill()
+    shutil.rmtree(n2.data_dir)
+    n2.prefix = faketime_prefix("-5s")
+    with frozen(n0, n1):
+        n2.start()
+        reply = cmd(n2, "SET b 2")
+        assert reply.startswith(b"ERROR clock unknown"), reply
+        assert cmd(n2, "GET a") == b"NOT FOUND"  # reads are still served
+    # it has heard its peers: its clock is known now, and 5 s behind theirs
+    wait_until(lambda: cmd(n2, "SET b 3").startswith(b"ERROR clock skew"), timeout=15,
+               what="node2 to learn its clock from a peer and find it behind")
+    n2.stop()
+    n2.prefix = []
+    n2.start()
+    wait_until(lambda: cmd(n2, "SET b 4") == b"OK", timeout=15, what="node2 to accept writes")
+    wait_until(lambda: cmd(n2, "GET a") == b"VALUE 1", timeout=15, what="node2 to catch up")

@@ -30,7 +30,7 @@ def _heartbeat(node: str, origin: str, vv: dict[str, int]) -> bytes:
 def test_an_admitted_peer_cannot_speak_for_another_peer(make_cluster) -> None:
     c = make_cluster(3, curve=True, **FAST)
     n0, n1, n2 = c.nodes
-    n0.start()  # node1 and node2 are down; node1's key is in the wrong hands
+    n0.seed_clock().start()  # node1 and node2 are down; node1's key is in the wrong hands
     origin = n0.info()["origin"]
     keys1 = load_config(n1.config_path).keys
     assert keys1 is not None

@@ -65,7 +65,7 @@ def test_restart_after_clock_stepped_back_stamps_no_write_in_the_future(make_clu
     c = make_cluster(3, **FAST)
     n0, n1, n2 = c.nodes
     n0.prefix = faketime_prefix("+1h")
-    n0.start()
+    n0.seed_clock().start()
     assert set_reply(n0, "x", "from-the-future") == b"OK"
     assert n0.stop() == 0
     n0.prefix = []
@@ -142,7 +142,7 @@ def test_forged_transfer_with_huge_horizon_deletes_nothing(make_cluster) -> None
     and gc_horizon 2**62.  Absence is never deletion: node0's own keys must survive."""
     c = make_cluster(2, **FAST)
     n0, n1 = c.nodes
-    n0.start()
+    n0.seed_clock().start()
     for i in range(10):
         assert set_reply(n0, f"k{i}", f"v{i}") == b"OK"
     me = n0.info()["origin"]

@@ -47,6 +47,20 @@ def load(data_dir: Path) -> int | None:
     return best
 
 
+def create(data_dir: Path, value: int = 0) -> None:
+    """Write a bound of ``value`` where there is none: the node counts as one whose clock is
+    known (tests use it for a node that "ran before" without starting its peers)."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(data_dir) / NAME
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, _encode(value))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class ClockFile:
     """Writes the bound, alternating slots; in a thread of its own unless ``background=False``
     (the simulator), so the store loop never waits for the fsync."""
