@@ -236,7 +236,7 @@ def sim(
     seeds: Annotated[int, typer.Option(help="how many seeds at most")] = 1_000_000,
     seconds: Annotated[float, typer.Option(help="stop a long run after this long")] = 60.0,
     keep: Annotated[Optional[str], typer.Option(help="with --seed: only these faults (indices, comma-separated)")] = None,
-    nodes: Annotated[int, typer.Option(help="replicas, 3 to 7")] = 3,
+    nodes: Annotated[int, typer.Option(help="replicas, 3 to 7 (0: 5 for every third seed, else 3)")] = 0,
     faults: Annotated[int, typer.Option(help="faults drawn per schedule")] = 4,
     no_shrink: Annotated[bool, typer.Option("--no-shrink", help="report failures as drawn")] = False,
     workers: Annotated[int, typer.Option(help="processes (default: one per CPU)")] = 0,
@@ -265,7 +265,7 @@ def sim(
         small = r if no_shrink else shrink(r.seed, r, **kw)
         typer.echo(f"seed {r.seed}: {small.violations[0][:500]}")
         typer.echo("  faults: " + "; ".join(str(f) for f in small.faults))
-        typer.echo("  replay: " + replay_command(r.seed, small, {k: v for k, v in kw.items() if v != {"nodes": 3, "faults": 4}[k]}))
+        typer.echo("  replay: " + replay_command(r.seed, small, {k: v for k, v in kw.items() if v != {"nodes": 0, "faults": 4}[k]}))
     raise typer.Exit(1 if fails else 0)
 
 

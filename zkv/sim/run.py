@@ -162,9 +162,12 @@ def _lose_snapshot(w: World, n: str, others: list[str]) -> None:
     w.at(w.t + 0.5, w.start, n)
 
 
-def run(seed: int, keep: set[int] | None = None, nodes: int = 3, active: float = 8.0,
+def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float = 8.0,
         faults: int = 4, root: Path | None = None) -> Result:
-    """One schedule; ``keep``: indices of the seed's faults to apply (all if None)."""
+    """One schedule; ``keep``: indices of the seed's faults to apply (all if None); ``nodes``
+    0: three, or five for every third seed."""
+    if nodes == 0:
+        nodes = 5 if seed % 3 == 0 else 3
     rng = random.Random(seed)
     ids = [f"n{i}" for i in range(nodes)]
     drawn = draw_faults(random.Random(rng.getrandbits(64)), ids, active, faults)
@@ -274,7 +277,7 @@ def _state_line(w: World) -> str:
 def shrink(seed: int, result: Result, **kw: object) -> Result:
     """Drop faults one at a time while the run still fails; the smallest failing schedule."""
     n = len(draw_faults(random.Random(random.Random(seed).getrandbits(64)),
-                        [f"n{i}" for i in range(int(kw.get("nodes", 3)))],  # type: ignore[arg-type]
+                        [f"n{i}" for i in range(int(kw.get("nodes", 0)) or (5 if seed % 3 == 0 else 3))],  # type: ignore[arg-type]
                         float(kw.get("active", 8.0)), int(kw.get("faults", 4))))  # type: ignore[arg-type]
     keep = set(range(n))
     best = result
