@@ -1,0 +1,71 @@
+"""Adversarial scenarios against the repair / recovery paths (branch break-it): each test is a
+concrete fault schedule through the real replica core (zkv.sim.world) that ends in a violation
+the checker (or an explicit assertion) reports.  These tests fail on purpose: they document bugs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zkv.clock import make
+from zkv.events import TOPIC_HEARTBEAT, Heartbeat, encode_heartbeat
+from zkv.sim.checker import check
+from zkv.sim.world import EPOCH_MS, World
+
+
+def _settle(w: World, seconds: float) -> None:
+    w.run_until(w.t + seconds)
+
+
+def _final_check(w: World, settle: float = 20.0) -> list[str]:
+    for n in w.nodes.values():
+        n.offset_ms = 0.0
+        n.paused_until = 0.0
+        if not n.up:
+            w.start(n.id)
+    _settle(w, settle)
+    finals = {i: dict(n.replica.ks.items()) for i, n in w.nodes.items()}
+    vvs = {i: dict(n.replica.inbox.vv) for i, n in w.nodes.items()}
+    return [str(v) for v in check(w.ops, finals, vvs)]
+
+
+def _heartbeat_from(w: World, sender: str, to: str, **override) -> None:
+    """Deliver to ``to`` a heartbeat of ``sender`` as its core would send it now, with fields
+    replaced by ``override`` (a buggy or lying peer; on a keyed bus, whoever holds its key)."""
+    r = w.nodes[sender].replica
+    fields = dict(id=sender, seq=r.inbox.vv.get(r.origin, 0), hlc=r.clock_saved, vv=dict(r.inbox.vv),
+                  stable=0, digest=r.ks.digest(), keys=len(r.ks), catchup=r.catchup_endpoint,
+                  peers=sorted(r.peer_ids), origin=r.origin, wall=r.clock.wall(),
+                  seen=dict(r.seen_hlc))
+    fields.update(override)
+    payload = encode_heartbeat(Heartbeat(**fields))
+    w._turn(w.nodes[to], lambda core: core.bus(sender, TOPIC_HEARTBEAT, payload, w.t))
+
+
+def test_one_peer_echoing_a_clock_an_hour_ahead_makes_a_node_acknowledge_an_unreplicable_write(
+        tmp_path: Path) -> None:
+    """Heartbeat.seen is trusted without the clock bound: Replica._learn_own_clock calls
+    clock.issued(echoed) for any value.  One heartbeat of n1 (buggy, or a stale/garbled seen map)
+    saying it heard n0 announce a timestamp an hour ahead moves n0's clock an hour ahead at once;
+    the skew check runs only at n0's next heartbeat, so a write in between is acknowledged with
+    a stamp an hour ahead, which every peer holds back (beyond their bound) - divergence - and
+    which will beat every later write of that key for an hour.  The jump is then persisted
+    (clock file), so n0 refuses all writes for an hour, across restarts.  The echo must be
+    bounded like observe() is (or checked before writes are accepted)."""
+    w = World(11, tmp_path)
+    for i in w.nodes:
+        w.start(i)
+    _settle(w, 1.0)
+    hour_ahead = make(EPOCH_MS + int(w.t * 1000) + 3_600_000)
+    _heartbeat_from(w, "n1", "n0", seen={"n0": hour_ahead})
+    op = w.client_op("n0", "set", b"k", b"v")
+    assert op.result == "ok"
+    _settle(w, 1.0)
+    w.crash("n0")
+    w.start("n0")
+    _settle(w, 5.0)
+    later = w.client_op("n0", "set", b"k2", b"v2")
+    _settle(w, 0.5)
+    violations = _final_check(w)
+    assert not violations, violations  # the acknowledged write stamped an hour ahead diverges
+    assert later.result == "ok", f"n0 refuses writes after one bad echo: {later.result}"
