@@ -109,3 +109,35 @@ def test_a_hole_given_up_as_lost_while_a_live_peer_holds_the_events_behind_its_o
     assert all(op.result == "ok" for op in ops)
     violations = _final_check(w)
     assert not violations, violations
+
+
+def test_a_torn_clock_file_write_after_a_restart_loses_the_announced_bound(
+        tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """zkv.store.clockfile promises "a torn write of one slot leaves the other", so the bound
+    never goes back.  But every ClockFile starts writing at slot 0, whichever slot holds the
+    bound it loaded.  After saves v1 (slot 0), v2 (slot 1), v3 (slot 0) and a restart, the first
+    save overwrites slot 0 - the one holding v3, which was durable and so announced.  Torn by a
+    power cut, it leaves slot 1's v2 < v3: the next start stamps below what peers heard (the
+    horizon bug clockfile exists to prevent).  The writer must start at the other slot."""
+    from zkv.store import clockfile
+
+    cf = clockfile.ClockFile(tmp_path, 0, background=False)
+    for v in (100, 200, 300):
+        cf.save(v)
+    cf.close()
+    floor = clockfile.load(tmp_path)
+    assert floor == 300  # durable, so the core announced it
+    cf = clockfile.ClockFile(tmp_path, floor, background=False)
+    real_pwrite = clockfile.os.pwrite
+
+    def torn(fd: int, data: bytes, offset: int) -> int:  # the power fails mid-write
+        real_pwrite(fd, data[:5], offset)
+        raise OSError(5, "power cut (simulated)")
+
+    monkeypatch.setattr(clockfile.os, "pwrite", torn)
+    try:
+        cf.save(400)
+    except OSError:
+        pass
+    monkeypatch.setattr(clockfile.os, "pwrite", real_pwrite)
+    assert clockfile.load(tmp_path) >= 300, "the bound went back below a value already announced"
