@@ -141,3 +141,42 @@ def test_a_torn_clock_file_write_after_a_restart_loses_the_announced_bound(
         pass
     monkeypatch.setattr(clockfile.os, "pwrite", real_pwrite)
     assert clockfile.load(tmp_path) >= 300, "the bound went back below a value already announced"
+
+
+def test_a_wiped_node_takes_an_empty_echo_from_restarted_peers_as_its_clock(tmp_path: Path) -> None:
+    """Replica._learn_own_clock sets clock_known on the first heartbeat of any peer, even when
+    that peer's seen map has no entry for us (echoed = 0).  Seen maps live in memory only: peers
+    restarted while we were down never heard us.  The whole cluster stops; n2's data directory
+    is wiped; every wall clock steps back 15 s (an NTP correction of all machines).  n0 and n1
+    restart from their clock files and rightly refuse writes (ahead of their walls); n2, with no
+    clock file, hears them (seen = {} for n2, offsets 0, their hlc beyond its bound and not
+    adopted) and accepts a write stamped 15 s back - below the tombstone horizon n0 and n1
+    persisted - which they skip as "deleted and collected".  Acknowledged, it stays on n2 alone."""
+    w = World(3, tmp_path, snapshot_records=10)
+    for i in w.nodes:
+        w.start(i)
+    _settle(w, 1.0)
+    w.client_op("n0", "set", b"gone", b"1")
+    _settle(w, 0.3)
+    w.client_op("n0", "del", b"gone")
+    _settle(w, 3.0)
+    for i in range(30):  # snapshots after the collection persist the horizon
+        w.client_op("n0", "set", b"x%d" % i, b"x")
+        _settle(w, 0.05)
+    _settle(w, 3.0)
+    assert all(n.replica.ks.entry(b"gone") is None for n in w.nodes.values())
+    for i in w.nodes:
+        w.crash(i)
+    w.nodes["n2"].disk.wipe()
+    for i in w.nodes:
+        w.set_clock(i, -15000)
+    w.start("n0")
+    w.start("n1")
+    _settle(w, 0.5)
+    w.start("n2")
+    _settle(w, 1.0)
+    op = w.client_op("n2", "set", b"gone", b"new")
+    _settle(w, 0.5)
+    assert op.result in ("ok", "refused")
+    violations = _final_check(w)
+    assert not violations, violations
