@@ -35,6 +35,9 @@ heartbeats = st.builds(
     peers=st.lists(st.text(min_size=1, max_size=6), max_size=4),
     origin=st.text(min_size=1, max_size=12),
     wall=st.integers(0, 2**50),
+    seen=st.dictionaries(st.text(min_size=1, max_size=6), st.integers(0, 2**63 - 1), max_size=3),
+    held=st.dictionaries(st.text(min_size=1, max_size=6),
+                         st.lists(st.integers(1, 2**40), min_size=2, max_size=2), max_size=3),
 )
 
 
@@ -182,6 +185,17 @@ def make_hb() -> Heartbeat:
 def test_heartbeat_round_trip() -> None:
     hb = make_hb()
     assert decode_heartbeat(encode_heartbeat(hb)) == hb
+
+
+def test_heartbeat_seen_and_held_are_checked() -> None:
+    hb = make_hb()
+    d = msgpack.unpackb(encode_heartbeat(hb), raw=False)
+    for bad in ({"seen": {"n2": -1}}, {"seen": {"n2": 2**63}}, {"seen": []}, {"held": {"o": [1]}},
+                {"held": {"o": [1, "x"]}}, {"held": {"o": 5}}):
+        with pytest.raises(DecodeError):
+            decode_heartbeat(msgpack.packb({**d, **bad}, use_bin_type=True))
+    ok = decode_heartbeat(msgpack.packb({**d, "seen": {"n2": 5}, "held": {"o": [3, 9]}}, use_bin_type=True))
+    assert ok.seen == {"n2": 5} and ok.held == {"o": [3, 9]}
 
 
 def test_heartbeat_default_peers() -> None:

@@ -279,3 +279,15 @@ def test_pending_is_bounded_in_bytes() -> None:
     ready, gap = inbox.offer(Batch("o", 1, [(0, b"z", b"1"), (0, b"y", b"2")]))
     assert [(b.first_seq, b.last_seq) for b in ready] == [(1, 2), (3, 3), (4, 4)]
     assert not gap and inbox.pending_bytes == 0
+
+
+def test_gaps_held_ranges_and_lowest_stamp() -> None:
+    from zkv.events import Batch
+    from zkv.replication.inbox import Inbox
+    ib = Inbox({"a": 2})
+    assert ib.gaps() == {} and ib.held_ranges() == {} and ib.lowest_held_stamp() is None
+    ib.offer(Batch("a", 5, [(50, b"k", b"v"), (51, b"k", b"w")]))
+    ib.offer(Batch("a", 9, [(90, b"k", None)]))
+    assert ib.gaps() == {"a": 5}
+    assert ib.held_ranges() == {"a": [5, 9]}
+    assert ib.lowest_held_stamp() == 50

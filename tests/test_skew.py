@@ -57,3 +57,13 @@ def test_with_two_clocks_known_a_node_that_may_be_the_wrong_one_refuses() -> Non
     refuses (the chaos run that found this lost a write it acknowledged)."""
     assert refusal(10_000, 12_000, [3_000], 500) is not None
     assert refusal(10_000, 10_000, [100], 500) is None  # two clocks that agree: fine
+
+
+def test_behind_peers_refuses_only_behind_the_median_of_logical_clocks() -> None:
+    from zkv.replication.skew import behind_peers
+    assert behind_peers(1000, [], 500) is None  # nobody heard: nothing to compare
+    assert behind_peers(1000, [1100, 1200], 500) is None
+    why = behind_peers(1000, [16000, 16100], 500)
+    assert why is not None and "behind" in why and why.startswith("clock skew")
+    assert behind_peers(1000, [16000, 1100], 500) is None  # one peer far ahead: the median is not
+    assert behind_peers(1000, [16000], 500) is not None  # two clocks: the farther one decides

@@ -204,6 +204,9 @@ class Heartbeat:
     # node id -> the highest ``hlc`` the sender heard that node announce: a node that lost its
     # data directory learns from it how far its clock had gone (zkv.store.clockfile)
     seen: dict[str, int] = field(default_factory=dict)
+    # origin -> [first, last] sequence numbers the sender holds beyond its vector (behind a gap,
+    # or held back for its clock): a hole is never given up while someone holds part of it
+    held: dict[str, list[int]] = field(default_factory=dict)
 
 
 def encode_heartbeat(hb: Heartbeat) -> bytes:
@@ -211,7 +214,7 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
         {
             "id": hb.id, "seq": hb.seq, "hlc": hb.hlc, "vv": hb.vv, "stable": hb.stable,
             "digest": hb.digest, "keys": hb.keys, "catchup": hb.catchup, "peers": hb.peers,
-            "origin": hb.origin, "wall": hb.wall, "seen": hb.seen,
+            "origin": hb.origin, "wall": hb.wall, "seen": hb.seen, "held": hb.held,
         },
         use_bin_type=True,
     )
@@ -243,6 +246,7 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
             origin=check_name(origin, "origin") if origin else node,
             wall=check_int(d.get("wall", 0), "wall"),
             seen=_check_seen(d.get("seen", {})),
+            held=_check_held(d.get("held", {})),
         )
     except KeyError as exc:
         raise DecodeError(f"heartbeat lacks {exc}") from None
@@ -254,6 +258,18 @@ def _check_seen(v: Any) -> dict[str, int]:
     for n, ts in v.items():
         check_name(n, "node in seen map")
         check_int(ts, "timestamp in seen map", MAX_TS)
+    return v
+
+
+def _check_held(v: Any) -> dict[str, list[int]]:
+    if v.__class__ is not dict or len(v) > MAX_VV:
+        raise DecodeError("bad held map")
+    for o, r in v.items():
+        check_name(o, "origin in held map")
+        if r.__class__ is not list or len(r) != 2:
+            raise DecodeError("bad held range")
+        check_int(r[0], "held range")
+        check_int(r[1], "held range")
     return v
 
 

@@ -95,6 +95,10 @@ class Inbox:
         """Origins with batches held behind a gap -> the first held sequence number."""
         return {o: min(p) for o, p in self._pending.items() if p}
 
+    def held_ranges(self) -> dict[str, list[int]]:
+        """Origins with batches held behind a gap -> [first, last] sequence numbers held."""
+        return {o: [min(p), max(b.last_seq for b in p.values())] for o, p in self._pending.items() if p}
+
     def lowest_held_stamp(self) -> int | None:
         """The earliest timestamp among held batches (None: none held).  Events held here exist
         somewhere, so no horizon may pass them until they are applied everywhere."""

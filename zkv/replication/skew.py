@@ -38,6 +38,28 @@ class Offsets:
         self.current[peer] = max(samples)
 
 
+def behind_peers(ours_ms: int, peers_ms: list[int], bound_ms: int) -> str | None:
+    """Why client writes must be refused because our timestamps lag the ones our peers issue
+    (``peers_ms``: each peer's last announced timestamp, in ms, carried forward by the time
+    since), or None.  Wall clocks can all agree and still lie below what the cluster already
+    stamped and announced - every clock stepped back together, or a node that lost its data
+    directory - and a write stamped there could fall below a tombstone horizon.  The median of
+    all the clocks decides (with an even count, the one farther from ours), as in ``refusal``."""
+    if not peers_ms:
+        return None
+    clocks = sorted([ours_ms, *peers_ms])
+    mid = len(clocks) // 2
+    if len(clocks) % 2:
+        reference = clocks[mid]
+    else:
+        reference = max(clocks[mid - 1], clocks[mid], key=lambda c: abs(ours_ms - c))
+    behind = reference - ours_ms
+    if behind > bound_ms:
+        return (f"clock skew: this node's timestamps are {behind:.0f} ms behind its peers' "
+                f"(max_clock_offset_ms = {bound_ms}); writes refused")
+    return None
+
+
 def refusal(wall: int, last_stamp_ms: int, offsets: list[int], bound_ms: int) -> str | None:
     """Why client writes must be refused now (``clock skew: ...``), or None.  ``offsets``: the
     peers' offsets.  With none (no peer heard yet), our own wall clock is the only reference:

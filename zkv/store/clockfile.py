@@ -34,17 +34,23 @@ def _encode(value: int) -> bytes:
 
 def load(data_dir: Path) -> int | None:
     """The persisted bound, or None if there is no readable one."""
+    return _read(Path(data_dir) / NAME)[0]
+
+
+def _read(path: Path) -> tuple[int | None, int]:
+    """(the larger valid slot's value or None, the index of that slot)."""
     try:
-        data = (Path(data_dir) / NAME).read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
-        return None
-    best = None
-    for off in (0, _SLOT.size):
+        return None, 0
+    best, where = None, 0
+    for slot in (0, 1):
+        off = slot * _SLOT.size
         if len(data) >= off + _SLOT.size:
             value, crc = _SLOT.unpack_from(data, off)
             if zlib.crc32(struct.pack("<Q", value)) == crc and (best is None or value > best):
-                best = value
-    return best
+                best, where = value, slot
+    return best, where
 
 
 def create(data_dir: Path, value: int = 0) -> None:
@@ -69,7 +75,9 @@ class ClockFile:
         self.path = Path(data_dir) / NAME
         self.saved = initial  # durable
         self._want = initial
-        self._slot = 0
+        # The first write goes to the slot NOT holding the bound found at start: torn, it must
+        # leave that bound readable (it was announced).
+        self._slot = _read(self.path)[1] ^ 1
         self._sync = sync
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         self._cond = threading.Condition()

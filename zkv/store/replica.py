@@ -49,7 +49,7 @@ from zkv.replication.backlog import Backlog
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
 from zkv.store.serving import Serving
-from zkv.replication.skew import Offsets, refusal
+from zkv.replication.skew import Offsets, behind_peers, refusal
 from zkv.replication.transfer import FullSync, implausible, stale_keys
 from zkv.store.durability import Recovered, encode_event_record, encode_repair_records
 from zkv.store.keyspace import Keyspace
@@ -112,6 +112,7 @@ class Replica:
         # clock had gone, so it accepts no write until a peer tells it (Heartbeat.seen).
         self.clock_known = clock_floor is not None or not cfg.peers
         self.seen_hlc: dict[str, int] = {}  # node id -> highest hlc it announced, as we heard it
+        self.echo_floor = 0  # the highest timestamp a peer heard us announce (Heartbeat.seen)
         self._hole_since: dict[str, float] = {}  # origin -> when a hole before held events was seen
         behind = physical(self.clock.last) - self.clock.wall()
         if behind > cfg.max_clock_offset_ms:
@@ -511,8 +512,8 @@ class Replica:
         A log that lost a snapshot or a segment may still hold later events of an origin; they
         are applied but not counted until the missing ones arrive.  When every configured peer
         has, for HOLE_GIVE_UP_HEARTBEATS heartbeats, announced no more of that origin than we
-        have (no node holds the missing events: they existed only in what we lost), waiting
-        longer cannot help: the hole is recorded as lost, and the held events are claimed, so
+        have and holds none of the missing ones behind a gap of its own (``Heartbeat.held``: no
+        node holds them, they existed only in what we lost), waiting longer cannot help: the hole is recorded as lost, and the held events are claimed, so
         they reach every node (a peer that pulls them gets a full transfer)."""
         gaps = self.inbox.gaps()
         for origin in [o for o in self._hole_since if o not in gaps]:
@@ -524,8 +525,9 @@ class Replica:
                     or self.now - since < HOLE_GIVE_UP_HEARTBEATS * self._hb_every):
                 continue
             views = [self.peers.get(p) for p in self.peer_ids]
-            if any(v is None or v.seen <= since or v.hb.vv.get(origin, 0) > have for v in views):
-                continue
+            if any(v is None or v.seen <= since or v.hb.vv.get(origin, 0) > have
+                   or _overlaps(v.hb.held.get(origin), have + 1, first - 1) for v in views):
+                continue  # someone holds (part of) the hole: it may fill it, or give up its own
             del self._hole_since[origin]
             lost = first - have - 1
             self.stats["lost_events"] += lost
@@ -590,17 +592,22 @@ class Replica:
 
     def _learn_own_clock(self, peer: str, echoed: int) -> None:
         """``peer`` heard us announce ``echoed`` (in an earlier life, maybe): our clock must not
-        stamp below it.  Continued by logical ticks if our wall clock is behind it."""
-        if echoed > self.clock.last:
-            behind = physical(echoed) - self.clock.wall()
-            self.clock.issued(echoed)
-            if behind > self.cfg.max_clock_offset_ms:
-                log.warning("%s heard this node announce a timestamp %d ms ahead of its wall clock; "
-                            "continuing from it", peer, behind)
+        stamp below it.  Adopted within our clock's bound; beyond it (our wall clock far behind,
+        or a peer that is wrong) writes are refused until the wall clock comes near it - the
+        check runs at once, before any other request is taken."""
+        if echoed > self.echo_floor:
+            self.echo_floor = echoed
+            if physical(echoed) - self.clock.wall() > self.cfg.max_clock_offset_ms:
+                log.warning("%s heard this node announce a timestamp %d ms ahead of its wall clock",
+                            peer, physical(echoed) - self.clock.wall())
         if not self.clock_known:
             self.clock_known = True
-            log.info("clock bound learnt from %s; writes may be accepted", peer)
-            self._check_clock_skew()
+            log.info("clock bound learnt from %s", peer)
+        self._check_clock_skew()
+
+    def _adopt_echo(self) -> None:
+        if self.clock.last < self.echo_floor <= self.clock.limit():
+            self.clock.issued(self.echo_floor)
 
     def _connect(self, peer: str, endpoint: str) -> None:
         """Dial ``peer``'s catch-up channel where its heartbeat says it is.  A peer that comes
@@ -821,8 +828,17 @@ class Replica:
             stable=self._stable(hlc), digest=self.ks.digest(),
             keys=len(self.ks), catchup=self.catchup_endpoint, peers=sorted(self.peer_ids),
             origin=self.origin, wall=self.clock.wall(), seen=dict(self.seen_hlc),
+            held=self._held_ranges(),
         )
         self.out.append((PUBLISH, [TOPIC_HEARTBEAT, encode_heartbeat(hb)]))
+
+    def _held_ranges(self) -> dict[str, list[int]]:
+        """What we hold beyond our vector: behind gaps, and held back for our clock."""
+        held = self.inbox.held_ranges()
+        for origin, b in self.held_back.items():
+            lo, hi = held.get(origin, (b.first_seq, b.last_seq))
+            held[origin] = [min(lo, b.first_seq), max(hi, b.last_seq)]
+        return held
 
     def clock_persisted(self, value: int) -> None:
         """The shell saved ``value`` as the clock bound (zkv.store.clockfile): it may be announced."""
@@ -848,12 +864,22 @@ class Replica:
         down counts with the offset it last had: with one of three nodes down and another's
         clock far off, the median of the two live ones alone would be halfway between them,
         and the healthy node would refuse writes too."""
+        self._adopt_echo()
+        bound = self.cfg.max_clock_offset_ms
+        wall = self.clock.wall()
         offsets = list(self.offsets.current.values())
-        refuse = refusal(self.clock.wall(), physical(self.clock.last), offsets,
-                         self.cfg.max_clock_offset_ms)
+        refuse = refusal(wall, physical(self.clock.last), offsets, bound)
+        if refuse is None:
+            ours = max(wall, physical(self.clock.last))
+            refuse = behind_peers(ours, [physical(v.hb.hlc) + int(1000 * (self.now - v.seen))
+                                         for v in self.peers.values()], bound)
         if not self.clock_known:
             refuse = ("clock unknown: this node has no record of its clock (a new or wiped data "
                       "directory) and accepts writes once it has heard a peer")
+        elif self.echo_floor > self.clock.last:
+            refuse = (f"clock skew: this node's clock is {physical(self.echo_floor) - wall} ms "
+                      f"behind timestamps its peers heard it announce before (max_clock_offset_ms "
+                      f"= {bound}); writes refused")
         if (refuse is None) != (self.refuse_writes is None):
             if refuse:
                 log.error("%s", refuse)
@@ -927,6 +953,10 @@ class Replica:
             "read_cache": {"tracked": len(self.tracking.keys), "tracked_max": self.tracking.max_keys}
             if self.cfg.read_cache_mb else {},
         }
+
+
+def _overlaps(held: list[int] | None, lo: int, hi: int) -> bool:
+    return held is not None and held[0] <= hi and held[1] >= lo
 
 
 def _vv_text(vv: dict[str, int]) -> str:
