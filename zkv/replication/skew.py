@@ -38,6 +38,18 @@ class Offsets:
         self.current[peer] = max(samples)
 
 
+def _median(own: int, clocks: list[int]) -> int:
+    """The cluster's reference clock: the median of ``clocks``.  An even count (a node that has
+    heard one of two peers since it started) has two middle clocks and no way to tell which is
+    right: the one farther from ``own`` decides, so a node whose clock is off refuses rather
+    than guesses."""
+    clocks = sorted(clocks)
+    mid = len(clocks) // 2
+    if len(clocks) % 2:
+        return clocks[mid]
+    return max(clocks[mid - 1], clocks[mid], key=lambda c: abs(own - c))
+
+
 def behind_peers(ours_ms: int, peers_ms: list[int], bound_ms: int) -> str | None:
     """Why client writes must be refused because our timestamps lag the ones our peers issue
     (``peers_ms``: each peer's last announced timestamp, in ms, carried forward by the time
@@ -47,13 +59,7 @@ def behind_peers(ours_ms: int, peers_ms: list[int], bound_ms: int) -> str | None
     all the clocks decides (with an even count, the one farther from ours), as in ``refusal``."""
     if not peers_ms:
         return None
-    clocks = sorted([ours_ms, *peers_ms])
-    mid = len(clocks) // 2
-    if len(clocks) % 2:
-        reference = clocks[mid]
-    else:
-        reference = max(clocks[mid - 1], clocks[mid], key=lambda c: abs(ours_ms - c))
-    behind = reference - ours_ms
+    behind = _median(ours_ms, [ours_ms, *peers_ms]) - ours_ms
     if behind > bound_ms:
         return (f"clock skew: this node's timestamps are {behind:.0f} ms behind its peers' "
                 f"(max_clock_offset_ms = {bound_ms}); writes refused")
@@ -66,16 +72,7 @@ def refusal(wall: int, last_stamp_ms: int, offsets: list[int], bound_ms: int) ->
     a stamp more than the bound past it - a clock that ran ahead, restarted on the true time,
     continues from the last stamp in its snapshot - is refused all the same."""
     own = max(wall, last_stamp_ms) - wall  # how far our next stamp lies past our wall clock
-    clocks = sorted([0, *offsets])
-    mid = len(clocks) // 2
-    if len(clocks) % 2:
-        reference = clocks[mid]
-    else:
-        # An even count (a node that has heard one of two peers since it started) has two
-        # middle clocks and no way to tell which is right: the one farther from our stamps
-        # decides, so a node whose clock is off refuses rather than guesses.
-        reference = max(clocks[mid - 1], clocks[mid], key=lambda c: abs(own - c))
-    ahead = own - reference
+    ahead = own - _median(own, [0, *offsets])
     if ahead > bound_ms:
         return (f"clock skew: this node's clock is {ahead:.0f} ms ahead of the cluster's "
                 f"(max_clock_offset_ms = {bound_ms}); writes refused")
