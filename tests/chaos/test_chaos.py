@@ -104,8 +104,11 @@ def test_chaos_clocks(tmp_path: Path) -> None:
          skews=("+5s", "+0.3s", "-0.3s"))
 
 
+@pytest.mark.soak
 def test_chaos_five_nodes(tmp_path: Path) -> None:
-    """Every fault but clock skew (which has its own test; the soak runs take it on five)."""
+    """Every fault but clock skew (which has its own test; the soak runs take it on five).
+    A soak run: the simulator's budget in every test run takes five replicas on every third
+    schedule, with every fault, overlapping."""
     _run(tmp_path, "five", 5, 10, tuple(k for k in ALL if k != "skew"), seed=4)
 
 

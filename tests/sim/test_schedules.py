@@ -14,7 +14,7 @@ from zkv.sim.checker import check
 from zkv.sim.run import many, run, shrink
 from zkv.sim.world import World
 
-BUDGET_S = float(os.environ.get("ZKV_SIM_SECONDS", "55"))
+BUDGET_S = float(os.environ.get("ZKV_SIM_SECONDS", "50"))
 
 
 def _report(fails: list) -> str:
