@@ -1,0 +1,236 @@
+"""The replica core (zkv.store.replica) driven directly: inputs with ``now``, outputs checked.
+
+These pin the decisions that sit between the pure modules - where a mutation audit found that
+only slow real-process tests could reach them, and that they missed several: anti-entropy and
+full transfers never deleting what they must not, catch-up replies accepted only when asked
+for, the tombstone floor on replicated events, the start-up wait, implausible transfers, the
+empty-pull loop, the held-events bound on the stable time, and the unknown-clock refusal.
+No socket, file or clock is involved: the core is handed bytes and a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+
+from zkv.clock import make, physical
+from zkv.config import Config, Peer
+from zkv.events import (
+    TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch, Heartbeat, decode_heartbeat, encode_batch,
+    encode_heartbeat,
+)
+from zkv.replication import catchup as wire
+from zkv.replication.backlog import Backlog
+from zkv.store.durability import Recovered
+from zkv.store.keyspace import Keyspace, bucket_of
+from zkv.store.outputs import CLIENT, FETCH, PAUSE, PUBLISH
+from zkv.store.replica import Replica
+from zkv.store.snapshot import encode_chunk
+
+T0 = 1_780_000_000_000  # the wall clock of these tests, ms
+HB = 0.1  # heartbeat_ms = 100
+
+
+def pack(o: object) -> bytes:
+    return msgpack.packb(o, use_bin_type=True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = T0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def replica(tmp: Path, ks: Keyspace | None = None, vv: dict | None = None, horizon: int = 0,
+            held: list[Batch] | None = None, floor: int | None = 0,
+            peers: tuple[str, ...] = ("n1", "n2")) -> tuple[Replica, Clock]:
+    ids = ("n0", *peers)
+    cfg = Config(id="n0", listen_host="127.0.0.1", listen_port=1, bus="tcp://127.0.0.1:1000",
+                 data_dir=tmp, peers=tuple(Peer(p, f"tcp://127.0.0.1:{1001 + i}") for i, p in enumerate(peers)),
+                 heartbeat_ms=100, anti_entropy_ms=200, read_cache_mb=0)
+    assert ids[0] == cfg.id
+    ks = ks if ks is not None else Keyspace()
+    rec = Recovered(ks, dict(vv or {}), 0, horizon, 0.0, 0, 0, 0, list(held or []))
+    clock = Clock()
+    r = Replica(cfg, rec, "n0@me", Backlog(1000), 0.0, wall=clock, clock_floor=floor)
+    r.catchup_endpoint = "sim://n0/1"
+    return r, clock
+
+
+def heartbeat(r: Replica, peer: str, now: float, vv: dict | None = None, hlc: int | None = None,
+              stable: int = 0, digest: bytes | None = None, **extra: object) -> None:
+    hb = Heartbeat(id=peer, seq=(vv or {}).get(f"{peer}@a", 0), hlc=hlc or make(T0 + int(now * 1000)),
+                   vv=dict(vv or {}), stable=stable, digest=digest or r.ks.digest(), keys=0,
+                   catchup=f"sim://{peer}/1", peers=["n0", "n1", "n2"], origin=f"{peer}@a",
+                   wall=T0 + int(now * 1000), **extra)  # type: ignore[arg-type]
+    r.bus(peer, TOPIC_HEARTBEAT, encode_heartbeat(hb), now)
+
+
+def fetches(out: list[tuple]) -> list[tuple[str, list[bytes]]]:
+    return [(o[1], o[2]) for o in out if o[0] == FETCH]
+
+
+def test_catchup_replies_nobody_asked_for_change_nothing(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n1", 0.0)
+    r.take()
+    ev = encode_batch(Batch("n2@x", 1, [(make(T0), b"k", b"v")]))
+    r.fetch_reply("n1", [wire.EVENTS, b"n2@x", b"0", ev], 0.1)
+    r.fetch_reply("n1", [wire.ENTRIES, pack([0, [bucket_of(b"k")], [[b"k", make(T0), "n2@x", b"v"]]])], 0.1)
+    r.fetch_reply("n1", [wire.BUCKETS, pack([{}, [0] * 1024])], 0.1)
+    r.fetch_reply("n1", [wire.TOOOLD, b"n2@x"], 0.1)
+    r.fetch_reply("n1", [wire.SNAPEND, b"tag", pack({"vv": {"n2@x": 9}, "gc_horizon": 0})], 0.1)
+    assert r.ks.get(b"k") is None and r.inbox.vv == {}
+    assert r.sync is None and not fetches(r.take())
+    assert r.stats["bad_messages"] == 5
+
+
+def test_replicated_events_below_the_horizon_do_not_bring_back_a_collected_key(tmp_path: Path) -> None:
+    horizon = make(T0 - 1000)
+    r, _ = replica(tmp_path, horizon=horizon)
+    heartbeat(r, "n1", 0.0)
+    old = (make(T0 - 5000), b"gone", b"old")  # deleted since, its tombstone collected
+    new = (make(T0 - 10), b"fresh", b"new")
+    r.bus("n1", TOPIC_EVENTS, encode_batch(Batch("n1@a", 1, [old, new])), 0.05)
+    assert r.inbox.vv["n1@a"] == 2  # both events are taken (and logged) ...
+    assert r.ks.get(b"gone") is None  # ... the one below the horizon changes nothing
+    assert r.ks.get(b"fresh") == b"new"
+
+
+def test_clients_wait_for_a_peer_or_five_heartbeats_after_a_start(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    r.tick(0.0)
+    assert (PAUSE, True) in r.take()
+    r.tick(0.3)
+    assert (PAUSE, False) not in r.take()
+    heartbeat(r, "n1", 0.35)
+    assert (PAUSE, False) in r.take()
+    r2, _ = replica(tmp_path / "b")
+    r2.tick(0.0)
+    r2.take()
+    r2.tick(0.51)  # nobody heard: after five heartbeats it serves all the same
+    assert (PAUSE, False) in r2.take()
+
+
+def _transfer(r: Replica, meta: dict, entries: list, now: float = 0.2) -> None:
+    """Drive a full transfer from n1: it announces an origin we lack, answers the pull with
+    TOOOLD, then streams ``entries`` and ``meta``."""
+    heartbeat(r, "n1", now, vv={"n9@z": 5}, stable=meta.get("announced_stable", 0))
+    pulls = fetches(r.take())
+    assert pulls and pulls[0][1][0] == wire.PULL
+    r.fetch_reply("n1", [wire.TOOOLD, b"n9@z"], now)
+    snap = [f for p, f in fetches(r.take()) if f[0] == wire.SNAP]
+    assert snap, "no transfer asked"
+    tag = snap[0][1]
+    r.fetch_reply("n1", [wire.SNAPCHUNK, tag, encode_chunk(entries)], now)
+    r.fetch_reply("n1", [wire.SNAPEND, tag, pack({k: v for k, v in meta.items() if k != "announced_stable"})], now)
+
+
+def _keyspace(*entries: tuple[bytes, int, str, bytes | None]) -> Keyspace:
+    ks = Keyspace()
+    ks.apply_entries(entries)
+    return ks
+
+
+def test_an_implausible_transfer_is_not_believed(tmp_path: Path) -> None:
+    ks = _keyspace((b"other", make(T0 - 9000), "n2@old", b"keep"))
+    r, _ = replica(tmp_path, ks=ks)
+    _transfer(r, {"vv": {"n9@z": 5}, "gc_horizon": 2**62, "announced_stable": make(T0 - 20_000)}, [])
+    assert r.ks.get(b"other") == b"keep"
+    assert r.gc_horizon == 0 and r.stats["bad_messages"] >= 1
+
+
+def test_a_transfer_drops_only_keys_below_its_horizon(tmp_path: Path) -> None:
+    horizon = make(T0 - 5000)
+    ks = _keyspace((b"below", make(T0 - 9000), "n2@old", b"deleted-there"),
+                   (b"above", make(T0 - 1000), "n2@old", b"not-seen-there"))
+    r, _ = replica(tmp_path, ks=ks)
+    _transfer(r, {"vv": {"n9@z": 5}, "gc_horizon": horizon, "announced_stable": horizon},
+              [[b"theirs", make(T0 - 8000), "n9@z", b"t"]])
+    assert r.gc_horizon == horizon
+    assert r.ks.get(b"below") is None  # the sender saw it (below its horizon) and deleted it
+    assert r.ks.get(b"above") == b"not-seen-there"  # absence above the horizon proves nothing
+    assert r.ks.get(b"theirs") == b"t"
+
+
+def test_anti_entropy_merges_and_never_deletes(tmp_path: Path) -> None:
+    mine = b"mine"
+    theirs = next(b"t%d" % i for i in range(100_000) if bucket_of(b"t%d" % i) == bucket_of(mine))
+    ks = _keyspace((mine, make(T0 - 100), "n2@old", b"m"))
+    r, _ = replica(tmp_path, ks=ks)
+    heartbeat(r, "n1", 0.0, digest=b"different")
+    heartbeat(r, "n2", 0.0)
+    r.take()
+    r.tick(0.3)  # anti-entropy round: n1 announces our vector with another digest
+    asks = [f for p, f in fetches(r.take()) if f[0] == wire.BUCKETS]
+    if not asks:  # the round picked n2 first
+        heartbeat(r, "n1", 0.4, digest=b"different")
+        heartbeat(r, "n2", 0.4)
+        r.tick(0.6)
+        asks = [f for p, f in fetches(r.take()) if f[0] == wire.BUCKETS]
+    assert asks
+    hashes = r.ks.bucket_hashes()
+    hashes[bucket_of(mine)] ^= 1
+    r.fetch_reply("n1", [wire.BUCKETS, pack([dict(r.inbox.vv), hashes])], 0.7)
+    want = [f for p, f in fetches(r.take()) if f[0] == wire.ENTRIES]
+    assert want and msgpack.unpackb(want[0][1]) == [bucket_of(mine)]
+    r.fetch_reply("n1", [wire.ENTRIES, pack([0, [bucket_of(mine)], [[theirs, make(T0 - 50), "n1@a", b"x"]]])], 0.8)
+    assert r.ks.get(theirs) == b"x"
+    assert r.ks.get(mine) == b"m", "anti-entropy deleted a key the peer lacks"
+
+
+def test_an_empty_pull_reply_is_not_asked_again(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n1", 0.0)
+    r.take()
+    r.bus("n1", TOPIC_EVENTS, encode_batch(Batch("n1@a", 3, [(make(T0), b"k", b"v")])), 0.05)
+    pulls = fetches(r.take())
+    assert pulls == [("n1", wire.pull("n1@a", 0))]
+    r.fetch_reply("n1", wire.events(b"n1@a", False, []), 0.06)
+    assert not fetches(r.take()), "an empty answer was asked again at once"
+
+
+def test_events_held_behind_a_hole_hold_the_stable_time_back(tmp_path: Path) -> None:
+    stamp = make(T0 - 3000)
+    held = Batch("n2@old", 5, [(stamp, b"k", b"v")])
+    ks = _keyspace((b"k", stamp, "n2@old", b"v"))  # recovery applied it, but does not count it
+    r, clock = replica(tmp_path, ks=ks, held=[held])
+    r.clock_persisted(make(T0 + 10_000))
+    for now in (0.0, 0.1, 0.2):
+        heartbeat(r, "n1", now, stable=make(T0))
+        heartbeat(r, "n2", now, stable=make(T0))
+    r.take()
+    clock.ms = T0 + 300
+    r.tick(0.3)
+    hbs = [decode_heartbeat(o[1][1]) for o in r.take() if o[0] == PUBLISH and o[1][0] == TOPIC_HEARTBEAT]
+    assert hbs and 0 < hbs[-1].stable < stamp
+    assert hbs[-1].held == {"n2@old": [5, 5]}
+
+
+def test_a_node_without_a_clock_file_refuses_writes_until_it_hears_a_peer(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path, floor=None)
+    r.tick(0.0)
+    r.take()
+    r.client([[b"c1", pack([["s", b"k", b"v"]])]], 0.01)
+    reply = [o for o in r.take() if o[0] == CLIENT][0][1]
+    assert msgpack.unpackb(reply[1], raw=False)["refused"].startswith("clock unknown")
+    heartbeat(r, "n1", 0.1, seen={"n0": make(T0 - 50)})
+    r.client([[b"c2", pack([["s", b"k", b"v"]])]], 0.11)
+    reply = [o for o in r.take() if o[0] == CLIENT][0][1]
+    assert msgpack.unpackb(reply[1], raw=False) == [None]
+    assert r.clock.last > make(T0 - 50)  # above what it announced before
+
+
+def test_a_clock_echo_beyond_the_bound_refuses_writes_instead_of_jumping(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    r.tick(0.0)
+    hour = make(T0 + 3_600_000)
+    heartbeat(r, "n1", 0.1, seen={"n0": hour})
+    r.take()
+    r.client([[b"c1", pack([["s", b"k", b"v"]])]], 0.11)
+    reply = [o for o in r.take() if o[0] == CLIENT][0][1]
+    assert msgpack.unpackb(reply[1], raw=False)["refused"].startswith("clock skew")
+    assert physical(r.clock.last) < T0 + 1000  # the clock did not jump
