@@ -64,3 +64,16 @@ def test_differing_buckets_checks_the_hashes() -> None:
         differing_buckets(mine, theirs[:10])
     with pytest.raises(DecodeError):
         differing_buckets(mine, "x")
+
+
+def test_merge_keeps_a_local_key_of_a_bucket_the_peer_sent() -> None:
+    """The peer's reply covers a whole bucket and lacks our key in it: still not a delete."""
+    from zkv.replication.antientropy import merge
+    from zkv.store.keyspace import Keyspace, bucket_of
+    mine = b"mine"
+    theirs = next(b"t%d" % i for i in range(100_000) if bucket_of(b"t%d" % i) == bucket_of(mine))
+    ks = Keyspace()
+    ks.apply(mine, 10, "a", b"m")
+    changed = merge(ks, [(theirs, 11, "b", b"t")])
+    assert changed == [(theirs, 11, "b", b"t")]
+    assert ks.get(mine) == b"m" and ks.get(theirs) == b"t"

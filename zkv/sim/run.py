@@ -29,6 +29,9 @@ from zkv.sim.world import SimError, World
 KEYS = [b"k%d" % i for i in range(6)]
 FAULT_KINDS = ("kill", "crash", "pause", "partition", "oneway", "lossy", "skew", "jump", "drift",
                "damage", "full", "behind_alone", "alone_lost_snapshot")
+# ("rot", keys vanishing from a replica's memory, is not drawn: a key lost silently below the
+# tombstone horizon reads as deleted and cannot be repaired; tests/sim/test_scenarios.py runs it
+# where anti-entropy can repair it.)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,12 @@ def _apply(w: World, f: Fault) -> None:
         w.crash(n, machine=True)
         w.damage(n, f.other)
         w.at(w.t + f.seconds, w.start, n)
+    elif f.kind == "rot":  # memory that lied: keys vanish from one replica; anti-entropy repairs
+        # another node is down meanwhile: no horizon moves, so the loss stays repairable (a key
+        # lost silently below the horizon reads as deleted: docs/guarantees.md)
+        w.crash(f.other)
+        w.rot(n, 1 + int(f.seconds))
+        w.at(w.t + f.seconds, w.start, f.other)
     elif f.kind == "full":
         w.nodes[n].disk.full = True
         w.note(f"disk full on {n} for {f.seconds:.2f}s")

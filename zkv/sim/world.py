@@ -407,6 +407,23 @@ class World:
         node.offset_ms, node.drift, node.drift_since = offset_ms, drift, self.t
         self.note(f"clock {nid} {offset_ms:+.0f} ms, drift {drift:+.1f} ms/s")
 
+    def rot(self, nid: str, count: int) -> None:
+        """``count`` keys vanish from a live replica's memory, as a bug or bad RAM would do it:
+        nothing announces it, the version vector is unchanged, and only anti-entropy (digests at
+        equal vectors) can find and repair it - from the other replicas, which must not delete
+        their copies on seeing it missing here.  Only entries stamped above the replica's
+        tombstone horizon: below it, a key it lacks reads as deleted and collected (the price of
+        collecting tombstones), and the entry comes back from its log when it restarts."""
+        node = self.nodes[nid]
+        if not self._alive(node):
+            return
+        r = node.replica
+        assert r is not None
+        keys = sorted(k for k, e in r.ks.items() if e[0] > r.gc_horizon)
+        self.rng.shuffle(keys)
+        gone = r.ks.drop(keys[:count], 2**63 - 1)
+        self.note(f"rot {nid}: {[k.decode() for k in gone]}")
+
     def damage(self, nid: str, kind: str) -> None:
         """Disk damage to a node that is down: its copies of writes are gone (see excuse)."""
         node = self.nodes[nid]
