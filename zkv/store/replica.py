@@ -595,7 +595,9 @@ class Replica:
         stamp below it.  Adopted within our clock's bound; beyond it (our wall clock far behind,
         or a peer that is wrong) writes are refused until the wall clock comes near it - the
         check runs at once, before any other request is taken."""
+        news = not self.clock_known
         if echoed > self.echo_floor:
+            news = True
             self.echo_floor = echoed
             if physical(echoed) - self.clock.wall() > self.cfg.max_clock_offset_ms:
                 log.warning("%s heard this node announce a timestamp %d ms ahead of its wall clock",
@@ -603,7 +605,8 @@ class Replica:
         if not self.clock_known:
             self.clock_known = True
             log.info("clock bound learnt from %s", peer)
-        self._check_clock_skew()
+        if news:
+            self._check_clock_skew()
 
     def _adopt_echo(self) -> None:
         if self.clock.last < self.echo_floor <= self.clock.limit():
