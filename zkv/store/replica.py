@@ -912,10 +912,18 @@ class Replica:
             self.stats["tombstones_collected"] += n
 
     def _anti_entropy(self) -> None:
-        """Compare digests with one peer per round; on a mismatch at equal vectors, ask for buckets."""
+        """Compare digests with one peer per round; on a mismatch at equal vectors, ask for buckets.
+
+        Not with a peer that holds events behind a gap, nor while we do: those events are in
+        its keyspace but not claimed, so its digest differs for a reason anti-entropy must not
+        spread - should it lose them (a crash, a wipe) before they are claimed, copies merged
+        elsewhere would be entries without events, which the tombstone horizon then passes
+        on some nodes and not others.  They spread once claimed (zkv.store.replica
+        ``_resolve_holes``) or pulled."""
         fresh = [v for v in self.peers.values()
-                 if self.now - v.seen < 5 * self._hb_every and v.hb.id in self.endpoints]
-        if not fresh or self.sync is not None:
+                 if self.now - v.seen < 5 * self._hb_every and v.hb.id in self.endpoints
+                 and not v.hb.held]
+        if not fresh or self.sync is not None or self.inbox.gaps():
             return
         self._ae_turn += 1
         view = fresh[self._ae_turn % len(fresh)]
