@@ -12,6 +12,8 @@ password, every config gets the same one.  ``plan`` is pure; ``write`` puts file
 
 from __future__ import annotations
 
+import os
+
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +108,10 @@ def write(directory: Path, nodes: list[NodePlan], curve: bool, password: bool,
         for n in nodes:
             keygen(directory / n.id, force=True)
             cluster.publics[n.id] = load_public(str(directory / f"{n.id}.public")).decode()
-    for n in nodes:
-        (directory / f"{n.id}.toml").write_text(render(n, cluster))
+    for n in nodes:  # 0600: a config may hold the password
+        path = directory / f"{n.id}.toml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(render(n, cluster))
+        os.chmod(path, 0o600)  # (an existing file, replaced with --force, keeps its mode otherwise)
     return cluster

@@ -40,8 +40,11 @@ class Link:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) or check that it is a directory we own; then make it 0700."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``path`` (mode 0700) or check that it is a directory we own; then make it 0700.
+    A parent it creates (the data directory, on a first start) is 0700 too."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir(mode=0o700, exist_ok=True)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise LinkError(f"{path} is not a directory")

@@ -54,6 +54,11 @@ class Supervisor:
 
     def start(self) -> int:
         """Store first (recovery, bus), then the frontend (client port); 0 when both are up."""
+        if self.cfg.password is not None:
+            mode = os.stat(self.config_path).st_mode
+            if mode & 0o077:
+                log.warning("%s holds the client password and other users may read it "
+                            "(mode %o): chmod 600 it", self.config_path, mode & 0o777)
         return self._start_child("store") or self._start_child("frontend")
 
     def wait(self) -> int:

@@ -115,8 +115,14 @@ class Durability:
         self.dir = Path(data_dir)
         self.node_id = node_id
         self.fsync = fsync
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        # Private: the data is every client's, and other local users must not read it.
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        exposed = self.dir.stat().st_mode & 0o077
+        if exposed:
+            log.warning("data_dir %s is readable or writable by other users (mode %o): "
+                        "chmod 700 it; its files hold every key and value", self.dir,
+                        self.dir.stat().st_mode & 0o777)
+        self._lock_fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

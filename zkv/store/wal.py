@@ -105,7 +105,7 @@ def atomic_write(path: PathLike) -> Iterator[int]:
     ``path`` and fsync the directory. On error the temp file is removed and ``path``
     is left untouched, so a reader never sees a half-written file under ``path``."""
     tmp = _tmp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
     try:
         try:
             yield fd
@@ -285,7 +285,7 @@ class WalWriter:
         self.path = os.fspath(path)
         self.fsync = fsync
         self._dirty = False
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | _O_CLOEXEC, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | _O_CLOEXEC, 0o600)
         try:
             self._size = self._prepare_header()
         except BaseException:
