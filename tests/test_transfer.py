@@ -17,11 +17,12 @@ def keyspace() -> Keyspace:
 
 
 def test_only_what_the_sender_provably_saw_and_deleted_goes() -> None:
-    """Below the sender's horizon and missing from its snapshot: deleted and collected there.
-    Our own writes since we started (a clock a little behind may stamp them below the horizon)
-    and anything stamped after the horizon stay."""
+    """Below the sender's horizon and missing from its snapshot: deleted and collected there,
+    our own incarnation's writes included (our clock stamps above every horizon reached without
+    them; one kept would stay on this node alone).  Anything stamped after the horizon stays."""
     ks = keyspace()
-    assert stale_keys(ks, carried={b"carried"}, horizon=100, our_origin="me@2") == [b"deleted-there"]
+    assert sorted(stale_keys(ks, carried={b"carried"}, horizon=100, our_origin="me@2")) == [
+        b"deleted-there", b"mine-new"]
 
 
 def test_an_old_write_pulled_again_goes_even_if_we_pulled_further_than_the_snapshot() -> None:
