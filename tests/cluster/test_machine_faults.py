@@ -187,6 +187,10 @@ def test_node_an_hour_ahead_refuses_writes_and_stamps_nothing(make_cluster) -> N
     n0, n1, n2 = c.nodes
     n2.prefix = prefix
     c.start()
+    # node0 writes once it has heard both peers: with one of them heard (two clocks an hour
+    # apart) it cannot tell which is wrong, and rightly refuses (docs/guarantees.md)
+    wait_until(lambda: (lambda i: i.get("connected_peers") == "2" and not i.get("clock_refusing"))(n0.info()),
+               timeout=15, what="node0 to hear both peers and accept writes")
     model = AckModel()
     run_ops(n0, [(f"c{i}", f"real{i}".encode()) for i in range(20)], model, pipeline=20)
     wait_until(lambda: n2.info().get("connected_peers") == "2" and same_state(n0, n2), timeout=15,
