@@ -9,24 +9,8 @@ from pathlib import Path
 
 from zkv.clock import make
 from zkv.events import TOPIC_HEARTBEAT, Heartbeat, encode_heartbeat
-from zkv.sim.checker import check
+from tests.sim.helpers import final_check, settle
 from zkv.sim.world import EPOCH_MS, World
-
-
-def _settle(w: World, seconds: float) -> None:
-    w.run_until(w.t + seconds)
-
-
-def _final_check(w: World, settle: float = 20.0) -> list[str]:
-    for n in w.nodes.values():
-        n.offset_ms = 0.0
-        n.paused_until = 0.0
-        if not n.up:
-            w.start(n.id)
-    _settle(w, settle)
-    finals = {i: dict(n.replica.ks.items()) for i, n in w.nodes.items()}
-    vvs = {i: dict(n.replica.inbox.vv) for i, n in w.nodes.items()}
-    return [str(v) for v in check(w.ops, finals, vvs)]
 
 
 def _heartbeat_from(w: World, sender: str, to: str, **override) -> None:
@@ -55,20 +39,20 @@ def test_one_peer_echoing_a_clock_an_hour_ahead_makes_a_node_acknowledge_an_unre
     w = World(11, tmp_path)
     for i in w.nodes:
         w.start(i)
-    _settle(w, 1.0)
+    settle(w, 1.0)
     hour_ahead = make(EPOCH_MS + int(w.t * 1000) + 3_600_000)
     _heartbeat_from(w, "n1", "n0", seen={"n0": hour_ahead})
     op = w.client_op("n0", "set", b"k", b"v")
     assert op.result in ("ok", "refused")  # refusing until the echo is explained is fine ...
     if op.result == "ok":  # ... stamping an hour ahead is not
         assert op.version is not None and op.version[0] < hour_ahead - make(3_000_000), op
-    _settle(w, 1.0)
+    settle(w, 1.0)
     w.crash("n0")
     w.start("n0")
-    _settle(w, 5.0)
+    settle(w, 5.0)
     later = w.client_op("n0", "set", b"k2", b"v2")
-    _settle(w, 0.5)
-    violations = _final_check(w)
+    settle(w, 0.5)
+    violations = final_check(w)
     assert not violations, violations  # the acknowledged write stamped an hour ahead diverges
     assert later.result == "ok", f"n0 refuses writes after one bad echo: {later.result}"
 
@@ -87,7 +71,7 @@ def test_a_hole_given_up_as_lost_while_a_live_peer_holds_the_events_behind_its_o
     w = World(2, tmp_path, snapshot_records=100)
     for i in w.nodes:
         w.start(i)
-    _settle(w, 1.0)
+    settle(w, 1.0)
     w.crash("n0")
     w.cut.add(("n2", "n1"))
     ops = []
@@ -96,20 +80,20 @@ def test_a_hole_given_up_as_lost_while_a_live_peer_holds_the_events_behind_its_o
             w.cut.discard(("n2", "n1"))
             w.cut.add(("n1", "n2"))
         ops.append(w.client_op("n2", "set", b"k%03d" % i, b"v%d" % i))
-        _settle(w, 0.01)
+        settle(w, 0.01)
     origin = w.nodes["n2"].replica.origin
     assert w.nodes["n1"].replica.inbox.gaps() == {origin: 30}  # n1 holds 30..140 behind a gap
     w.crash("n2")
     assert w.nodes["n2"].disk.corrupt_snapshot(w.rng)
     w.cut.discard(("n1", "n2"))
     w.start("n0")
-    _settle(w, 1.0)
+    settle(w, 1.0)
     w.start("n2")
-    _settle(w, 5.0)
+    settle(w, 5.0)
     for op in ops[:29]:
         op.excused = "only in n2's damaged snapshot"
     assert all(op.result == "ok" for op in ops)
-    violations = _final_check(w)
+    violations = final_check(w)
     assert not violations, violations
 
 
@@ -157,15 +141,15 @@ def test_a_wiped_node_takes_an_empty_echo_from_restarted_peers_as_its_clock(tmp_
     w = World(3, tmp_path, snapshot_records=10)
     for i in w.nodes:
         w.start(i)
-    _settle(w, 1.0)
+    settle(w, 1.0)
     w.client_op("n0", "set", b"gone", b"1")
-    _settle(w, 0.3)
+    settle(w, 0.3)
     w.client_op("n0", "del", b"gone")
-    _settle(w, 3.0)
+    settle(w, 3.0)
     for i in range(30):  # snapshots after the collection persist the horizon
         w.client_op("n0", "set", b"x%d" % i, b"x")
-        _settle(w, 0.05)
-    _settle(w, 3.0)
+        settle(w, 0.05)
+    settle(w, 3.0)
     assert all(n.replica.ks.entry(b"gone") is None for n in w.nodes.values())
     for i in w.nodes:
         w.crash(i)
@@ -174,11 +158,11 @@ def test_a_wiped_node_takes_an_empty_echo_from_restarted_peers_as_its_clock(tmp_
         w.set_clock(i, -15000)
     w.start("n0")
     w.start("n1")
-    _settle(w, 0.5)
+    settle(w, 0.5)
     w.start("n2")
-    _settle(w, 1.0)
+    settle(w, 1.0)
     op = w.client_op("n2", "set", b"gone", b"new")
-    _settle(w, 0.5)
+    settle(w, 0.5)
     assert op.result in ("ok", "refused")
-    violations = _final_check(w)
+    violations = final_check(w)
     assert not violations, violations

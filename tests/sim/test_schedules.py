@@ -57,8 +57,7 @@ def test_the_checker_sees_a_write_a_replica_lost(tmp_path: Path) -> None:
     op = w.client_op("n0", "set", b"k", b"v")
     w.run_until(3.0)
     assert op.result == "ok"
-    finals = {i: dict(n.replica.ks.items()) for i, n in w.nodes.items()}
-    vvs = {i: dict(n.replica.inbox.vv) for i, n in w.nodes.items()}
+    finals, vvs = w.final_state()
     assert not check(w.ops, finals, vvs)
     for f in finals.values():
         del f[b"k"]

@@ -213,9 +213,7 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
                                          + _state_line(w))
             result.converged_after = w.t - t0
             if not result.violations:
-                finals = {i: {k: e for k, e in w.nodes[i].replica.ks.items()} for i in ids}  # type: ignore[union-attr]
-                vvs = {i: dict(w.nodes[i].replica.inbox.vv) for i in ids}  # type: ignore[union-attr]
-                result.violations += [str(v) for v in check(w.ops, finals, vvs)]
+                result.violations += [str(v) for v in check(w.ops, *w.final_state())]
         except SimError as exc:
             result.violations.append(str(exc))
         result.ops = len(w.ops)

@@ -137,6 +137,13 @@ class World:
         self.t = max(self.t, t_end)
         return False
 
+    def final_state(self) -> tuple[dict[str, dict[bytes, tuple]], dict[str, dict[str, int]]]:
+        """Every replica's entries (tombstones included) and version vector: the checker's input."""
+        reps = {i: n.replica for i, n in self.nodes.items()}
+        assert all(r is not None for r in reps.values()), "a node is down"
+        return ({i: dict(r.ks.items()) for i, r in reps.items()},  # type: ignore[union-attr]
+                {i: dict(r.inbox.vv) for i, r in reps.items()})  # type: ignore[union-attr]
+
     def note(self, text: str) -> None:
         self.trace.append(f"{self.t:8.3f} {text}")
 
