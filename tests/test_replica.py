@@ -118,10 +118,10 @@ def test_clients_wait_for_a_peer_or_five_heartbeats_after_a_start(tmp_path: Path
 def _transfer(r: Replica, meta: dict, entries: list, now: float = 0.2) -> None:
     """Drive a full transfer from n1: it announces an origin we lack, answers the pull with
     TOOOLD, then streams ``entries`` and ``meta``."""
-    heartbeat(r, "n1", now, vv={"n9@z": 5}, stable=meta.get("announced_stable", 0))
+    heartbeat(r, "n1", now, vv={"n1@z": 5}, stable=meta.get("announced_stable", 0))
     pulls = fetches(r.take())
     assert pulls and pulls[0][1][0] == wire.PULL
-    r.fetch_reply("n1", [wire.TOOOLD, b"n9@z"], now)
+    r.fetch_reply("n1", [wire.TOOOLD, b"n1@z"], now)
     snap = [f for p, f in fetches(r.take()) if f[0] == wire.SNAP]
     assert snap, "no transfer asked"
     tag = snap[0][1]
@@ -138,7 +138,7 @@ def _keyspace(*entries: tuple[bytes, int, str, bytes | None]) -> Keyspace:
 def test_an_implausible_transfer_is_not_believed(tmp_path: Path) -> None:
     ks = _keyspace((b"other", make(T0 - 9000), "n2@old", b"keep"))
     r, _ = replica(tmp_path, ks=ks)
-    _transfer(r, {"vv": {"n9@z": 5}, "gc_horizon": 2**62, "announced_stable": make(T0 - 20_000)}, [])
+    _transfer(r, {"vv": {"n1@z": 5}, "gc_horizon": 2**62, "announced_stable": make(T0 - 20_000)}, [])
     assert r.ks.get(b"other") == b"keep"
     assert r.gc_horizon == 0 and r.stats["bad_messages"] >= 1
 
@@ -148,8 +148,8 @@ def test_a_transfer_drops_only_keys_below_its_horizon(tmp_path: Path) -> None:
     ks = _keyspace((b"below", make(T0 - 9000), "n2@old", b"deleted-there"),
                    (b"above", make(T0 - 1000), "n2@old", b"not-seen-there"))
     r, _ = replica(tmp_path, ks=ks)
-    _transfer(r, {"vv": {"n9@z": 5}, "gc_horizon": horizon, "announced_stable": horizon},
-              [[b"theirs", make(T0 - 8000), "n9@z", b"t"]])
+    _transfer(r, {"vv": {"n1@z": 5}, "gc_horizon": horizon, "announced_stable": horizon},
+              [[b"theirs", make(T0 - 8000), "n1@z", b"t"]])
     assert r.gc_horizon == horizon
     assert r.ks.get(b"below") is None  # the sender saw it (below its horizon) and deleted it
     assert r.ks.get(b"above") == b"not-seen-there"  # absence above the horizon proves nothing
@@ -225,7 +225,7 @@ def test_a_node_without_a_clock_file_refuses_writes_until_it_hears_a_peer(tmp_pa
 
 
 def test_a_clock_echo_beyond_the_bound_refuses_writes_instead_of_jumping(tmp_path: Path) -> None:
-    r, _ = replica(tmp_path)
+    r, _ = replica(tmp_path, floor=None)  # no clock file: what peers heard is all it knows
     r.tick(0.0)
     hour = make(T0 + 3_600_000)
     heartbeat(r, "n1", 0.1, seen={"n0": hour})
@@ -234,3 +234,79 @@ def test_a_clock_echo_beyond_the_bound_refuses_writes_instead_of_jumping(tmp_pat
     reply = [o for o in r.take() if o[0] == CLIENT][0][1]
     assert msgpack.unpackb(reply[1], raw=False)["refused"].startswith("clock skew")
     assert physical(r.clock.last) < T0 + 1000  # the clock did not jump
+
+
+def test_with_its_clock_file_a_node_believes_no_echo_beyond_what_it_saved(tmp_path: Path) -> None:
+    """It announces only what its clock file holds and restarts above it: an echo of more is a
+    lie (or a peer deceived), and must not make it refuse writes."""
+    r, _ = replica(tmp_path, floor=make(T0 - 50))
+    r.tick(0.0)
+    heartbeat(r, "n1", 0.1, seen={"n0": make(T0 + 3_600_000)})
+    heartbeat(r, "n2", 0.1)
+    r.take()
+    r.client([[b"c1", pack([["s", b"k", b"v"]])]], 0.11)
+    reply = [o for o in r.take() if o[0] == CLIENT][0][1]
+    assert msgpack.unpackb(reply[1], raw=False) == [None]
+    assert r.stats["bad_messages"] == 1
+
+
+# --- the trust model: a peer is a relay about other nodes' events (zkv.replication.claims) ---
+def test_a_transfer_vector_is_cut_to_what_a_live_node_announced(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n2", 0.1, vv={"n2@a": 3})  # n2 announces 3 events of its incarnation
+    r.bus("n2", TOPIC_EVENTS, encode_batch(Batch("n2@a", 1, [(make(T0 + i), b"k%d" % i, b"v")
+                                                             for i in range(3)])), 0.15)
+    _transfer(r, {"vv": {"n1@z": 5, "n2@a": 2**62}, "gc_horizon": 0}, [])
+    assert r.inbox.vv["n2@a"] == 3 and r.inbox.vv["n1@z"] == 5
+    r.bus("n2", TOPIC_EVENTS, encode_batch(Batch("n2@a", 4, [(make(T0 + 9), b"next", b"v")])), 0.3)
+    assert r.ks.get(b"next") == b"v", "n2's next write was dropped as a duplicate"
+
+
+def test_pulled_events_beyond_what_their_node_announced_are_cut_and_not_asked_again(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n2", 0.1, vv={"n2@a": 2})
+    heartbeat(r, "n1", 0.1, vv={"n2@a": 50})  # a relay's claim: cut to 2
+    pulls = fetches(r.take())
+    assert [p for p, f in pulls if f[1] == b"n2@a"] == ["n2"]  # its own node is asked
+    r.fetching["n2@a"] = ("n1", 0.1)  # n1 is asked all the same (say it announced first)
+    made_up = encode_batch(Batch("n2@a", 1, [(make(T0 + i), b"f%d" % i, b"x") for i in range(50)]))
+    r.fetch_reply("n1", [wire.EVENTS, b"n2@a", b"1", made_up], 0.2)
+    assert r.inbox.vv["n2@a"] == 2 and r.ks.get(b"f10") is None
+    assert not [f for p, f in fetches(r.take()) if f[1] == b"n2@a"], "asked again in a loop"
+
+
+def test_no_store_takes_events_of_its_own_incarnation_from_anyone(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n1", 0.1, vv={"n0@me": 1000})
+    assert not [f for p, f in fetches(r.take()) if f[1] == b"n0@me"]
+    r.fetching["n0@me"] = ("n1", 0.1)
+    forged = encode_batch(Batch("n0@me", 1, [(make(T0), b"k", b"forged")]))
+    r.fetch_reply("n1", [wire.EVENTS, b"n0@me", b"0", forged], 0.2)
+    assert r.inbox.vv.get("n0@me", 0) == 0 and r.ks.get(b"k") is None
+
+
+def test_an_ack_beyond_what_we_issued_is_not_counted(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n2", 0.1)
+    r.client([[b"c1", pack([["s", b"k", b"v"]])]], 0.11)
+    heartbeat(r, "n1", 0.2, vv={"n0@me": 2**62})
+    assert r.acked.seq.get("n1", 0) == 0
+    heartbeat(r, "n1", 0.3, vv={"n0@me": 1})
+    assert r.acked.seq.get("n1", 0) == 1
+
+
+def test_heartbeats_beyond_twice_the_rate_or_too_large_are_dropped_unread(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    for i in range(50):  # 50 in 50 ms: a burst of 5 is let through, then 2 per heartbeat_ms
+        heartbeat(r, "n1", 0.1 + i * 0.001)
+    assert 5 <= 50 - r.stats["heartbeats_dropped"] <= 7
+    big = {f"n1@{i:016x}": 1 for i in range(20_000)}
+    before = r.stats["bad_messages"]
+    heartbeat(r, "n2", 1.0, vv=big)
+    assert r.stats["bad_messages"] == before + 1 and "n1@0000000000000001" not in r.inbox.vv
+
+
+def test_one_heartbeat_starts_a_bounded_number_of_pulls(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n1", 0.1, vv={f"n1@{i}": 1 for i in range(500)})
+    assert len([f for _p, f in fetches(r.take()) if f[0] == wire.PULL]) == 64

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -46,8 +46,10 @@ from zkv.replication import catchup as wire
 from zkv.replication.acks import Acked, AckRequests
 from zkv.replication.antientropy import differing_buckets, merge
 from zkv.replication.backlog import Backlog
+from zkv.replication.claims import Claims, heartbeat_bytes
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
+from zkv.replication.limits import RateLimit
 from zkv.store.serving import Serving
 from zkv.replication.skew import Offsets, behind_peers, refusal
 from zkv.replication.transfer import FullSync, implausible, stale_keys
@@ -69,6 +71,14 @@ BAD_LOG_EVERY = 10.0  # seconds between log lines about malformed peer messages
 # Heartbeats during which every peer must have said it lacks the events before a hole (after
 # we restarted) before those events are given up as lost and the ones after them claimed.
 HOLE_GIVE_UP_HEARTBEATS = 5
+# A peer sends a heartbeat every heartbeat_ms: those beyond twice that rate (after a burst of a
+# few, as when our own loop was held up) are dropped unread, so no peer can make this store
+# spend its time decoding heartbeats.
+HB_RATE_FACTOR = 2.0
+HB_BURST = 5.0
+# Pulls one heartbeat may start: a store behind on many origins asks for more at each heartbeat
+# and as each reply comes, and one that lacks most of them gets a full transfer at the first.
+PULLS_PER_HEARTBEAT = 64
 
 
 def pack(obj: Any) -> bytes:
@@ -111,6 +121,7 @@ class Replica:
         # Without the bound (a new or wiped data directory) the node does not know how far its
         # clock had gone, so it accepts no write until a peer tells it (Heartbeat.seen).
         self.clock_known = clock_floor is not None or not cfg.peers
+        self._clock_from_file = clock_floor is not None  # then no peer can know a later one
         self.seen_hlc: dict[str, int] = {}  # node id -> highest hlc it announced, as we heard it
         self.echo_floor = 0  # the highest timestamp a peer heard us announce (Heartbeat.seen)
         self._hole_since: dict[str, float] = {}  # origin -> when a hole before held events was seen
@@ -137,6 +148,10 @@ class Replica:
         self._max_stable: dict[str, int] = {}  # peer -> highest stable time it announced
         self.acked = Acked(self.peer_ids)  # peers' applied seq of our origin
         self.peer_origins: dict[str, str] = {}  # each peer's incarnation, from its heartbeats
+        # What a peer's claims about other nodes' events are believed up to (the trust model)
+        self.claims = Claims(origin, self.peer_ids | {self.id})
+        self.hb_limit = RateLimit(HB_RATE_FACTOR * 1000 / cfg.heartbeat_ms, HB_BURST,
+                                  max_keys=len(self.peer_ids) + 1)
         self.ack_requests = AckRequests()  # origins waiting for our acknowledgement
         self._ack_target = 0  # a client waits for peers to apply our events through this
         self.started = now
@@ -146,7 +161,7 @@ class Replica:
                       "tombstones_collected": 0, "local_writes": 0, "remote_events": 0,
                       "loop_turns": 0, "frontend_batches": 0, "bus_batches": 0,
                       "bad_messages": 0, "clock_held_events": 0, "writes_refused": 0,
-                      "lost_events": 0}
+                      "lost_events": 0, "heartbeats_dropped": 0}
         self._ae_turn = 0
         # At start-up, client requests wait until a peer has been heard or five heartbeats have
         # passed: a peer's heartbeat moves our clock past every event it holds (our own lost log
@@ -363,6 +378,10 @@ class Replica:
         ack says so).  If the peer restarted since, its figure starts again from ``seq``, lower
         or not - a new incarnation holds what its recovery proved, not what the old one said.
         The frontend gets the whole table (zkv.frontend.waits)."""
+        ours = self.inbox.vv.get(self.origin, 0)
+        if seq > ours:  # a lie, or a peer deceived: either way it holds none of them
+            self.bad("ack", f"{peer} claims {seq} events of {self.origin}, which issued {ours}")
+            return
         if self.peer_origins.get(peer) != incarnation:
             self.peer_origins[peer] = incarnation
             changed = self.acked.reset(peer, seq)
@@ -407,8 +426,15 @@ class Replica:
                 batch = decode_batch(payload)
                 if node_of(batch.origin) != peer:
                     raise DecodeError(f"events of {batch.origin} on {peer}'s bus")
+                self.claims.vouch(batch.origin, batch.last_seq)
                 self._offer(batch, payload, via=None)
             elif topic == TOPIC_HEARTBEAT:
+                if not self.hb_limit.allow(peer, now):
+                    self.stats["heartbeats_dropped"] += 1
+                    return
+                if len(payload) > heartbeat_bytes(len(self.inbox.vv)):
+                    raise DecodeError(f"a heartbeat of {len(payload)} bytes, more than a vector "
+                                      f"of the origins this node knows could need")
                 hb = decode_heartbeat(payload)
                 if hb.id != peer:
                     raise DecodeError(f"a heartbeat of {hb.id!r} on {peer}'s bus")
@@ -563,11 +589,16 @@ class Replica:
             return
         self._connect(hb.id, hb.catchup)
         now = self.now
+        self.claims.heard(hb.id, hb.origin, max(hb.seq, hb.vv.get(hb.origin, 0)), now)
+        ours = self.inbox.vv.get(self.origin, 0)
+        self._on_ack(hb.id, hb.vv.get(self.origin, 0), hb.origin)  # (not counted beyond ours)
+        vv = self.claims.vector(hb.id, hb.vv, self.inbox.vv, ours, now)
+        if vv is not hb.vv:
+            hb = replace(hb, vv=vv)
         if hb.id not in self._live_peers:
             self._live_peers.add(hb.id)
             log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, now)
-        self._on_ack(hb.id, hb.vv.get(self.origin, 0), hb.origin)
         mine = self.inbox.vv
         if any(seq > mine.get(o, 0) for o, seq in hb.vv.items()):
             self.behind_since.setdefault(hb.id, now)
@@ -585,10 +616,14 @@ class Replica:
         if self.clients_paused:
             self._check_clock_skew()
             self._pause_clients_until_heard()
+        pulls = 0
         for origin, seq in hb.vv.items():
             if (seq > self.inbox.vv.get(origin, 0) and origin not in self.fetching
                     and self.sync is None and origin not in self.held_back):
                 self._pull(origin, hb.id)
+                pulls += 1
+                if pulls >= PULLS_PER_HEARTBEAT:
+                    break
 
     def _learn_own_clock(self, peer: str, echoed: int) -> None:
         """``peer`` heard us announce ``echoed`` (in an earlier life, maybe): our clock must not
@@ -596,6 +631,11 @@ class Replica:
         or a peer that is wrong) writes are refused until the wall clock comes near it - the
         check runs at once, before any other request is taken."""
         news = not self.clock_known
+        if echoed > self.clock_saved and self._clock_from_file:
+            # We announce only what is on disk, and restarted above all of it: no peer heard
+            # more from us.  A lie (or a peer deceived) would make us refuse writes.
+            self.bad("heartbeat", f"{peer} echoes a timestamp this node never announced")
+            return
         if echoed > self.echo_floor:
             news = True
             self.echo_floor = echoed
@@ -626,12 +666,16 @@ class Replica:
 
     def _pull(self, origin: str, peer: str | None) -> None:
         """Ask ``peer`` for ``origin``'s events after what we have."""
+        if origin == self.origin:
+            return  # we issued them all: nobody holds more of them than we do
         have = self.inbox.vv.get(origin, 0)
         view = self.peers.get(peer) if peer is not None else None
         if view is None or view.hb.vv.get(origin, 0) <= have:
             # That peer has not announced what we need; ask one that has, or else the origin's
             # own node (a gap in its live stream shows before its heartbeat says how far it is).
-            best = max(self.peers.values(), key=lambda v: v.hb.vv.get(origin, 0), default=None)
+            node = node_of(origin)  # (the origin's own node first, among equals)
+            best = max(self.peers.values(), key=lambda v: (v.hb.vv.get(origin, 0), v.hb.id == node),
+                       default=None)
             if best is not None and best.hb.vv.get(origin, 0) > have:
                 peer = best.hb.id
             elif node_of(origin) in self.endpoints and node_of(origin) in self.peers:
@@ -684,19 +728,32 @@ class Replica:
                 return
         if verb == wire.EVENTS:
             more = frames[2] == b"1"
+            brought = cut = False
             for payload in frames[3:]:
                 batch = decode_batch(payload)
                 if batch.origin != origin:
                     raise DecodeError(f"events of {batch.origin} in a reply about {origin}")
+                n = self.claims.events(origin, batch.first_seq, batch.last_seq,
+                                       self.inbox.vv.get(origin, 0),
+                                       self.inbox.vv.get(self.origin, 0), self.now)
+                if n < len(batch.items):
+                    # Beyond what the origin's own node announced: a relay that raced ahead of
+                    # its heartbeat (the rest is pulled once it is announced), or a lie.
+                    cut = True
+                    if n == 0:
+                        break
+                    batch = Batch(origin, batch.first_seq, batch.items[:n])
+                    payload = None
+                brought = True
                 self.stats["pulled_events"] += len(batch.items)
                 self._offer(batch, payload, via=peer)
-            if more:
+            if more and not cut:
                 self._pull(origin, peer)
             else:
                 self.fetching.pop(origin, None)
                 # Again only if it brought something (a gap may remain) or a peer announced
                 # more: an empty answer asked again at once is a loop at network speed.
-                if len(frames) > 3 or self._announced_beyond(origin):
+                if (brought and not cut) or self._announced_beyond(origin):
                     self._pull(origin, peer)
         elif verb == wire.TOOOLD:
             self.fetching.pop(origin, None)
@@ -747,8 +804,9 @@ class Replica:
             self.sync = None
             return
         self.tracking.forget()
-        self.clock.observe(self.ks.apply_entries(entries))
         self.sync.keys.update(e[0] for e in entries)
+        entries = self._not_ours(entries)
+        self.clock.observe(self.ks.apply_entries(entries))
         self.sync.entries += len(entries)
         self.sync.last_chunk = self.now
         if self.sync.progress is not None:
@@ -763,6 +821,13 @@ class Replica:
         horizon = check_int(meta.get("gc_horizon", 0), "gc_horizon")
         vv = dict(check_vv(meta["vv"]))
         mine = self.inbox.vv
+        ours = mine.get(self.origin, 0)
+        for origin, seq in vv.items():  # no more of a live node's events than it announced
+            if origin != self.origin:
+                b = self.claims.bound(origin, mine.get(origin, 0), ours, self.now)
+                if b is not None and seq > b:
+                    vv[origin] = b
+                    self.claims.not_believed += 1
         why = implausible(horizon, vv, self._max_stable.get(peer, 0), self.gc_horizon,
                           self.clock.limit(), self.origin, mine.get(self.origin, 0))
         if why is not None:  # a lying or broken sender must not make us drop data
@@ -785,6 +850,17 @@ class Replica:
         # A snapshot now spares the next start replaying the whole transfer.
         self.out.append((SNAPSHOT,))
 
+    def _not_ours(self, entries: list) -> list:
+        """Entries a peer sent, minus those of our own current incarnation stamped after the
+        last timestamp we issued: we never wrote them.  (Ours stamped before may be copies of
+        writes this keyspace lost - anti-entropy repairs exactly that.)"""
+        mine, last = self.origin, self.clock.last
+        if all(e[2] != mine or e[1] <= last for e in entries):
+            return entries
+        kept = [e for e in entries if e[2] != mine or e[1] <= last]
+        self.claims.not_believed += len(entries) - len(kept)
+        return kept
+
     def _within_clock(self, entries: list) -> list:
         """Entries a peer sent (transfer, repair) minus those stamped beyond our clock's bound:
         those wait for a later round, when our wall clock has come near them."""
@@ -799,7 +875,7 @@ class Replica:
         """Merge a peer's entries of buckets whose hashes differ at equal version vectors
         (only merge: see zkv.replication.antientropy)."""
         check_entries(entries)
-        changed = merge(self.ks, self._within_clock(entries), self.gc_horizon)
+        changed = merge(self.ks, self._not_ours(self._within_clock(entries)), self.gc_horizon)
         if changed:
             self.clock.observe(max(e[1] for e in changed))  # a later write is stamped after them
             self.tracking.forget()
@@ -960,7 +1036,8 @@ class Replica:
                       "held_back_origins": sorted(self.held_back),
                       "behind_ms": max(0, physical(self.clock.last) - self.clock.wall()),
                       "saved": self.clock_saved},
-            "syncing": self.sync is not None, "stats": dict(self.stats),
+            "syncing": self.sync is not None,
+            "stats": {**self.stats, "claims_not_believed": self.claims.not_believed},
             "read_cache": {"tracked": len(self.tracking.keys), "tracked_max": self.tracking.max_keys}
             if self.cfg.read_cache_mb else {},
         }

@@ -1,0 +1,60 @@
+"""What a peer's claims are believed up to (zkv.replication.claims): pure."""
+
+from __future__ import annotations
+
+from zkv.replication.claims import NEW_ORIGINS, SILENT_S, Claims, heartbeat_bytes
+
+
+def claims() -> Claims:
+    c = Claims("n0@me", frozenset({"n0", "n1", "n2"}))
+    c.heard("n1", "n1@a", 10, now=0.0)
+    return c
+
+
+def test_our_own_incarnation_is_bounded_by_what_we_issued() -> None:
+    c = claims()
+    assert c.bound("n0@me", have=7, our_seq=7, now=0.0) == 7
+    assert c.events("n0@me", 1, 5, have=7, our_seq=7, now=0.0) == 0  # never taken from anyone
+
+
+def test_a_live_nodes_current_incarnation_is_bounded_by_what_it_announced() -> None:
+    c = claims()
+    assert c.bound("n1@a", have=3, our_seq=0, now=1.0) == 10
+    c.vouch("n1@a", 12)  # events on its own bus
+    assert c.bound("n1@a", have=3, our_seq=0, now=1.0) == 12
+    assert c.bound("n1@a", have=15, our_seq=0, now=1.0) == 15  # what we hold came from it
+    assert c.events("n1@a", 11, 20, have=10, our_seq=0, now=1.0) == 2  # 11 and 12 only
+
+
+def test_silent_nodes_and_earlier_incarnations_are_believed_as_relayed() -> None:
+    c = claims()
+    assert c.bound("n1@old", have=0, our_seq=0, now=1.0) is None
+    assert c.bound("n2@x", have=0, our_seq=0, now=1.0) is None  # never heard
+    assert c.bound("n1@a", have=0, our_seq=0, now=SILENT_S + 0.1) is None  # silent
+    assert c.events("n1@old", 1, 50, have=0, our_seq=0, now=1.0) == 50
+
+
+def test_a_vector_is_cut_to_the_bounds_except_for_the_senders_own_origins() -> None:
+    c = claims()
+    mine = {"n0@me": 4, "n1@a": 10}
+    vv = {"n0@me": 2**62, "n1@a": 1000, "n2@b": 77, "n2@old": 5}
+    got = c.vector("n2", vv, mine, our_seq=4, now=1.0)
+    assert got == {"n0@me": 4, "n1@a": 10, "n2@b": 77, "n2@old": 5}
+    assert c.not_believed == 2
+    same = {"n0@me": 4, "n1@a": 9}
+    assert c.vector("n2", same, mine, our_seq=4, now=1.0) is same  # nothing copied
+
+
+def test_a_vector_names_few_unknown_origins_and_none_of_unconfigured_nodes() -> None:
+    c = claims()
+    vv = {"stranger@1": 3} | {f"n2@{i}": 1 for i in range(NEW_ORIGINS + 500)}
+    got = c.vector("n2", vv, {}, our_seq=0, now=1.0)
+    assert "stranger@1" not in got
+    assert len(got) == NEW_ORIGINS
+    known = {f"n2@{i}": 1 for i in range(NEW_ORIGINS + 500)}  # once known, all of them count
+    assert len(c.vector("n2", vv, known, our_seq=0, now=1.0)) == NEW_ORIGINS + 500
+
+
+def test_a_heartbeats_size_is_bounded_by_the_origins_it_may_name() -> None:
+    assert heartbeat_bytes(0) < heartbeat_bytes(100) < 1_000_000
+    assert heartbeat_bytes(0) > 64 * 1024
