@@ -600,7 +600,8 @@ class Replica:
             log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, now)
         mine = self.inbox.vv
-        if any(seq > mine.get(o, 0) for o, seq in hb.vv.items()):
+        ahead = [o for o, seq in hb.vv.items() if seq > mine.get(o, 0)]
+        if ahead:
             self.behind_since.setdefault(hb.id, now)
         else:
             self.behind_since.pop(hb.id, None)
@@ -617,8 +618,8 @@ class Replica:
             self._check_clock_skew()
             self._pause_clients_until_heard()
         pulls = 0
-        for origin, seq in hb.vv.items():
-            if (seq > self.inbox.vv.get(origin, 0) and origin not in self.fetching
+        for origin in ahead:
+            if (hb.vv[origin] > self.inbox.vv.get(origin, 0) and origin not in self.fetching
                     and self.sync is None and origin not in self.held_back):
                 self._pull(origin, hb.id)
                 pulls += 1
