@@ -29,6 +29,9 @@ from zkv.sim.world import SimError, World
 KEYS = [b"k%d" % i for i in range(6)]
 FAULT_KINDS = ("kill", "crash", "pause", "partition", "oneway", "lossy", "skew", "jump", "drift",
                "damage", "full", "behind_alone", "alone_lost_snapshot")
+# One schedule in three also has an admitted peer that lies for a while (zkv.sim.liar), drawn
+# apart from these.
+LIAR_SHARE = 1 / 3
 # ("rot", keys vanishing from a replica's memory, is not drawn: a key lost silently below the
 # tombstone horizon reads as deleted and cannot be repaired; tests/sim/test_scenarios.py runs it
 # where anti-entropy can repair it.)
@@ -139,6 +142,9 @@ def _apply(w: World, f: Fault) -> None:
         w.set_clock(n, f.amount)
         w.at(w.t + 0.05, w.start, n)
         w.at(w.t + f.seconds + 1.0, _restart_true, w, n)
+    elif f.kind == "liar":
+        w.liars[n] = w.t + f.seconds
+        w.note(f"{n} lies for {f.seconds:.2f}s")
     elif f.kind == "alone_lost_snapshot":
         # the others stop; n writes alone past a snapshot; n crashes and loses that snapshot;
         # the others come back first, then n
@@ -180,12 +186,17 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
     rng = random.Random(seed)
     ids = [f"n{i}" for i in range(nodes)]
     drawn = draw_faults(random.Random(rng.getrandbits(64)), ids, active, faults)
-    chosen = [f for i, f in enumerate(drawn) if keep is None or i in keep]
     workload = random.Random(rng.getrandbits(64))
+    world_seed = rng.getrandbits(64)
+    liar = random.Random(rng.getrandbits(64))  # drawn last: the other draws stay as they were
+    if liar.random() < LIAR_SHARE:  # (appended, so the other faults keep their indices)
+        drawn.append(Fault(round(liar.uniform(0.3, active - 1.0), 3), "liar", liar.choice(ids),
+                           round(liar.uniform(1.0, 5.0), 3)))
+    chosen = [f for i, f in enumerate(drawn) if keep is None or i in keep]
     tmp = Path(tempfile.mkdtemp(prefix="zkv-sim-", dir=root or _scratch()))
     result = Result(seed, chosen)
     try:
-        w = World(rng.getrandbits(64), tmp, nodes=nodes)
+        w = World(world_seed, tmp, nodes=nodes)
         for i in ids:
             w.at(0.0, w.start, i)
         # Bursts of operations with quiet spells between them: a node's log then ends well
@@ -247,6 +258,7 @@ def _heal(w: World) -> None:
     w.note("heal")
     w.cut.clear()
     w.lossy.clear()
+    w.liars.clear()
     for n in w.nodes.values():
         n.disk.full = False
         n.paused_until = 0.0

@@ -33,6 +33,7 @@ from zkv.events import decode_batch
 from zkv.replication import catchup as wire
 from zkv.replication.backlog import Backlog
 from zkv.sim.disk import SimDisk
+from zkv.sim.liar import lie
 from zkv.store.outputs import (
     CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
 )
@@ -101,6 +102,7 @@ class World:
         self.trace: list[str] = []  # faults, as they happened (for a failure's report)
         self.cut: set[tuple[str, str]] = set()  # (src, dst): messages from src to dst are lost
         self.lossy: dict[tuple[str, str], float] = {}  # (src, dst) -> PUB loss probability
+        self.liars: dict[str, float] = {}  # node -> until when its messages lie (zkv.sim.liar)
         self._last: dict[tuple[str, str, int], float] = {}  # FIFO per connection
         ids = [f"n{i}" for i in range(nodes)]
         self.nodes: dict[str, SimNode] = {}
@@ -317,6 +319,11 @@ class World:
             self._last[key] = t
             self.at(t, self._deliver, src, dst, conn, s_inc, d_inc, frames)
             return
+        if src in self.liars and d.replica is not None and conn != REQ:
+            if self.t < self.liars[src]:
+                frames = lie(d.replica, src, conn == REP, frames, self.t)
+            else:
+                del self.liars[src]
         if conn == BUS:
             self._turn(d, lambda r: r.bus(src, frames[0], frames[1], self.t))
         elif conn == REQ:
