@@ -193,6 +193,44 @@ def test_an_empty_pull_reply_is_not_asked_again(tmp_path: Path) -> None:
     assert not fetches(r.take()), "an empty answer was asked again at once"
 
 
+def test_a_pull_reply_is_asked_again_at_once_only_if_it_moved_us_and_more_is_missing(tmp_path: Path) -> None:
+    """A catch-up costs one pull per origin a reply can carry: asked again at once only when the
+    reply moved the vector and something is still missing (cut short, or announced by a peer).
+    (An earlier incarnation of n1: what n2 relays of it is believed beyond what n1 holds.)"""
+    r, _ = replica(tmp_path)
+    ev = [encode_batch(Batch("n1@old", i, [(make(T0 + i), b"k%d" % i, b"v")])) for i in (1, 2, 3)]
+    heartbeat(r, "n1", 0.0, vv={"n1@old": 2})
+    assert fetches(r.take()) == [("n1", wire.pull("n1@old", 0))]
+    r.fetch_reply("n1", wire.events(b"n1@old", True, ev[:1]), 0.01)  # cut short: the rest
+    assert fetches(r.take()) == [("n1", wire.pull("n1@old", 1))]
+    r.fetch_reply("n1", wire.events(b"n1@old", False, ev[1:2]), 0.02)  # all n1 announced
+    assert r.inbox.vv == {"n1@old": 2} and not fetches(r.take()), "a complete answer was asked again"
+    heartbeat(r, "n2", 0.03, vv={"n1@old": 3})  # n2 has more
+    assert fetches(r.take()) == [("n2", wire.pull("n1@old", 2))]
+    heartbeat(r, "n1", 0.04, vv={"n1@old": 4})
+    r.fetch_reply("n2", wire.events(b"n1@old", False, ev[2:]), 0.05)  # n1 announced one more
+    assert fetches(r.take()) == [("n1", wire.pull("n1@old", 3))]
+
+
+def test_a_pull_reply_whose_events_are_held_back_is_not_asked_again_at_once(tmp_path: Path) -> None:
+    """Events stamped beyond our clock's bound wait (Replica.held_back): a reply that brings them
+    moves nothing, and asking again at once would bring them again, at network speed, until our
+    clock comes near them (an hour, for a node that ran an hour ahead)."""
+    r, _ = replica(tmp_path)
+    ahead = make(T0 + 3600_000)
+    ev = [encode_batch(Batch("n1@a", 1, [(make(T0), b"a", b"1")])),
+          encode_batch(Batch("n1@a", 2, [(ahead, b"b", b"2")]))]
+    heartbeat(r, "n1", 0.0, vv={"n1@a": 2})
+    r.take()
+    r.fetch_reply("n1", wire.events(b"n1@a", False, ev), 0.01)
+    assert r.inbox.vv == {"n1@a": 1} and "n1@a" in r.held_back
+    r.take()  # (one more ask may follow the event that was applied)
+    for i in range(3):
+        r.fetch_reply("n1", wire.events(b"n1@a", False, ev[1:]), 0.02 + i / 100)
+        heartbeat(r, "n1", 0.03 + i / 100, vv={"n1@a": 2})
+        assert not fetches(r.take()), "a reply whose events are held back was asked again at once"
+
+
 def test_events_held_behind_a_hole_hold_the_stable_time_back(tmp_path: Path) -> None:
     stamp = make(T0 - 3000)
     held = Batch("n2@old", 5, [(stamp, b"k", b"v")])

@@ -243,6 +243,7 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
             f"gc_horizon:{info.get('gc_horizon', 0)}",
             f"syncing:{int(bool(info.get('syncing')))}",
             *(f"{k}:{v}" for k, v in sorted(info.get("stats", {}).items())),
+            *(f"catchup_{k}:{v}" for k, v in info.get("catchup", {}).items()),
         ],
         "persistence": [f"{k}:{v}" for k, v in [*info.get("disk", {}).items(),
                                                  *info.get("recovery", {}).items(),

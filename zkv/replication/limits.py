@@ -1,10 +1,10 @@
 """What one requester may cost a store's catch-up channel: request rate, and snapshot transfers.
 
 Every request is charged to its requester (the peer name CURVE authentication proved, or on an
-open bus the connection it came on) from a token bucket: a peer catching up sends at most a
-few thousand small requests a second (a chaos run with some eighty origins showed 500/s was too
-few), so the defaults do not slow one down, while a looping or hostile client is cut to that
-rate.  Requests that scan the keyspace (ENTRIES) have a rate of their own,
+open bus the connection it came on) from a token bucket.  The rate was set when a catch-up
+looped (a chaos run with some eighty origins showed 500/s was too few); a peer catching up
+now asks far less (below), so the defaults never slow one down, while a looping or hostile
+client is cut to that rate.  Requests that scan the keyspace (ENTRIES) have a rate of their own,
 shared by all requesters.  A full state transfer costs a forked snapshot and a stream of the
 whole dataset, so it is served only to configured peers, one stream per peer, and at most a few
 times a minute per peer.  Pure: the store asks, with its own clock.
@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# A store catching up asks for each origin it lacks (one per start of every node) at every
-# heartbeat, and again as each reply comes: a few thousand small requests a second.
+# A store catching up asks once for each origin it lacks (one per start of every node), and
+# again only after an answer that was cut short (REPLY_BYTES) or left it short of what a peer
+# announced: a restart with a few hundred missed writes costs a few requests
+# (tests/cluster/test_catchup_cost.py).  An answer asked again at once regardless was a loop
+# at network speed: thousands a second, near these figures.
 REQUEST_RATE = 2000.0  # requests per second per requester, sustained
 REQUEST_BURST = 4000.0
 SNAP_EVERY = 5.0  # seconds between snapshot transfers to one peer, sustained

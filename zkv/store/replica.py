@@ -729,7 +729,8 @@ class Replica:
                 return
         if verb == wire.EVENTS:
             more = frames[2] == b"1"
-            brought = cut = False
+            had = self.inbox.vv.get(origin, 0)
+            cut = False
             for payload in frames[3:]:
                 batch = decode_batch(payload)
                 if batch.origin != origin:
@@ -745,17 +746,18 @@ class Replica:
                         break
                     batch = Batch(origin, batch.first_seq, batch.items[:n])
                     payload = None
-                brought = True
                 self.stats["pulled_events"] += len(batch.items)
                 self._offer(batch, payload, via=peer)
-            if more and not cut:
+            self.fetching.pop(origin, None)
+            # Again at once only if the answer moved us and something is still missing (it was
+            # cut short, a peer announced more, batches wait behind a gap).  One that moved
+            # nothing (empty, or its events held back for our clock) would come back the same:
+            # a loop at network speed.  A peer's next heartbeat asks again if it has more.  An
+            # answer cut to what the origin's node announced is not "cut short".
+            if self.inbox.vv.get(origin, 0) > had and (
+                    (more and not cut) or self._announced_beyond(origin)
+                    or self.inbox.has_pending(origin)):
                 self._pull(origin, peer)
-            else:
-                self.fetching.pop(origin, None)
-                # Again only if it brought something (a gap may remain) or a peer announced
-                # more: an empty answer asked again at once is a loop at network speed.
-                if (brought and not cut) or self._announced_beyond(origin):
-                    self._pull(origin, peer)
         elif verb == wire.TOOOLD:
             self.fetching.pop(origin, None)
             if self.sync is None:

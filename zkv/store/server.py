@@ -128,6 +128,7 @@ class Store:
         self.keyed = self.zap is not None  # CURVE: catch-up requesters are the peers their keys proved
         self.fetchers: dict[str, zmq.Socket] = {}  # peer -> DEALER to its catch-up channel
         self.fetcher_peer: dict[zmq.Socket, str] = {}
+        self.requests_sent: dict[str, int] = {}  # catch-up requests we sent, by verb (INFO)
         self.poller = zmq.Poller()
         for s in (self.clients, *self.subscribers, self.catchup):
             self.poller.register(s, zmq.POLLIN)
@@ -191,6 +192,8 @@ class Store:
             elif verb == FETCH:
                 sock = self.fetchers.get(o[1])
                 if sock is not None:
+                    name = o[2][0].decode("ascii", "replace")
+                    self.requests_sent[name] = self.requests_sent.get(name, 0) + 1
                     try:
                         sock.send_multipart(o[2], zmq.NOBLOCK)
                     except zmq.Again:
@@ -319,6 +322,10 @@ class Store:
                           "max_fork_pause_ms": round(self.disk.max_fork_pause_ms, 2),
                           "last_seconds": round(self.disk.last_snapshot_seconds, 3)},
             "background_fsync": {} if self.disk.syncer is None else self.disk.syncer.stats(),
+            "catchup": {"requests_sent": sum(self.requests_sent.values()),
+                        "pulls_sent": self.requests_sent.get("pull", 0),
+                        "requests_received": self.core.serving.received,
+                        "requests_refused": self.core.serving.request_limit.refused},
         }
 
     def shutdown(self) -> None:

@@ -39,9 +39,11 @@ class Serving:
         self.request_limit = RateLimit(REQUEST_RATE, REQUEST_BURST)  # per requester
         self.snap_limit = RateLimit(1 / SNAP_EVERY, SNAP_BURST)  # per peer
         self.entries_limit = RateLimit(ENTRIES_RATE, ENTRIES_BURST)  # all requesters together
+        self.received = 0  # requests, served or refused (INFO: catchup_requests_received)
 
     def request(self, ident: bytes, who: str | None, frames: list[bytes], now: float) -> None:
         r = self.r
+        self.received += 1
         try:
             if not frames:
                 raise DecodeError("a request without a verb")
