@@ -441,3 +441,15 @@ def test_an_old_write_below_the_horizon_does_not_bring_a_collected_key_back() ->
     assert ks.apply(b"k", 31, "a@1", b"new", floor=30)
     ks.apply(b"j", 5, "a@1", b"v")
     assert ks.apply(b"j", 6, "a@1", b"w", floor=30) and ks.get(b"j") == b"w"
+
+
+def test_a_keyspace_takes_far_more_origins_than_restarts_make() -> None:
+    """Every start of every node is a new origin; 40,000 of them (past the 32,767 an older
+    16-bit index allowed) apply, read back, and tombstone by name."""
+    ks = Keyspace()
+    for i in range(40_000):
+        ks.apply_many(f"n{i % 3}@{i:08x}", [(1000 + i, b"k%d" % (i % 50), b"v%d" % i)])
+    assert ks.get(b"k49") == b"v39999"
+    assert ks.entry(b"k49")[:2] == (1000 + 39_999, f"n0@{39_999:08x}")
+    ks.apply_many("n2@last", [(10**9, b"k49", None)])
+    assert ks.get(b"k49") is None and ks.tombstones == 1

@@ -59,9 +59,9 @@ def wins(hlc: int, origin: str, current: Entry | None) -> bool:
 
 
 # hlc, origin index (high bit set: tombstone), the entry's hash (0 for a tombstone)
-_HEADER = struct.Struct(">QHQ")
+_HEADER = struct.Struct(">QIQ")
 _HDR = _HEADER.size
-_TOMB = 0x8000
+_TOMB = 0x8000_0000  # (in the origin index: 2**31 origins, far beyond what restarts make)
 _GOLDEN = 0x9E3779B97F4A7C15
 _BUCKET_MASK = BUCKETS - 1
 _crc32 = zlib.crc32
@@ -73,7 +73,7 @@ _pack_buckets = struct.Struct(f"<{BUCKETS}Q").pack  # every bucket hash, as the 
 class Keyspace:
     """The data of one node.  ``apply`` is the only way in.
 
-    Each entry is stored as ONE bytes object: an 18-byte header (timestamp, index of the origin
+    Each entry is stored as ONE bytes object: a 20-byte header (timestamp, index of the origin
     in this keyspace's own table of node ids, tombstone flag, and the entry's ``entry_hash``, so
     replacing it takes its hash out of the digest without hashing the old value again) followed
     by the value.  A tuple of
