@@ -348,3 +348,25 @@ def test_one_heartbeat_starts_a_bounded_number_of_pulls(tmp_path: Path) -> None:
     r, _ = replica(tmp_path)
     heartbeat(r, "n1", 0.1, vv={f"n1@{i}": 1 for i in range(500)})
     assert len([f for _p, f in fetches(r.take()) if f[0] == wire.PULL]) == 64
+
+
+def test_a_transfer_abandoned_for_entries_ahead_is_not_asked_again_until_the_clock_is_near(tmp_path: Path) -> None:
+    """Each transfer costs the sender a forked snapshot: one abandoned because its entries are
+    stamped beyond our clock's bound would be abandoned again at every heartbeat."""
+    r, clock = replica(tmp_path)
+    ahead = make(T0 + 3_600_000)  # an hour ahead; max_clock_offset_ms is 500
+    heartbeat(r, "n1", 0.1, vv={"n1@z": 5})
+    r.take()
+    r.fetch_reply("n1", [wire.TOOOLD, b"n1@z"], 0.1)
+    tag = [f for _p, f in fetches(r.take()) if f[0] == wire.SNAP][0][1]
+    r.fetch_reply("n1", [wire.SNAPCHUNK, tag, encode_chunk([[b"k", ahead, "n1@z", b"v"]])], 0.2)
+    assert r.sync is None and r.ks.get(b"k") is None
+    heartbeat(r, "n1", 0.3, vv={"n1@z": 5})
+    r.take()
+    r.fetch_reply("n1", [wire.TOOOLD, b"n1@z"], 0.3)
+    assert r.sync is None and not [f for _p, f in fetches(r.take()) if f[0] == wire.SNAP]
+    clock.ms = T0 + 3_600_000  # an hour later: asked again, and taken
+    heartbeat(r, "n1", 3600.0, vv={"n1@z": 5})
+    r.take()
+    r.fetch_reply("n1", [wire.TOOOLD, b"n1@z"], 3600.0)
+    assert [f for _p, f in fetches(r.take()) if f[0] == wire.SNAP]

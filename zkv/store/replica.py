@@ -138,6 +138,10 @@ class Replica:
         self.fetching: dict[str, tuple[str, float]] = {}  # origin -> (peer asked, when)
         self.horizon = Horizon(self.origin, self.peer_ids)  # when tombstones may go
         self.sync: FullSync | None = None
+        # A transfer abandoned for entries stamped beyond our clock's bound is asked again only
+        # once our wall clock (ms) has come within max_clock_offset_ms of them: before, it would
+        # be abandoned again, at the cost of a forked snapshot on the sender each time.
+        self._transfer_after_wall = 0
         # Events stamped beyond our clock's bound, per origin, waiting until our wall clock
         # comes within max_clock_offset_ms of them (later events of that origin wait behind).
         self.held_back: dict[str, Batch] = {}
@@ -760,7 +764,7 @@ class Replica:
                 self._pull(origin, peer)
         elif verb == wire.TOOOLD:
             self.fetching.pop(origin, None)
-            if self.sync is None:
+            if self.sync is None and self.clock.wall() >= self._transfer_after_wall:
                 log.warning("%s no longer holds %s's events after %d; full state transfer from it",
                             peer, origin, self.inbox.vv.get(origin, 0))
                 self.sync = FullSync(peer, os.urandom(8), set(), self.now,
@@ -802,8 +806,11 @@ class Replica:
         if self._within_clock(entries) is not entries:
             # The transfer would claim (in its vector) entries we did not apply: give it up
             # and ask again later, when our clock has come near them.
-            log.warning("full state transfer from %s carries entries stamped beyond this node's "
-                        "clock bound; abandoning it", self.sync.peer)
+            top = physical(max(e[1] for e in entries))
+            self._transfer_after_wall = top - self.cfg.max_clock_offset_ms
+            log.warning("full state transfer from %s carries entries stamped %d ms beyond this "
+                        "node's clock bound; abandoning it until its clock comes near them",
+                        self.sync.peer, top - self.clock.wall() - self.cfg.max_clock_offset_ms)
             self.sync = None
             return
         self.tracking.forget()
