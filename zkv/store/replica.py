@@ -140,8 +140,9 @@ class Replica:
         self.sync: FullSync | None = None
         # A transfer abandoned for entries stamped beyond our clock's bound is asked again only
         # once our wall clock (ms) has come within max_clock_offset_ms of them: before, it would
-        # be abandoned again, at the cost of a forked snapshot on the sender each time.
-        self._transfer_after_wall = 0
+        # be abandoned again, at the cost of a forked snapshot on the sender each time.  Per
+        # peer: one that sends made-up stamps must not stop transfers from the others.
+        self._transfer_after_wall: dict[str, int] = {}
         # Events stamped beyond our clock's bound, per origin, waiting until our wall clock
         # comes within max_clock_offset_ms of them (later events of that origin wait behind).
         self.held_back: dict[str, Batch] = {}
@@ -764,7 +765,7 @@ class Replica:
                 self._pull(origin, peer)
         elif verb == wire.TOOOLD:
             self.fetching.pop(origin, None)
-            if self.sync is None and self.clock.wall() >= self._transfer_after_wall:
+            if self.sync is None and self.clock.wall() >= self._transfer_after_wall.get(peer, 0):
                 log.warning("%s no longer holds %s's events after %d; full state transfer from it",
                             peer, origin, self.inbox.vv.get(origin, 0))
                 self.sync = FullSync(peer, os.urandom(8), set(), self.now,
@@ -807,7 +808,7 @@ class Replica:
             # The transfer would claim (in its vector) entries we did not apply: give it up
             # and ask again later, when our clock has come near them.
             top = physical(max(e[1] for e in entries))
-            self._transfer_after_wall = top - self.cfg.max_clock_offset_ms
+            self._transfer_after_wall[self.sync.peer] = top - self.cfg.max_clock_offset_ms
             log.warning("full state transfer from %s carries entries stamped %d ms beyond this "
                         "node's clock bound; abandoning it until its clock comes near them",
                         self.sync.peer, top - self.clock.wall() - self.cfg.max_clock_offset_ms)
