@@ -310,3 +310,19 @@ def test_one_heartbeat_starts_a_bounded_number_of_pulls(tmp_path: Path) -> None:
     r, _ = replica(tmp_path)
     heartbeat(r, "n1", 0.1, vv={f"n1@{i}": 1 for i in range(500)})
     assert len([f for _p, f in fetches(r.take()) if f[0] == wire.PULL]) == 64
+
+
+def test_our_own_origin_is_never_pulled_even_from_a_view_that_names_more_of_it(tmp_path: Path) -> None:
+    """The vector clamp keeps a peer's view of our origin at what we issued; should a view name
+    more all the same, ``_pull`` itself asks nobody for events we issued."""
+    from dataclasses import replace
+
+    from zkv.store.replica import PeerView
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n1", 0.1)
+    view = r.peers["n1"]
+    r.peers["n1"] = PeerView(replace(view.hb, vv={"n0@me": 50}), view.seen)
+    r.take()
+    r._pull("n0@me", "n1")
+    r._pull("n0@me", None)
+    assert not fetches(r.take()) and "n0@me" not in r.fetching
