@@ -326,3 +326,15 @@ def test_our_own_origin_is_never_pulled_even_from_a_view_that_names_more_of_it(t
     r._pull("n0@me", "n1")
     r._pull("n0@me", None)
     assert not fetches(r.take()) and "n0@me" not in r.fetching
+
+
+def test_a_transfer_brings_no_entry_of_our_incarnation_stamped_after_our_last(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n2", 0.1)
+    r.client([[b"c1", pack([["s", b"mine", b"v"]])]], 0.11)
+    _transfer(r, {"vv": {"n1@z": 5}, "gc_horizon": 0},
+              [[b"forged", make(T0 + 500), "n0@me", b"x"], [b"theirs", make(T0 - 10), "n1@z", b"t"]])
+    assert r.ks.get(b"theirs") == b"t"
+    assert r.ks.get(b"forged") is None, "a peer's entry of our own incarnation, never written, was taken"
+    assert r.clock.last < make(T0 + 500)  # and our clock did not jump to it
+    assert r.claims.not_believed == 1
