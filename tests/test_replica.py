@@ -338,3 +338,15 @@ def test_a_transfer_brings_no_entry_of_our_incarnation_stamped_after_our_last(tm
     assert r.ks.get(b"forged") is None, "a peer's entry of our own incarnation, never written, was taken"
     assert r.clock.last < make(T0 + 500)  # and our clock did not jump to it
     assert r.claims.not_believed == 1
+
+
+def test_a_copy_of_our_latest_write_in_a_transfer_is_no_forgery(tmp_path: Path) -> None:
+    """Entries of our incarnation stamped at or before our last timestamp are believed: every
+    peer holds copies of our writes, the latest one included."""
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n2", 0.1, hlc=make(T0 + 300))  # so our write is stamped after the transfer's heartbeat
+    r.client([[b"c1", pack([["s", b"mine", b"v"]])]], 0.11)
+    last = r.clock.last
+    _transfer(r, {"vv": {"n1@z": 5, "n0@me": 1}, "gc_horizon": 0}, [[b"mine", last, "n0@me", b"v"]])
+    assert r.clock.last == last and r.ks.get(b"mine") == b"v"
+    assert r.claims.not_believed == 0, "a copy of our own latest write was counted as a forgery"
