@@ -364,3 +364,13 @@ def test_a_gap_in_a_live_stream_is_filled_from_its_node_before_its_next_heartbea
     r.fetch_reply("n2", [wire.EVENTS, b"n2@a", b"0", before], 0.13)
     assert r.inbox.vv.get("n2@a", 0) == 3 and r.ks.get(b"k1") == b"v" and r.ks.get(b"k3") == b"v"
     assert r.claims.not_believed == 0
+
+
+def test_each_peer_has_its_own_heartbeat_rate_limit(tmp_path: Path) -> None:
+    """Two peers flooding at once are each held to the rate: one's heartbeats do not refill the
+    other's allowance."""
+    r, _ = replica(tmp_path)
+    for i in range(50):
+        heartbeat(r, "n1", 0.1 + i * 0.001)
+        heartbeat(r, "n2", 0.1 + i * 0.001)
+    assert 10 <= 100 - r.stats["heartbeats_dropped"] <= 14
