@@ -370,3 +370,67 @@ def test_a_transfer_abandoned_for_entries_ahead_is_not_asked_again_until_the_clo
     r.take()
     r.fetch_reply("n1", [wire.TOOOLD, b"n1@z"], 3600.0)
     assert [f for _p, f in fetches(r.take()) if f[0] == wire.SNAP]
+
+
+def test_our_own_origin_is_never_pulled_even_from_a_view_that_names_more_of_it(tmp_path: Path) -> None:
+    """The vector clamp keeps a peer's view of our origin at what we issued; should a view name
+    more all the same, ``_pull`` itself asks nobody for events we issued."""
+    from dataclasses import replace
+
+    from zkv.store.replica import PeerView
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n1", 0.1)
+    view = r.peers["n1"]
+    r.peers["n1"] = PeerView(replace(view.hb, vv={"n0@me": 50}), view.seen)
+    r.take()
+    r._pull("n0@me", "n1")
+    r._pull("n0@me", None)
+    assert not fetches(r.take()) and "n0@me" not in r.fetching
+
+
+def test_a_transfer_brings_no_entry_of_our_incarnation_stamped_after_our_last(tmp_path: Path) -> None:
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n2", 0.1)
+    r.client([[b"c1", pack([["s", b"mine", b"v"]])]], 0.11)
+    _transfer(r, {"vv": {"n1@z": 5}, "gc_horizon": 0},
+              [[b"forged", make(T0 + 500), "n0@me", b"x"], [b"theirs", make(T0 - 10), "n1@z", b"t"]])
+    assert r.ks.get(b"theirs") == b"t"
+    assert r.ks.get(b"forged") is None, "a peer's entry of our own incarnation, never written, was taken"
+    assert r.clock.last < make(T0 + 500)  # and our clock did not jump to it
+    assert r.claims.not_believed == 1
+
+
+def test_a_copy_of_our_latest_write_in_a_transfer_is_no_forgery(tmp_path: Path) -> None:
+    """Entries of our incarnation stamped at or before our last timestamp are believed: every
+    peer holds copies of our writes, the latest one included."""
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n2", 0.1, hlc=make(T0 + 300))  # so our write is stamped after the transfer's heartbeat
+    r.client([[b"c1", pack([["s", b"mine", b"v"]])]], 0.11)
+    last = r.clock.last
+    _transfer(r, {"vv": {"n1@z": 5, "n0@me": 1}, "gc_horizon": 0}, [[b"mine", last, "n0@me", b"v"]])
+    assert r.clock.last == last and r.ks.get(b"mine") == b"v"
+    assert r.claims.not_believed == 0, "a copy of our own latest write was counted as a forgery"
+
+
+def test_a_gap_in_a_live_stream_is_filled_from_its_node_before_its_next_heartbeat(tmp_path: Path) -> None:
+    """Events on a node's own bus vouch for its sequence numbers up to them: a pull reply with
+    the events before them is believed at once, not cut to the last heartbeat's figure."""
+    r, _ = replica(tmp_path)
+    heartbeat(r, "n2", 0.1)  # n2@a announced with nothing issued yet
+    r.take()
+    r.bus("n2", TOPIC_EVENTS, encode_batch(Batch("n2@a", 3, [(make(T0 + 3), b"k3", b"v")])), 0.12)
+    assert [(p, f[1]) for p, f in fetches(r.take())] == [("n2", b"n2@a")]  # the gap is pulled
+    before = encode_batch(Batch("n2@a", 1, [(make(T0 + 1), b"k1", b"v"), (make(T0 + 2), b"k2", b"v")]))
+    r.fetch_reply("n2", [wire.EVENTS, b"n2@a", b"0", before], 0.13)
+    assert r.inbox.vv.get("n2@a", 0) == 3 and r.ks.get(b"k1") == b"v" and r.ks.get(b"k3") == b"v"
+    assert r.claims.not_believed == 0
+
+
+def test_each_peer_has_its_own_heartbeat_rate_limit(tmp_path: Path) -> None:
+    """Two peers flooding at once are each held to the rate: one's heartbeats do not refill the
+    other's allowance."""
+    r, _ = replica(tmp_path)
+    for i in range(50):
+        heartbeat(r, "n1", 0.1 + i * 0.001)
+        heartbeat(r, "n2", 0.1 + i * 0.001)
+    assert 10 <= 100 - r.stats["heartbeats_dropped"] <= 14
