@@ -107,14 +107,19 @@ def check_int(v: Any, what: str, hi: int = MAX_SEQ) -> int:
 
 
 def check_vv(v: Any) -> dict[str, int]:
-    """A version vector (origin -> seq) as decoded, checked whole: every heartbeat carries one,
+    """A version vector (origin -> seq) as decoded."""
+    return _check_map(v, MAX_VV, MAX_SEQ, "version vector")
+
+
+def _check_map(v: Any, most: int, hi: int, what: str) -> dict[str, int]:
+    """A map of names to integers in 0..``hi``, checked whole: every heartbeat carries a few,
     so the checks run as a few passes in C (``map``, ``min``, ``max``) rather than a loop."""
-    if v.__class__ is not dict or len(v) > MAX_VV:
-        raise DecodeError("bad version vector")
+    if v.__class__ is not dict or len(v) > most:
+        raise DecodeError(f"bad {what}")
     if v and not ({*map(type, v)} == {str} and 0 < min(map(len, v)) and max(map(len, v)) <= MAX_NAME
                   and {*map(type, v.values())} == {int} and min(v.values()) >= 0
-                  and max(v.values()) <= MAX_SEQ):
-        raise DecodeError("bad version vector")
+                  and max(v.values()) <= hi):
+        raise DecodeError(f"bad {what}")
     return v
 
 
@@ -232,7 +237,9 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
         raise DecodeError("heartbeat is not a map")
     try:
         peers = d.get("peers", [])
-        if peers.__class__ is not list or len(peers) > MAX_VV:
+        if peers.__class__ is not list or len(peers) > MAX_VV or peers and not (
+                {*map(type, peers)} == {str} and 0 < min(map(len, peers))
+                and max(map(len, peers)) <= MAX_NAME):
             raise DecodeError("bad peers")
         digest, catchup = d["digest"], d["catchup"]
         if digest.__class__ is not bytes or len(digest) > 64:
@@ -245,23 +252,14 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
             id=node, seq=check_int(d["seq"], "seq"), hlc=check_int(d["hlc"], "hlc", MAX_TS),
             vv=check_vv(d["vv"]), stable=check_int(d["stable"], "stable", MAX_TS), digest=digest,
             keys=check_int(d["keys"], "keys"), catchup=catchup,
-            peers=[check_name(p, "peer id") for p in peers],
+            peers=peers,
             origin=check_name(origin, "origin") if origin else node,
             wall=check_int(d.get("wall", 0), "wall"),
-            seen=_check_seen(d.get("seen", {})),
+            seen=_check_map(d.get("seen", {}), 1024, MAX_TS, "seen map"),
             held=_check_held(d.get("held", {})),
         )
     except KeyError as exc:
         raise DecodeError(f"heartbeat lacks {exc}") from None
-
-
-def _check_seen(v: Any) -> dict[str, int]:
-    if v.__class__ is not dict or len(v) > 1024:
-        raise DecodeError("bad seen map")
-    for n, ts in v.items():
-        check_name(n, "node in seen map")
-        check_int(ts, "timestamp in seen map", MAX_TS)
-    return v
 
 
 def _check_held(v: Any) -> dict[str, list[int]]:

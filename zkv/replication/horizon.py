@@ -69,7 +69,10 @@ class Horizon:
                 return 0
             current.add(a.origin)
             t = min(t, self.frontier.get(a.origin, 0))
+        items = vv.items()
         for a in self.announced.values():
+            if a.vv.items() <= items:
+                continue  # (the common case, checked in C: it holds nothing we lack)
             for origin, seq in a.vv.items():
                 if origin not in current and vv.get(origin, 0) < seq:
                     return 0  # a finished origin of which someone holds more than we do

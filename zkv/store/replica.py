@@ -605,7 +605,8 @@ class Replica:
             log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, now)
         mine = self.inbox.vv
-        ahead = [o for o, seq in hb.vv.items() if seq > mine.get(o, 0)]
+        ahead = ([] if hb.vv.items() <= mine.items()  # (the common case, checked in C)
+                 else [o for o, seq in hb.vv.items() if seq > mine.get(o, 0)])
         if ahead:
             self.behind_since.setdefault(hb.id, now)
         else:
