@@ -8,6 +8,7 @@ happen.  They fail on purpose: they document bugs, and must pass once fixed.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import msgpack
@@ -168,3 +169,71 @@ def test_after_a_wiped_start_that_could_not_adopt_the_echo_a_restart_ignores_the
     assert isinstance(reply, dict) and "refused" in reply or r2.ks.entry(b"k")[0] >= e, (
         f"a write stamped {(e - r2.ks.entry(b'k')[0]) >> 16} ms below what this node announced "
         f"before; the true echo was counted as a lie (bad_messages={r2.stats['bad_messages']})")
+
+
+def test_with_a_slow_heartbeat_a_live_node_counts_as_silent_between_its_heartbeats(
+        tmp_path: Path) -> None:
+    """(B) claims.SILENT_S is a fixed 2 s, while heartbeat_ms has no upper bound (config: any
+    integer >= 10).  With heartbeat_ms = 5000 a live, healthy node is heard every 5 s and counts
+    as "silent" for 3 s of every 5: in that window a relay's claim about its current
+    incarnation is believed without bound, and one forged pull reply makes this store drop the
+    live node's next writes as duplicates for good (as in the tests above)."""
+    cfg = Config(id="n0", listen_host="127.0.0.1", listen_port=1, bus="tcp://127.0.0.1:1000",
+                 data_dir=tmp_path, peers=(Peer("n1", "tcp://127.0.0.1:1001"),
+                                           Peer("n2", "tcp://127.0.0.1:1002")),
+                 heartbeat_ms=5000, anti_entropy_ms=10000, read_cache_mb=0)
+    rec = Recovered(Keyspace(), {}, 0, 0, 0.0, 0, 0, 0, [])
+    r = Replica(cfg, rec, "n0@me", Backlog(1000), 0.0, wall=lambda: T0, clock_floor=0)
+    r.catchup_endpoint = "sim://n0/1"
+    r.tick(0.0)
+    _n2_writes(r, 1, 3, 0.10)
+    heartbeat(r, "n2", 0.11, vv={"n2@a": 3})  # n2 is live: heard now, and again at 5.11
+    heartbeat(r, "n1", 0.12, vv={"n2@a": 3})
+    r.take()
+    heartbeat(r, "n1", 2.5, vv={"n2@a": 1000})  # 2.4 s after n2's heartbeat
+    pulled = [p for p, f in fetches(r.take()) if f[0] == wire.PULL and f[1] == b"n2@a"]
+    if pulled == ["n1"]:
+        _forged_reply(r, 4, 1000, 2.51)
+    heartbeat(r, "n2", 5.11, vv={"n2@a": 4})
+    _n2_writes(r, 4, 1, 5.12)
+    assert r.ks.get(b"n2-key-500") != b"FORGED", "events of a live node forged by a relay"
+    assert r.ks.get(b"n2-key-4") == b"real", "n2's own 4th write is dropped as a duplicate"
+
+
+def test_heartbeats_just_under_the_size_cap_at_the_allowed_rate_eat_the_store_loop(
+        tmp_path: Path) -> None:
+    """(B) What one peer's messages may cost (docs/security.md): heartbeats are capped at twice
+    the configured rate and at ``heartbeat_bytes(known)`` (344 KiB for a store that knows
+    nothing, more as it learns origins), and "no peer can make this store spend its time
+    decoding heartbeats" (replica.py).  But a heartbeat just under the cap - ~11,500 made-up
+    origins of a configured node - is decoded, checked and walked by Claims.vector in full:
+    tens of ms each.  At the allowed 2 x rate (20/s here, heartbeat_ms = 100; 10/s at the
+    default 200) one peer takes most of the store loop's time, and a burst of 5 stalls it
+    for a quarter of a second, against "worst SET at 15-40 ms" in the docs (the tested attack
+    used oversized heartbeats, which are dropped unread)."""
+    r, _ = replica(tmp_path)
+    r.tick(0.0)
+    cap = heartbeat_bytes(len(r.inbox.vv))
+    vv: dict[str, int] = {}
+    while True:
+        for _ in range(500):
+            vv[f"n2@{os.urandom(8).hex()}"] = 2**40
+        hb = Heartbeat(id="n1", seq=0, hlc=make(T0), vv=vv, stable=0, digest=b"\0" * 20, keys=0,
+                       catchup="sim://n1/1", peers=["n0", "n1", "n2"], origin="n1@a", wall=T0)
+        payload = encode_heartbeat(hb)
+        if len(payload) > cap - 20_000:
+            break
+    assert len(payload) <= cap
+    spent = 0.0
+    accepted = 0
+    for k in range(40):  # two seconds at the rate the limiter lets through
+        now = 1.0 + k * 0.05
+        before = r.stats["heartbeats_dropped"] + r.stats["bad_messages"]
+        t = time.process_time()
+        r.bus("n1", TOPIC_HEARTBEAT, payload, now)
+        spent += time.process_time() - t
+        accepted += r.stats["heartbeats_dropped"] + r.stats["bad_messages"] == before
+        r.take()
+    assert accepted >= 30  # the limiter let them through: they are within rate and size
+    assert spent / 2.0 < 0.1, (f"one peer's heartbeats took {100 * spent / 2.0:.0f}% of the store "
+                               f"loop ({1000 * spent / accepted:.0f} ms each, {len(payload)} bytes)")
