@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from zkv.replication.claims import NEW_ORIGINS, SILENT_S, Claims, heartbeat_bytes
+from zkv.replication.claims import (
+    HB_BURST_BYTES, NEW_ORIGINS, SILENT_S, Claims, HeartbeatBudget, heartbeat_bytes,
+)
 
 
 def claims() -> Claims:
-    c = Claims("n0@me", frozenset({"n0", "n1", "n2"}))
+    c = Claims("n0@me", frozenset({"n0", "n1", "n2"}), started=-10.0)  # started long ago
     c.heard("n1", "n1@a", 10, now=0.0)
     return c
 
@@ -45,16 +47,31 @@ def test_a_vector_is_cut_to_the_bounds_except_for_the_senders_own_origins() -> N
     assert c.vector("n2", same, mine, our_seq=4, now=1.0) is same  # nothing copied
 
 
-def test_a_vector_names_few_unknown_origins_and_none_of_unconfigured_nodes() -> None:
+def test_a_vector_names_few_unknown_origins() -> None:
+    """Of any node: a node removed from the configuration still has writes to spread."""
     c = claims()
-    vv = {"stranger@1": 3} | {f"n2@{i}": 1 for i in range(NEW_ORIGINS + 500)}
+    vv = {"removed@1": 3} | {f"n2@{i}": 1 for i in range(NEW_ORIGINS + 500)}
     got = c.vector("n2", vv, {}, our_seq=0, now=1.0)
-    assert "stranger@1" not in got
+    assert got["removed@1"] == 3
     assert len(got) == NEW_ORIGINS
     known = {f"n2@{i}": 1 for i in range(NEW_ORIGINS + 500)}  # once known, all of them count
-    assert len(c.vector("n2", vv, known, our_seq=0, now=1.0)) == NEW_ORIGINS + 500
+    assert len(c.vector("n2", vv, known, our_seq=0, now=1.0)) == NEW_ORIGINS + 501
 
 
-def test_a_heartbeats_size_is_bounded_by_the_origins_it_may_name() -> None:
-    assert heartbeat_bytes(0) < heartbeat_bytes(100) < 1_000_000
-    assert heartbeat_bytes(0) > 64 * 1024
+def test_a_peers_heartbeat_bytes_are_bounded_by_the_origins_we_know() -> None:
+    assert heartbeat_bytes(0, 0) < heartbeat_bytes(3000, 100) < 1_000_000
+    b = HeartbeatBudget(period=0.1)
+    per = heartbeat_bytes(0, 0)
+    assert b.allow("n1", HB_BURST_BYTES, 0.0, 0, 0)  # a large one, once: a wiped store's join
+    assert not b.allow("n1", per, 0.0, 0, 0)  # then no more than the rate
+    assert b.allow("n2", per, 0.0, 0, 0)  # each peer has its own
+    assert b.allow("n1", per, 0.1, 0, 0) and not b.allow("n1", per // 2, 0.1, 0, 0)
+
+
+def test_a_restarted_store_believes_nothing_about_a_configured_node_before_hearing_it() -> None:
+    """For silent_s after the start: that node may be up, its first heartbeat on its way."""
+    c = Claims("n0@me", frozenset({"n0", "n1", "n2"}), started=0.0)
+    assert c.bound("n2@a", have=3, our_seq=0, now=1.0) == 3
+    assert c.vector("n1", {"n2@a": 1000}, {"n2@a": 3}, our_seq=0, now=1.0) == {"n2@a": 3}
+    assert c.bound("n2@a", have=3, our_seq=0, now=SILENT_S + 0.1) is None  # down, then
+    assert c.bound("gone@a", have=0, our_seq=0, now=1.0) is None  # not configured

@@ -10,16 +10,21 @@ transfer - are bounded here:
   our own sequence number is believed, and no event or entry of it is taken from anyone;
 - **a live node's current incarnation**: no claim beyond what that node itself announced (its
   heartbeat's sequence number, or the last event its bus carried) is believed, while it is
-  heard (``PEER_SILENT_S``).  A relay that races ahead of the node's next heartbeat is cut to
-  what was announced; the rest is pulled once it is;
+  heard (within ``silent_s``: 2 s, or three heartbeat periods if longer).  A relay that races
+  ahead of the node's next heartbeat is cut to what was announced; the rest is pulled once it
+  is.  A heartbeat names its sender's own incarnation, never another node's;
+- **a configured node not heard since this store started**, for ``silent_s`` after the start:
+  nothing beyond what we hold (a restarted store would otherwise believe anything about a live
+  node until that node's first heartbeat reached it);
 - **anything else** - an earlier incarnation of a node, whose last events may survive only on
   its peers after a crash, or a node that is silent, down or no longer configured - is believed
   as relayed: an admitted key is trusted for what it relays there (docs/security.md).
 
-The work one heartbeat can cause is bounded too: a vector may name at most
-``NEW_ORIGINS`` origins this store has not heard of, only of configured nodes, and a heartbeat
-larger than its vector could be (``heartbeat_bytes``) is dropped before it is decoded.  Pure:
-the store hands in what it heard, with its own clock.
+The work one peer's heartbeats can cause is bounded too: a vector may name at most
+``NEW_ORIGINS`` origins this store has not heard of, and each peer has a budget of heartbeat
+bytes (``HeartbeatBudget``): about what a vector of the origins this store knows takes, per
+heartbeat period; a heartbeat beyond it is dropped before it is decoded.  Pure: the store hands
+in what it heard, with its own clock.
 """
 
 from __future__ import annotations
@@ -29,15 +34,19 @@ from dataclasses import dataclass, field
 from zkv.events import MAX_NAME, node_of
 
 # Origins a heartbeat may name beyond those this store knows (a node that lost its data knows
-# none; the cluster gets one origin per start of every node).  Past it, the rest are left out
-# of that heartbeat's view: the next heartbeats bring them once the first are known.
-NEW_ORIGINS = 1024
-# A heartbeat's size grows with its vector (and its held map): more than this many bytes per
-# origin it may name, plus a fixed part, and it is dropped unread - decoding costs about 0.7 us
-# a byte, so a flood of oversized heartbeats would otherwise stall the store.
-HB_BYTES_PER_ORIGIN = 2 * (MAX_NAME + 12)
-HB_BASE_BYTES = 64 * 1024
-SILENT_S = 2.0  # a node unheard this long is not live: its relayed events are believed
+# none; the cluster gets one origin per start of every node that wrote).  Past it, the rest are
+# left out of that heartbeat's view; a store that lacks that many origins gets a full transfer
+# at its first pull anyway, and with it every origin.
+NEW_ORIGINS = 256
+# Heartbeat bytes one peer may make this store decode (about 40 ns a byte): per heartbeat
+# period, what a vector and a held map of the origins this store knows take (names as long as
+# ours, 12 bytes of framing an entry), NEW_ORIGINS more at the longest names, and a fixed part
+# for the rest; saved up to HB_BURST_BYTES, so that a store that knows few origins (a wiped one)
+# still takes the larger heartbeats of a cluster that has many, one now and then.
+HB_ENTRY_BYTES = 12
+HB_BASE_BYTES = 16 * 1024
+HB_BURST_BYTES = 1 << 20
+SILENT_S = 2.0  # at least: a node unheard this long is not live, and relays are believed
 
 
 @dataclass(slots=True)
@@ -46,6 +55,8 @@ class Claims:
 
     own_origin: str
     nodes: frozenset[str]  # every configured node id, ours included
+    started: float = 0.0  # when this store started (its clock)
+    silent_s: float = SILENT_S
     vouched: dict[str, int] = field(default_factory=dict)  # origin -> highest seq its node vouched for
     current: dict[str, tuple[str, float]] = field(default_factory=dict)  # node -> (origin, heard at)
     not_believed: int = 0  # claims cut or dropped so far
@@ -65,8 +76,13 @@ class Claims:
         hold of it, ``our_seq``: what our own current incarnation issued."""
         if origin == self.own_origin:
             return our_seq
-        cur = self.current.get(node_of(origin))
-        if cur is None or cur[0] != origin or now - cur[1] >= SILENT_S:
+        node = node_of(origin)
+        cur = self.current.get(node)
+        if cur is None:
+            if node in self.nodes and now - self.started < self.silent_s:
+                return have  # not heard yet, and it may well be up: nothing beyond what we hold
+            return None
+        if cur[0] != origin or now - cur[1] >= self.silent_s:
             return None
         v = self.vouched.get(origin, 0)
         return v if v > have else have
@@ -81,10 +97,8 @@ class Claims:
         bound - costs set operations and one look-up per bounded origin (one per node)."""
         out: dict[str, int] | None = None
         unknown = vv.keys() - mine.keys() - self.vouched.keys()
-        if unknown:
-            drop = [o for o in unknown if node_of(o) not in self.nodes]
-            rest = [o for o in vv if o in unknown and node_of(o) in self.nodes]
-            drop += rest[NEW_ORIGINS:]
+        if len(unknown) > NEW_ORIGINS:
+            drop = [o for o in vv if o in unknown][NEW_ORIGINS:]
             if drop:
                 self.not_believed += len(drop)
                 out = dict(vv)
@@ -92,8 +106,11 @@ class Claims:
                     del out[o]
         bounded = [self.own_origin]
         for node, (origin, heard) in self.current.items():
-            if node != sender and now - heard < SILENT_S:
+            if node != sender and now - heard < self.silent_s:
                 bounded.append(origin)
+        if now - self.started < self.silent_s and len(self.current) < len(self.nodes) - 1:
+            bounded += [o for o in vv if node_of(o) not in self.current
+                        and node_of(o) != sender and node_of(o) in self.nodes]
         for origin in bounded:
             seq = vv.get(origin)
             if seq is None:
@@ -118,6 +135,32 @@ class Claims:
         return max(0, b - first + 1)
 
 
-def heartbeat_bytes(known: int) -> int:
-    """The largest heartbeat believed from a peer when this store knows ``known`` origins."""
-    return HB_BASE_BYTES + HB_BYTES_PER_ORIGIN * (known + NEW_ORIGINS)
+class HeartbeatBudget:
+    """Heartbeat bytes each peer may make this store decode (see HB_BASE_BYTES)."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period  # the heartbeat period, seconds
+        self.tokens: dict[str, tuple[float, float]] = {}  # peer -> (bytes saved, when)
+        self.dropped = 0
+
+    def allow(self, peer: str, size: int, now: float, names_bytes: int, origins: int) -> bool:
+        """May ``size`` bytes from ``peer`` be decoded, while this store knows ``origins``
+        origins whose names take ``names_bytes``?"""
+        per = heartbeat_bytes(names_bytes, origins)
+        burst = max(3 * per, HB_BURST_BYTES)
+        saved, at = self.tokens.get(peer, (burst, now))
+        saved = min(burst, saved + (now - at) * per / self.period)
+        if size > saved:
+            self.tokens[peer] = (saved, now)
+            self.dropped += 1
+            return False
+        self.tokens[peer] = (saved - size, now)
+        return True
+
+
+def heartbeat_bytes(names_bytes: int, origins: int) -> int:
+    """The heartbeat bytes a peer may send per period, when this store knows ``origins``
+    origins whose names take ``names_bytes``: its vector and held map twice over, NEW_ORIGINS
+    more at the longest names, and a fixed part."""
+    return (HB_BASE_BYTES + 2 * (names_bytes + HB_ENTRY_BYTES * origins)
+            + NEW_ORIGINS * (MAX_NAME + HB_ENTRY_BYTES))

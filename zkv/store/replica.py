@@ -46,7 +46,7 @@ from zkv.replication import catchup as wire
 from zkv.replication.acks import Acked, AckRequests
 from zkv.replication.antientropy import differing_buckets, merge
 from zkv.replication.backlog import Backlog
-from zkv.replication.claims import Claims, heartbeat_bytes
+from zkv.replication.claims import SILENT_S, Claims, HeartbeatBudget
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
 from zkv.replication.limits import RateLimit
@@ -154,7 +154,9 @@ class Replica:
         self.acked = Acked(self.peer_ids)  # peers' applied seq of our origin
         self.peer_origins: dict[str, str] = {}  # each peer's incarnation, from its heartbeats
         # What a peer's claims about other nodes' events are believed up to (the trust model)
-        self.claims = Claims(origin, self.peer_ids | {self.id})
+        self.claims = Claims(origin, self.peer_ids | {self.id}, started=now,
+                             silent_s=max(SILENT_S, 3 * cfg.heartbeat_ms / 1000))
+        self.hb_budget = HeartbeatBudget(cfg.heartbeat_ms / 1000)  # bytes each peer may send
         self.hb_limit = RateLimit(HB_RATE_FACTOR * 1000 / cfg.heartbeat_ms, HB_BURST,
                                   max_keys=len(self.peer_ids) + 1)
         self.ack_requests = AckRequests()  # origins waiting for our acknowledgement
@@ -437,12 +439,15 @@ class Replica:
                 if not self.hb_limit.allow(peer, now):
                     self.stats["heartbeats_dropped"] += 1
                     return
-                if len(payload) > heartbeat_bytes(len(self.inbox.vv)):
-                    raise DecodeError(f"a heartbeat of {len(payload)} bytes, more than a vector "
-                                      f"of the origins this node knows could need")
+                vv = self.inbox.vv
+                if not self.hb_budget.allow(peer, len(payload), now, sum(map(len, vv)), len(vv)):
+                    self.stats["heartbeats_dropped"] += 1
+                    return
                 hb = decode_heartbeat(payload)
                 if hb.id != peer:
                     raise DecodeError(f"a heartbeat of {hb.id!r} on {peer}'s bus")
+                if node_of(hb.origin) != peer:
+                    raise DecodeError(f"{peer}'s heartbeat names {hb.origin} as its incarnation")
                 self._on_heartbeat(hb)
             elif topic == TOPIC_ACK:
                 node, incarnation, origin, seq = decode_ack(payload)
@@ -912,7 +917,11 @@ class Replica:
                 log.warning("peer %s silent for %.1fs: down or cut off; its writes will be pulled "
                             "when it is heard again", p, now - self.peers[p].seen)
         now_ts = self.clock.now()
-        self.out.append((CLOCK, now_ts))  # announced once it is durable (a heartbeat later)
+        if self.clock_known and self.echo_floor <= self.clock.last:
+            # Saved (and announced once durable, a heartbeat later) only once this clock is
+            # known to be past what peers heard us announce: a clock file is the promise that
+            # no peer heard more, and an echo beyond it is then taken for a lie.
+            self.out.append((CLOCK, now_ts))
         hlc = self._announceable(now_ts)
         hb = Heartbeat(
             id=self.id, seq=self.inbox.vv.get(self.origin, 0), hlc=hlc, vv=dict(self.inbox.vv),
