@@ -213,8 +213,12 @@ class Replica:
         return self.ks, self.inbox.vv, self.clock.last, self.gc_horizon
 
     def snapshot_allowed(self) -> bool:
-        """No snapshot mid-transfer: it would claim the transfer's vector before its end."""
-        return self.sync is None
+        """No snapshot mid-transfer: it would claim the transfer's vector before its end.  Nor
+        while events wait behind a gap: those the log held after a hole are in the keyspace
+        but not in the vector, and a snapshot would keep their effects while the log records
+        that say they are unclaimed go - the next start would hold data no vector accounts
+        for, which no peer can get and the tombstone horizon passes."""
+        return self.sync is None and not self.inbox.gaps()
 
     def tick(self, now: float) -> None:
         """Run every timer that is due, and what waits for the end of a loop turn."""
@@ -865,7 +869,8 @@ class Replica:
                  peer, self.sync.entries, len(dropped))
         self.sync = None
         # A snapshot now spares the next start replaying the whole transfer.
-        self.out.append((SNAPSHOT,))
+        if self.snapshot_allowed():
+            self.out.append((SNAPSHOT,))
 
     def _not_ours(self, entries: list) -> list:
         """Entries a peer sent, minus those of our own current incarnation stamped after the
