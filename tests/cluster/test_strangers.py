@@ -150,8 +150,11 @@ def _storm(c: Cluster, n0: Node, catchup_port: int) -> tuple[dict, dict]:
         crowd = [Strangers(n0.port, STRANGERS)] + [
             Strangers(p, STRANGERS - EARLY) for p in (n0.bus_port, catchup_port)]
         # the first ones, silent since t0, are closed once the handshake timeout has passed
-        wait_until(lambda: all(e.count_closed() == EARLY for e in early),
-                   timeout=HANDSHAKE_S + 7, interval=0.2,
+        def early_closed() -> bool:
+            assert n0.proc is not None and n0.proc.poll() is None, f"node0 exited:\n{n0.log()}"
+            return all(e.count_closed() == EARLY for e in early)
+
+        wait_until(early_closed, timeout=HANDSHAKE_S + 7, interval=0.2,
                    what="node0 to close the silent bus and catch-up connections")
         closed_after = time.monotonic() - t0
         assert closed_after >= HANDSHAKE_S - 1, f"closed after {closed_after:.1f}s"
