@@ -407,12 +407,13 @@ def _raise_open_file_limit() -> None:
                     "LimitNOFILE=", after.soft, after.hard)
 
 
-def main(cfg: Config, clients_endpoint: str, ready_fd: int | None) -> int:
-    """Entry point of the store process (see zkv.node)."""
+def main(cfg: Config, clients_endpoint: str, ready_fd: int | None,
+         supervisor: int | None = None) -> int:
+    """Entry point of the store process (see zkv.node); ``supervisor``: its pid."""
     from zkv.proc import die_with_parent, setup_logging, tune_gc
 
     setup_logging(cfg.id, "store")
-    die_with_parent()
+    die_with_parent(parent=supervisor)
     _raise_open_file_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
     store = Store(cfg, clients_endpoint)
