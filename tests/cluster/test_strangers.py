@@ -198,6 +198,9 @@ def test_strangers_on_every_port_of_a_node_that_may_not_raise_its_limit(make_clu
     during, after = _storm(c, n0, catchup_port)
     ls = during["listeners"]
     assert ls["store_open_files_limit"] == 1024, ls
+    # it did run out: a log segment or a descriptor for the background sync it could not get
+    ran_out = during["disk"]["log_open_failures"] + during["background_fsync"]["inline"]
+    assert ran_out >= 1, (during["disk"], during["background_fsync"])
     for name in ("bus", "catchup"):
         assert ls[name]["handshake_failures"] >= EARLY, (name, ls)
         assert ls[name]["open_peak"] < 1024, (name, ls)

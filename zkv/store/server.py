@@ -352,7 +352,7 @@ class Store:
         rec = self.recovered
         return {
             "memory": {"store_rss": rss_bytes(), "frontend_rss": self.core.frontend_stats.get("rss", 0)},
-            "disk": self.disk.disk_bytes(),
+            "disk": {**self.disk.disk_bytes(), "log_open_failures": self.disk.open_failures},
             "recovery": {"seconds": round(rec.seconds, 3), "snapshot_entries": rec.snapshot_entries,
                          "log_records": rec.log_records, "dropped_bytes": rec.dropped_bytes},
             "snapshots": {"taken": self.disk.snapshots_taken,
