@@ -42,15 +42,20 @@ def _kill_supervisor(node: Node) -> tuple[int, int]:
     return store, frontend
 
 
+def _kill_leftovers(pids: tuple[int, ...]) -> None:
+    """Orphans of a failed check must not outlive the test."""
+    for pid in pids:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+
+
 def _expect_gone(node: Node, pids: tuple[int, ...], timeout: float) -> None:
     try:
         wait_until(lambda: all(_gone(p) for p in pids), timeout=timeout,
                    what="the store and the frontend to exit after their supervisor")
     finally:
-        for pid in pids:  # orphans of a failed check must not outlive the test
-            if not _gone(pid):
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
+        _kill_leftovers(pids)
     wait_until(lambda: _port_free(node.port) and _port_free(node.bus_port), timeout=10,
                what="the client and bus ports to come free")
 
@@ -72,15 +77,17 @@ def test_children_go_when_the_supervisor_is_killed_while_the_store_is_busy(make_
 def test_a_stopped_store_goes_once_continued_after_its_supervisor_died(make_cluster) -> None:
     c = make_cluster(1).start()
     node = c.nodes[0]
-    store = node.child_pid("store")
+    store, frontend = node.child_pid("store"), node.child_pid("frontend")
     os.kill(store, signal.SIGSTOP)
     try:
-        _, frontend = _kill_supervisor(node)
+        _kill_supervisor(node)
         wait_until(lambda: _gone(frontend), timeout=15, what="the frontend to exit")
         time.sleep(1.0)
         assert not _gone(store)  # stopped: it cannot act yet
-    finally:
         os.kill(store, signal.SIGCONT)
+    except BaseException:
+        _kill_leftovers((store, frontend))
+        raise
     _expect_gone(node, (store, frontend), timeout=15)
 
 
