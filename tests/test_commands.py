@@ -391,3 +391,9 @@ def test_format_info_persistence_shows_the_background_fsync() -> None:
     assert "fsync:everysec\r\n" in text  # the mode, in # Server
     persistence = text.split("# Persistence\r\n", 1)[1]
     assert "fsync_syncs:3\r\nfsync_delayed:1\r\nfsync_max_ms:12.5\r\n" in persistence
+
+
+def test_format_info_listeners_section() -> None:
+    text = format_info({"id": "x", "keys": 0, "listeners": {
+        "bus": {"accepted": 3, "open": 1}, "store_open_files_limit": 1024}})
+    assert "# Listeners\r\nbus:accepted=3,open=1\r\nstore_open_files_limit:1024\r\n" in text

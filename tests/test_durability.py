@@ -196,3 +196,51 @@ def test_no_snapshot_after_a_failed_append(tmp_path: Path) -> None:
     disk.snapshot_now(Keyspace(), {}, 0, 0)
     assert not (tmp_path / "snapshot.zkv").exists()
     disk.close()
+
+
+def test_a_segment_that_cannot_be_opened_leaves_the_log_where_it_was(tmp_path: Path, monkeypatch) -> None:
+    """No descriptor left (EMFILE) when a snapshot rotates the log: no snapshot, appends go on
+    into the segment already open and are replayed; the snapshot is tried again later."""
+    import errno
+
+    import zkv.store.durability as durability
+    from zkv.store.keyspace import Keyspace
+    from zkv.store.wal import read_wal
+
+    disk = _open(tmp_path)
+    disk.recover()
+    disk.append([_events("n1@a", 1, 1)], 1)
+    real = durability.WalWriter
+
+    def no_descriptor(*a, **kw):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(durability, "WalWriter", no_descriptor)
+    assert disk.start_snapshot(Keyspace(), {}, 0, 0) is False
+    assert not disk.snapshot_running and not disk.broken and disk.open_failures == 1
+    disk.append([_events("n1@a", 2, 1)], 1)  # into the segment that was open
+    assert len(read_wal(tmp_path / "wal-000001.log").payloads) == 2
+    monkeypatch.setattr(durability, "WalWriter", real)
+    assert disk.start_snapshot(Keyspace(), {}, 0, 0) is False  # not before OPEN_RETRY_S
+    disk._retry_at = 0.0
+    assert disk.start_snapshot(Keyspace(), {}, 0, 0) is True
+    assert disk.poll_snapshot(block=True) is True
+    disk.close()
+
+
+def test_a_segment_left_with_its_header_only_is_made_durable_when_opened_again(tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    """An earlier attempt wrote the header, then could not fsync the directory: the next open
+    of that file fsyncs the directory before any record goes in."""
+    import zkv.store.wal as wal
+
+    dirs: list[str] = []
+    monkeypatch.setattr(wal, "fsync_dir", lambda p: dirs.append(str(p)))
+    path = tmp_path / "wal-000002.log"
+    path.write_bytes(wal.MAGIC)
+    w = wal.WalWriter(path, fsync="no")
+    assert dirs == [str(path)]
+    w.append([b"x"])
+    w.close()
+    wal.WalWriter(path, fsync="no").close()  # a segment with records: no directory fsync
+    assert dirs == [str(path)]

@@ -73,6 +73,10 @@ class FakeServer:
         self.clients: set[ClientConnection] = set()
         self.cache = cache
 
+    def admit(self, conn: ClientConnection) -> bool:  # (max_clients: tests/cluster/)
+        self.clients.add(conn)
+        return True
+
 
 def connect(cache: ReadCache | None = None,
             password: str | None = None) -> tuple[ClientConnection, RecordingTransport, RecordingLink]:

@@ -180,3 +180,24 @@ def test_always_and_no_modes_have_no_background_thread(tmp_path: Path) -> None:
         assert disk.syncer is None
         disk.sync()
         disk.close()
+
+
+def test_with_no_descriptor_to_duplicate_the_sync_runs_in_the_loop(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """EMFILE on dup(): the segment is synced at once by the caller, not skipped."""
+    import errno
+
+    synced: list[int] = []
+    monkeypatch.setattr(syncer_mod, "_fdatasync", lambda fd: synced.append(fd))
+
+    def no_descriptor(fd: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(syncer_mod.os, "dup", no_descriptor)
+    disk = _disk(tmp_path)
+    _append(disk, 1)
+    disk.sync()
+    assert synced == [disk._wal._fd]
+    assert disk.syncer.stats()["inline"] == 1
+    monkeypatch.undo()
+    disk.close()

@@ -1,4 +1,5 @@
-"""Entry point of a node's frontend process: ``python -m zkv.frontend_main CONFIG ENDPOINT READY_FD``."""
+"""Entry point of a node's frontend process:
+``python -m zkv.frontend_main CONFIG ENDPOINT READY_FD [SUPERVISOR_PID]``."""
 
 from __future__ import annotations
 
@@ -44,13 +45,14 @@ def main() -> int:
     from zkv.proc import die_with_parent, setup_logging, tune_gc
 
     config_path, endpoint, ready_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    supervisor = int(sys.argv[4]) if len(sys.argv) > 4 else None
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
         print(f"zkv: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.id, "frontend")
-    die_with_parent()
+    die_with_parent(parent=supervisor)
     max_clients = _open_file_limit(cfg.max_clients)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_gc()

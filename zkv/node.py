@@ -5,6 +5,8 @@ pipe), then the frontend, so an open client port means the node can answer.  The
 a Unix socket in a directory only this user can enter (zkv.linkpath), removed when the node
 stops.  If either child exits, the other is stopped and
 ``zkv node`` exits non-zero; SIGTERM/SIGINT stop both cleanly (the store writes a snapshot).
+If ``zkv node`` dies, even by SIGKILL, both children get SIGTERM (zkv.proc.die_with_parent),
+also one killed in the moment between starting a child and the child's asking for that.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ class Supervisor:
         self.stopping = False
 
     def _spawn(self, role: str, extra: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", f"zkv.{role}_main", self.config_path, self.endpoint, *extra]
+        # our pid last: the child dies at once if we died before it could ask to die with us
+        cmd = [sys.executable, "-m", f"zkv.{role}_main", self.config_path, self.endpoint, *extra,
+               str(os.getpid())]
         return subprocess.Popen(cmd, pass_fds=pass_fds)
 
     def _start_child(self, role: str) -> int:

@@ -21,9 +21,15 @@ def setup_logging(node_id: str, role: str, level: int = logging.INFO) -> None:
     )
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Ask Linux to send us ``sig`` when our parent dies (even by SIGKILL)."""
-    parent = os.getppid()
+def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
+    """Ask Linux to send us ``sig`` when our parent dies (even by SIGKILL).
+
+    ``parent``: the pid our parent had (the supervisor passes its own); if our parent is no
+    longer that process, it died before we got here (we were started, then it was killed while
+    we were still importing), and no death signal would ever come: we take ``sig`` now.
+    Without it, only a death between the two ``getppid`` calls below is caught."""
+    if parent is None:
+        parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)

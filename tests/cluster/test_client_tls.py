@@ -7,16 +7,21 @@ by that CA is turned away.
 
 from __future__ import annotations
 
+import json
+import os
+import select
 import shutil
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.cluster.harness import Node, wait_until
+from zkv.frontend.tls import HANDSHAKE_TIMEOUT
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -128,3 +133,94 @@ def test_bad_tls_files_stop_the_node_with_one_line(make_cluster, certs: Path) ->
     code = node.proc.wait(30)
     assert code != 0
     assert "tls_cert_file" in node.log(), node.log()
+
+
+def _silent(node: Node, n: int) -> list[socket.socket]:
+    """``n`` TCP connections to the node that never send a ClientHello."""
+    return [socket.create_connection(("127.0.0.1", node.port), timeout=10) for _ in range(n)]
+
+
+def _closed_by_node(socks: list[socket.socket]) -> int:
+    """How many of ``socks`` the node has closed (EOF or reset)."""
+    p = select.poll()
+    for s in socks:
+        p.register(s, select.POLLIN)
+    closed = 0
+    for fd, _ev in p.poll(0):
+        s = socket.socket(fileno=os.dup(fd))
+        s.setblocking(False)
+        try:
+            closed += s.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+        finally:
+            s.close()
+    return closed
+
+
+def _ask(node: Node, certs: Path, request: bytes) -> bytes:
+    """One request from a fresh, legitimate TLS client: its reply line, or b"" if closed."""
+    with tls_client(node, certs) as s:
+        s.sendall(request)
+        return line(s)
+
+
+def _tls_info(node: Node, certs: Path) -> dict:
+    with tls_client(node, certs) as s:
+        s.sendall(b"*2\r\n$4\r\nINFO\r\n$4\r\njson\r\n")
+        buf = b""
+        while b"\r\n" not in buf:
+            buf += s.recv(65536)
+        head, _, body = buf.partition(b"\r\n")
+        size = int(head[1:])
+        while len(body) < size:
+            body += s.recv(65536)
+    return json.loads(body[:size])
+
+
+def test_silent_tls_handshakes_count_as_clients_and_time_out(make_cluster, certs: Path) -> None:
+    """Issue: with max_clients = 100 and idle_timeout = 5, about 1,074 TCP connections that
+    never send a ClientHello left a legitimate TLS client an SSLEOFError at once (no reply):
+    handshakes counted toward nothing, asyncio gave them 60 s, and the frontend's descriptors,
+    sized for max_clients, ran out.  Now a handshake in progress holds a client slot for at
+    most HANDSHAKE_TIMEOUT seconds; a client past the limit is told so after its handshake."""
+    node = start_tls_node(make_cluster, certs, max_clients=100, idle_timeout=5)
+    silent = _silent(node, 1074)
+    try:
+        time.sleep(0.5)  # every one accepted
+        t0 = time.monotonic()
+        reply = _ask(node, certs, b"PING\n")
+        # every slot is held by a handshake in progress: served it cannot be, refused it is
+        assert reply == b"ERROR max number of clients reached\n", reply
+        wait_until(lambda: _closed_by_node(silent) == len(silent), timeout=HANDSHAKE_TIMEOUT + 5,
+                   what="the node to close every silent connection")
+        took = time.monotonic() - t0
+        assert took < HANDSHAKE_TIMEOUT + 3, f"silent connections held {took:.1f}s"
+        assert _ask(node, certs, b"PING\n") == b"PONG\n"
+
+        def settled() -> dict | None:  # (the frontend reports its figures once a second)
+            client = _tls_info(node, certs)["listeners"]["client"]
+            return client if client["tls_handshaking"] == 0 and client["connections"] <= 1 else None
+
+        client = wait_until(settled, timeout=5, what="INFO to show no handshake in progress")
+        assert client["tls_handshake_failures"] >= 1000 and client["rejected"] >= 1, client
+    finally:
+        for s in silent:
+            s.close()
+    assert node.proc is not None and node.proc.poll() is None
+
+
+def test_idle_timeout_closes_a_connection_still_in_its_tls_handshake(make_cluster, certs: Path) -> None:
+    node = start_tls_node(make_cluster, certs, idle_timeout=1)
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as silent:
+        t0 = time.monotonic()
+        silent.settimeout(HANDSHAKE_TIMEOUT + 5)
+        try:
+            assert silent.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        took = time.monotonic() - t0
+    assert took < HANDSHAKE_TIMEOUT - 1.5, f"closed after {took:.1f}s (idle_timeout = 1)"
+    assert _ask(node, certs, b"PING\n") == b"PONG\n"

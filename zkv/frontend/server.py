@@ -9,16 +9,25 @@ faster than it reads is paused (transport flow control) rather than buffered wit
 On a node with a ``password`` a connection starts unauthenticated: its requests go through
 ``before_auth`` (AUTH, HELLO, PING, QUIT, else NOAUTH) until AUTH succeeds; past a few wrong
 passwords each further one holds the connection for a growing delay (zkv.auth).
+
+On a TLS port a connection counts as a client from its accept, not from the end of its
+handshake (zkv.frontend.tls): one that never sends a ClientHello holds a slot of ``max_clients``
+(and a descriptor) until ``HANDSHAKE_TIMEOUT`` or ``idle_timeout`` closes it, as any silent
+client does.  Past ``max_clients`` a TLS client gets its handshake, then the refusal; past the
+reserve too, the oldest handshake in progress is dropped to make room for it (silent
+connections cannot keep a client from hearing that it is refused), or, with none, it is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from zkv import fdlimit
 from zkv.auth import Password, failure_delay
 from zkv.commands import (
     NOT_ENOUGH_ACKS, WRITE_OPS, Auth, Deferred, Hello, Quit, Refused, Wait, before_auth,
@@ -30,7 +39,7 @@ from zkv.config import Config
 from zkv.frontend.fdlimit import RESERVE
 from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
-from zkv.frontend.tls import server_context
+from zkv.frontend.tls import Handshakes, TLSAccept, server_context
 from zkv.frontend.waits import AckWaiters
 from zkv.protocol.requests import parse_requests
 
@@ -93,19 +102,24 @@ class ClientConnection(asyncio.Protocol):
         self.eof = False  # the client half-closed
         self.active = True  # read something since the last idle sweep
         self.idle_since = 0.0
+        self.handshaking = False  # TLS: admitted, its handshake in progress (no transport yet)
+        self.lost = False
 
     # --- asyncio callbacks ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        server = self.server
-        server.clients.add(self)
-        over = len(server.clients) - server.max_clients
-        if over > 0:
-            self.closing = self.refusing = True
-            if over > RESERVE // 2:  # descriptors run short: no waiting for a first request
-                self._refuse(False)
-            else:
+        if self.handshaking:  # TLS: the handshake is done (admitted at its accept)
+            self.handshaking = False
+            self.active = True  # (for idle_timeout: its silence starts now)
+            if self.lost:  # dropped meanwhile
+                transport.close()
+            elif self.refusing:
                 asyncio.get_running_loop().call_later(REFUSE_WAIT, self._refuse, False)
+            return
+        if not self.server.admit(self):  # descriptors run short: no waiting for a first request
+            self._refuse(False)
+        elif self.refusing:
+            asyncio.get_running_loop().call_later(REFUSE_WAIT, self._refuse, False)
 
     def _refuse(self, is_resp: bool) -> None:
         """Past max_clients: ``-ERR max number of clients reached`` (RESP) or ``ERROR ...``."""
@@ -117,6 +131,7 @@ class ClientConnection(asyncio.Protocol):
         t.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self.server.clients.discard(self)
         self.closing = True
         self.queue.clear()
@@ -486,6 +501,8 @@ class Server:
         self.cache = ReadCache(cfg.read_cache_mb * 1024 * 1024) if cfg.read_cache_mb else None
         self.password = Password(cfg.password)
         self.tls: object | None = None  # the SSLContext of the client port, if TLS
+        self.handshakes: Handshakes | None = None  # TLS: in progress (zkv.frontend.tls)
+        self.rejected = 0  # connections refused past max_clients
         self.acks = AckWaiters()  # peers' acknowledgements of our writes (WAIT, min_acks)
         self.min_acks = cfg.min_acks
 
@@ -493,10 +510,12 @@ class Server:
         loop = asyncio.get_running_loop()
         self.link = StoreLink(loop, self.store_endpoint, self.cache, self.acks.learn)
         self.tls = tls = server_context(self.cfg)
-        server = await loop.create_server(
-            lambda: ClientConnection(self), self.cfg.listen_host, self.cfg.listen_port,
-            reuse_address=True, backlog=4096, ssl=tls,
-        )
+        factory: Callable[[], asyncio.Protocol] = lambda: ClientConnection(self)  # noqa: E731
+        if tls is not None:
+            self.handshakes = Handshakes(tls, lambda conn: conn.connection_lost(None))
+            factory = lambda: TLSAccept(self._accept_tls)  # noqa: E731
+        server = await loop.create_server(factory, self.cfg.listen_host, self.cfg.listen_port,
+                                          reuse_address=True, backlog=4096)
         log.info("serving clients on %s%s", self.cfg.listen,
                  "" if tls is None else " (TLS%s)" % (", client certificates required"
                                                        if self.cfg.tls_ca_file else ""))
@@ -514,13 +533,57 @@ class Server:
             for c in list(self.clients):
                 if c.transport is not None:
                     c.transport.close()
+            if self.handshakes is not None:
+                await self.handshakes.close()
             await server.wait_closed()
             self.link.close()
+
+    # --- admission -------------------------------------------------------------------------
+    def admit(self, conn: ClientConnection) -> bool:
+        """Count ``conn`` among the clients.  Past ``max_clients`` it is marked to be refused
+        (with a reply); False: past the reserve too, it must be closed at once."""
+        self.clients.add(conn)
+        over = len(self.clients) - self.max_clients
+        if over > RESERVE // 2 and self.handshakes:
+            self._drop_handshake(self.handshakes.oldest())
+            over -= 1
+        if over > 0:
+            self.rejected += 1
+            conn.closing = conn.refusing = True
+        return over <= RESERVE // 2
+
+    def _accept_tls(self, sock: socket.socket) -> None:
+        """A TLS connection, accepted: a client from now on, once its handshake is done a
+        served or a refused one."""
+        assert self.handshakes is not None
+        conn = ClientConnection(self)
+        if not self.admit(conn):
+            self.clients.discard(conn)
+            sock.close()  # (no TLS session to say it in)
+            return
+        conn.handshaking = True
+        self.handshakes.start(conn, sock)
+
+    def _drop_handshake(self, conn: ClientConnection) -> None:
+        """End a TLS handshake in progress; its client slot is free at once."""
+        assert self.handshakes is not None
+        self.handshakes.drop(conn)
+        conn.connection_lost(None)
+
+    def figures(self) -> dict[str, int]:
+        """The client port's connection figures, for INFO (``listeners`` -> ``client``)."""
+        hs = self.handshakes
+        return {"connections": len(self.clients), "max_clients": self.max_clients,
+                "rejected": self.rejected, "tls_handshaking": 0 if hs is None else len(hs),
+                "tls_handshake_failures": 0 if hs is None else hs.failures}
 
     async def _report(self) -> None:
         """Once a second, tell the store this process's figures for INFO and zkv status."""
         while True:
-            self.link.submit([("c", len(self.clients), rss_bytes())], _ignore)
+            figures = self.figures()
+            self.link.submit([("c", figures["connections"] - figures["tls_handshaking"],
+                               rss_bytes(), {"listener": figures,
+                                             "open_files": fdlimit.current().soft})], _ignore)
             await asyncio.sleep(1.0)
 
     async def _close_idle(self, timeout: int) -> None:
@@ -536,7 +599,9 @@ class Server:
                     c.active = False
                     c.idle_since = now
                 elif now - c.idle_since >= timeout and not c.queue and c.held is None:
-                    if c.transport is not None and not c.transport.is_closing():
+                    if c.handshaking:  # a TLS connection still in its handshake
+                        self._drop_handshake(c)
+                    elif c.transport is not None and not c.transport.is_closing():
                         c.transport.close()
 
 

@@ -10,6 +10,7 @@ snapshot, then streams it a few chunks per loop turn, never blocking the loop.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +21,9 @@ import zmq
 
 from zkv.replication import catchup as wire
 from zkv.replication.transfer import SnapStream, advance_streams
-from zkv.store.snapshot import read_snapshot_raw
+from zkv.store.snapshot import SnapshotError, read_snapshot_raw
+
+log = logging.getLogger("zkv.store")
 
 STREAM_STALL = 30.0  # seconds a snapshot stream's reader may take nothing before it is dropped
 PENDING_REPLY_BYTES = 32 * 1024 * 1024  # replies kept for one requester whose queue is full
@@ -95,7 +98,13 @@ class CatchupSender:
                 self._send_quiet(ident, [wire.SNAPFAIL, tag])
             return
         for peer, (ident, tag) in waiters.items():
-            meta, frames = read_snapshot_raw(self.snapshot_path)  # one open file: meta and chunks agree
+            try:
+                meta, frames = read_snapshot_raw(self.snapshot_path)  # one open file: meta and chunks agree
+            except (OSError, SnapshotError) as exc:  # e.g. no descriptor left: it asks again
+                log.error("the snapshot for %s's transfer cannot be read (%s); it is told to "
+                          "ask again", peer, exc)
+                self._send_quiet(ident, [wire.SNAPFAIL, tag])
+                continue
             self.streams.append(SnapStream(ident, tag, iter(frames), meta, peer, time.monotonic()))
             self.notice({"kind": "transfer", "to": peer,
                          "state": f"started: {frames.entries} entries in {frames.chunks} chunks"})

@@ -19,6 +19,11 @@ With ``fsync = "everysec"`` the once-a-second sync of the log runs in a backgrou
 written the snapshot, the segments before the rotation are deleted.  Recovery loads the
 snapshot, then replays the remaining segments; a torn or corrupt tail is cut off and reported.
 
+A file that cannot be opened while the store runs (no descriptor left: EMFILE, ENFILE; or any
+other error) stops nothing.  The segment that was to follow at a snapshot: appends go on into
+the one already open (so every acknowledged write is logged as configured), and the snapshot is
+tried again a second later.  Deleting the segments a snapshot covers: left to the next one.
+
 Recovery is honest about what it holds: the version vector advances over an origin's events only
 while they join up with what came before (the snapshot's vector, then each record in turn).  A
 batch after a hole (a lost or unusable snapshot, a missing segment) is applied to the keyspace -
@@ -63,6 +68,7 @@ SNAPSHOT = "snapshot.zkv"
 # Unset (always, outside tests): nothing is read or checked.
 _TEST_HOLD_DIR = os.environ.get("ZKV_TEST_SNAPSHOT_HOLD") or None
 _SEGMENT_RE = re.compile(r"^wal-(\d{6,})\.log$")
+OPEN_RETRY_S = 1.0  # after a new log segment could not be opened, the next snapshot waits this
 
 Entries = list[tuple[bytes, int, str, bytes | None]]
 
@@ -140,6 +146,10 @@ class Durability:
         self.last_snapshot_seconds = 0.0
         self.snapshots_taken = 0
         self.broken = False  # an append failed: no snapshot may be taken from this keyspace
+        self._retry_at = 0.0  # (monotonic) a new segment could not be opened: not before this
+        self.open_failures = 0  # new segments that could not be opened (INFO)
+        self._open_streak = 0  # ... since the last one that could
+        self._disk_bytes = {"log_bytes": 0, "snapshot_bytes": 0}
         # everysec: the once-a-second fdatasync runs in a thread, never in the store loop
         self.syncer = BackgroundSync() if fsync == "everysec" else None
 
@@ -153,9 +163,14 @@ class Durability:
         return sorted(out)
 
     def disk_bytes(self) -> dict[str, int]:
-        """Bytes of log segments and of the snapshot now on disk (INFO, zkv status)."""
+        """Bytes of log segments and of the snapshot now on disk (INFO, zkv status); the last
+        figures known if the directory cannot be read now."""
         log_bytes = 0
-        for _n, p in self._segments():
+        try:
+            segments = self._segments()
+        except OSError:
+            return self._disk_bytes
+        for _n, p in segments:
             try:
                 log_bytes += p.stat().st_size
             except FileNotFoundError:
@@ -164,7 +179,8 @@ class Durability:
             snap = (self.dir / SNAPSHOT).stat().st_size
         except FileNotFoundError:
             snap = 0
-        return {"log_bytes": log_bytes, "snapshot_bytes": snap}
+        self._disk_bytes = {"log_bytes": log_bytes, "snapshot_bytes": snap}
+        return self._disk_bytes
 
     def _segment_path(self, n: int) -> Path:
         return self.dir / f"wal-{n:06d}.log"
@@ -234,15 +250,44 @@ class Durability:
 
     # --- writing -----------------------------------------------------------------------------
     def _open_segment(self, n: int) -> None:
+        """Make segment ``n`` the one appends go to.  It is opened before the current one is
+        closed: if it cannot be (OSError), appends go on into the current one."""
+        new = WalWriter(self._segment_path(n), fsync=self.fsync)
         if self._wal is not None:
             # Synced here, not in the background, and in every fsync mode ("no" included): a
             # machine crash must never keep the next segment's records while losing this
             # one's tail (replay would find a hole, and have to fetch it from peers).  Always,
             # not only if dirty: a background sync that took the dirty mark may still be queued.
-            self._wal.sync_always()
+            try:
+                self._wal.sync_always()
+            except BaseException:
+                new.close()
+                raise
             self._wal.close()
         self._segment = n
-        self._wal = WalWriter(self._segment_path(n), fsync=self.fsync)
+        self._wal = new
+
+    def _rotate(self) -> bool:
+        """Open the next segment; False (logged, retried after OPEN_RETRY_S) if it cannot be."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        try:
+            self._open_segment(self._segment + 1)
+        except OSError as exc:
+            if not self._open_streak:
+                log.error("cannot open log segment %s (%s): writes go on into %s, and the "
+                          "snapshot is tried again every %.0fs", self._segment_path(self._segment + 1).name,
+                          exc, self._segment_path(self._segment).name, OPEN_RETRY_S)
+            self._open_streak += 1
+            self.open_failures += 1
+            self._retry_at = now + OPEN_RETRY_S
+            return False
+        if self._open_streak:
+            log.info("log segment %s opened after %d failed attempts",
+                     self._segment_path(self._segment).name, self._open_streak)
+            self._open_streak = 0
+        return True
 
     def append(self, records: list[bytes], writes: int) -> None:
         """Append records holding ``writes`` writes; with fsync=always they are on disk on return.
@@ -279,7 +324,8 @@ class Durability:
         if self._child is not None or self.broken:
             return False
         t0 = time.perf_counter()
-        self._open_segment(self._segment + 1)  # everything before this segment is in the view
+        if not self._rotate():  # everything before the new segment is in the view
+            return False
         meta = self._meta(vv, hlc, horizon, self._segment)
         self._forks += 1
         pid = os.fork()
@@ -314,9 +360,12 @@ class Durability:
         self.last_snapshot_seconds = time.perf_counter() - self._child_started
         if ok:
             self.snapshots_taken += 1
-            for n, path in self._segments():
-                if n < self._child_segment:
-                    path.unlink()
+            try:
+                for n, path in self._segments():
+                    if n < self._child_segment:
+                        path.unlink()
+            except OSError as exc:  # the next snapshot deletes them (or the next recovery)
+                log.error("the log segments before the snapshot could not be deleted: %s", exc)
         else:
             log.error("snapshot child failed (status %s); the log is kept", status)
         return ok

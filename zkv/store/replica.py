@@ -316,7 +316,8 @@ class Replica:
                     elif code == "i":
                         results.append(self.info())
                     elif code == "c":  # the frontend's own figures, once a second
-                        self.frontend_stats = {"clients": int(op[1]), "rss": int(op[2])}
+                        self.frontend_stats = {**(op[3] if len(op) > 3 and op[3].__class__ is dict else {}),
+                                               "clients": int(op[1]), "rss": int(op[2])}
                         results.append(None)
                     elif code == "w":  # WAIT / min_acks: every write before it, on our origin
                         target = self.inbox.vv.get(me, 0) + len(items)

@@ -13,6 +13,13 @@ Sockets, by role (all set up in ``_bind``):
     fetchers   DEALER  one per peer, connected to that peer's advertised catchup endpoint
     zap        REP     with keys configured: admits the peers' CURVE keys (zkv.curve)
 
+Anyone who reaches ``publisher`` or ``catchup`` holds one of our descriptors from the moment
+ZeroMQ accepts the connection until it is closed: a connection that has not finished its
+handshake is closed after ``HANDSHAKE_TIMEOUT_MS`` (zkv.store.listeners counts them for INFO),
+and the store raises its own open-file limit at start (``OPEN_FILES``).  Should descriptors
+still run out, nothing the store fails to open stops it: a new log segment, a snapshot to send,
+a socket to a peer are tried again later, and writes go on into the segment already open.
+
 One event travels one way: local write -> keyspace -> log -> PUB -> peer SUB -> peer inbox ->
 peer keyspace -> peer log.  The loop is single-threaded, so no state here needs a lock.
 """
@@ -29,6 +36,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from zkv import fdlimit
 from zkv.config import Config
 from zkv.curve import ZapHandler, dial
 from zkv.events import TOPIC_CATCHUP, new_origin
@@ -38,6 +46,7 @@ from zkv.replication.limits import CATCHUP_SNDHWM, MAX_REQUEST_BYTES
 from zkv.store import clockfile
 from zkv.store.catchup_server import CatchupSender
 from zkv.store.durability import SNAPSHOT as SNAPSHOT_FILE, Durability, Recovered
+from zkv.store.listeners import ListenerWatch
 from zkv.store.outputs import (
     CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
 )
@@ -49,6 +58,15 @@ MAX_CLIENT_MSGS_PER_TURN = 256  # frontend batches taken per loop turn (one log 
 # No bus or catch-up message may be larger than this (ZeroMQ drops the connection of a peer that
 # sends one): the largest value a client may write (512 MB) fits, and so does its log record.
 MAX_MSG_BYTES = 768 * 1024 * 1024
+# A connection to the bus or catch-up port must finish its ZeroMQ handshake (with keys: prove a
+# peer's key) within this, or it is closed.  ZeroMQ's default, 30 s, let anyone who connects and
+# says nothing hold one of our descriptors that long: about 1,100 of them at once left the store
+# of a node under a 1,024 limit no descriptor to open its next log segment with.  A peer needs
+# a few round trips.
+HANDSHAKE_TIMEOUT_MS = 5_000
+# The open-file limit the store asks for at start (zkv.fdlimit): its files and peers take a few
+# dozen descriptors; the rest is room for connections that have not finished their handshake.
+OPEN_FILES = 65_536
 
 
 def snapshot_threshold(records: int) -> int:
@@ -117,6 +135,8 @@ class Store:
         self.catchup.sndhwm = CATCHUP_SNDHWM  # replies a requester may leave unread
         if keys is not None:
             keys.serve(self.catchup)
+        # before binding, so that no connection goes uncounted
+        self.listeners = ListenerWatch({"bus": self.publisher, "catchup": self.catchup})
         host = cfg.bus_host
         base = f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
         if cfg.catchup_port:
@@ -129,6 +149,7 @@ class Store:
         self.fetchers: dict[str, zmq.Socket] = {}  # peer -> DEALER to its catch-up channel
         self.fetcher_peer: dict[zmq.Socket, str] = {}
         self.requests_sent: dict[str, int] = {}  # catch-up requests we sent, by verb (INFO)
+        self.redial: dict[str, str] = {}  # peer -> catch-up endpoint we could not dial yet
         self.poller = zmq.Poller()
         for s in (self.clients, *self.subscribers, self.catchup):
             self.poller.register(s, zmq.POLLIN)
@@ -144,8 +165,10 @@ class Store:
         sending side drops its connection, but a subscriber that only listens never learns its
         side is dead, and the two stores would stay split after the network heals.  ZeroMQ
         heartbeats (PING every 5 store heartbeats; no traffic for 50: close and reconnect) and
-        TCP keepalive make every bus connection find out, and reconnect."""
+        TCP keepalive make every bus connection find out, and reconnect.  A connection that
+        does not finish its handshake in HANDSHAKE_TIMEOUT_MS is closed."""
         s = self.ctx.socket(kind)
+        s.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
         hb = self.cfg.heartbeat_ms
         s.setsockopt(zmq.HEARTBEAT_IVL, 5 * hb)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 50 * hb)
@@ -158,13 +181,22 @@ class Store:
         return s
 
     def _connect(self, peer: str, endpoint: str) -> None:
-        """(Re)dial ``peer``'s catch-up channel; a bad endpoint is the peer's fault, not ours."""
+        """(Re)dial ``peer``'s catch-up channel; a bad endpoint is the peer's fault, not ours.
+        A socket we cannot make now (no descriptor left) is tried again once a second."""
         old = self.fetchers.pop(peer, None)
         if old is not None:
             self.poller.unregister(old)
             del self.fetcher_peer[old]
             old.close(0)
-        s = self._bus_socket(zmq.DEALER)
+        retrying = self.redial.pop(peer, None) is not None
+        try:
+            s = self._bus_socket(zmq.DEALER)
+        except zmq.ZMQError as exc:
+            if not retrying:
+                log.error("cannot open a socket to %s's catch-up channel (%s); trying again "
+                          "once a second", peer, exc)
+            self.redial[peer] = endpoint
+            return
         s.linger = 0
         try:
             dial(s, endpoint, self.cfg.keys, self.peer_keys.get(peer))
@@ -204,14 +236,20 @@ class Store:
                 self._connect(o[1], o[2])
             elif verb == TRANSFER:
                 self.sender.transfer(o[1], o[2], o[3])
-                if not self.disk.snapshot_running:
-                    self.disk.start_snapshot(*self.core.snapshot_state())
+                self._snapshot_for_transfer()
             elif verb == SNAPSHOT:
                 self.disk.start_snapshot(*self.core.snapshot_state())
             elif verb == PAUSE:
                 self.poller.modify(self.clients, 0 if o[1] else zmq.POLLIN)
             elif verb == CLOCK:
                 self.clock_file.save(o[1])
+
+    def _snapshot_for_transfer(self) -> None:
+        """A transfer waits for a fresh snapshot: start one (again, if one could not start)."""
+        if not self.sender.snap_waiters or self.disk.snapshot_running:
+            return
+        if not self.disk.start_snapshot(*self.core.snapshot_state()) and self.disk.broken:
+            self.sender.snapshot_done(False)  # none will come: the requesters hear so
 
     def _notice(self, note: dict[str, Any]) -> None:
         try:
@@ -236,6 +274,9 @@ class Store:
                     log.info("snapshot written in %.2fs (fork pause %.1f ms)",
                              self.disk.last_snapshot_seconds, self.disk.last_fork_pause_ms)
                     sender.snapshot_done(ok)
+                for peer, endpoint in list(self.redial.items()):
+                    self._connect(peer, endpoint)
+                self._snapshot_for_transfer()
                 next_sync = now + 1.0
             if (self.disk.records_since_snapshot >= self._snapshot_at and core.snapshot_allowed()
                     and self.disk.start_snapshot(*core.snapshot_state())):
@@ -314,7 +355,7 @@ class Store:
         rec = self.recovered
         return {
             "memory": {"store_rss": rss_bytes(), "frontend_rss": self.core.frontend_stats.get("rss", 0)},
-            "disk": self.disk.disk_bytes(),
+            "disk": {**self.disk.disk_bytes(), "log_open_failures": self.disk.open_failures},
             "recovery": {"seconds": round(rec.seconds, 3), "snapshot_entries": rec.snapshot_entries,
                          "log_records": rec.log_records, "dropped_bytes": rec.dropped_bytes},
             "snapshots": {"taken": self.disk.snapshots_taken,
@@ -326,6 +367,10 @@ class Store:
                         "pulls_sent": self.requests_sent.get("pull", 0),
                         "requests_received": self.core.serving.received,
                         "requests_refused": self.core.serving.request_limit.refused},
+            "listeners": {**self.listeners.figures(),
+                          "client": self.core.frontend_stats.get("listener", {}),
+                          "store_open_files_limit": fdlimit.current().soft,
+                          "frontend_open_files_limit": self.core.frontend_stats.get("open_files", 0)},
         }
 
     def shutdown(self) -> None:
@@ -335,14 +380,19 @@ class Store:
         try:
             self._carry_out()
             if not self.disk.broken:
-                self.disk.snapshot_now(*self.core.snapshot_state())
-                log.info("clean shutdown: snapshot of %d keys written in %.2fs", len(self.core.ks),
-                         time.perf_counter() - t0)
+                try:
+                    self.disk.snapshot_now(*self.core.snapshot_state())
+                except OSError as exc:  # the log holds everything: the next start replays it
+                    log.error("no snapshot at shutdown (%s); the next start replays the log", exc)
+                else:
+                    log.info("clean shutdown: snapshot of %d keys written in %.2fs",
+                             len(self.core.ks), time.perf_counter() - t0)
         finally:
             self.disk.close()
             self.clock_file.close()
             for s in [self.clients, self.publisher, *self.subscribers, self.catchup, *self.fetchers.values()]:
                 s.close(0)
+            self.listeners.stop()
             if self.zap is not None:
                 self.zap.close()
             self.ctx.destroy(linger=0)
@@ -352,12 +402,26 @@ def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def main(cfg: Config, clients_endpoint: str, ready_fd: int | None) -> int:
-    """Entry point of the store process (see zkv.node)."""
+def _raise_open_file_limit() -> None:
+    """Room for OPEN_FILES descriptors, as far as the system allows (zkv.fdlimit)."""
+    before, after = fdlimit.raise_to(OPEN_FILES)
+    if after.soft != before.soft:
+        log.info("open-file limit raised from %d to %d", before.soft, after.soft)
+    if after.soft < 4096:
+        log.warning("open-file limit is %d (hard %d) and may not be raised: connections to the "
+                    "bus and catch-up ports can take every descriptor (what the store cannot "
+                    "open meanwhile it tries again later); raise it with ulimit -n or "
+                    "LimitNOFILE=", after.soft, after.hard)
+
+
+def main(cfg: Config, clients_endpoint: str, ready_fd: int | None,
+         supervisor: int | None = None) -> int:
+    """Entry point of the store process (see zkv.node); ``supervisor``: its pid."""
     from zkv.proc import die_with_parent, setup_logging, tune_gc
 
     setup_logging(cfg.id, "store")
-    die_with_parent()
+    die_with_parent(parent=supervisor)
+    _raise_open_file_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
     store = Store(cfg, clients_endpoint)
     tune_gc()

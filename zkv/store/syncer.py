@@ -13,6 +13,10 @@ and a request that finds one running queues the next right behind it (counted as
 the disk is slower than once a second).  So a write reaches the disk at most about
 ``max(1 s, D) + D`` after it was logged, where D is how long one sync takes.
 
+With no descriptor to spare for the duplicate (EMFILE, ENFILE: connections took them all), the
+sync runs in the calling thread instead, on the loop's own descriptor (counted as ``inline``):
+slower for that second, but no write waits longer for the disk than everysec promises.
+
 A failed sync is not retried: on Linux the error is reported once, and the pages it concerned
 may be gone.  The failure is kept (``failed``), and ``check`` raises it, so the store stops
 acknowledging writes instead of promising a durability it no longer has (Redis refuses writes
@@ -46,6 +50,7 @@ class BackgroundSync:
         self.syncs = 0
         self.delayed = 0  # requests that found the previous sync still running
         self.errors = 0
+        self.inline = 0  # syncs run in the caller's thread: no descriptor to duplicate
         self.last_ms = 0.0
         self.max_ms = 0.0
         self._thread = threading.Thread(target=self._work, name="zkv-fsync", daemon=True)
@@ -53,6 +58,7 @@ class BackgroundSync:
 
     def stats(self) -> dict[str, float]:
         return {"syncs": self.syncs, "delayed": self.delayed, "errors": self.errors,
+                "inline": self.inline,
                 "last_ms": round(self.last_ms, 2), "max_ms": round(self.max_ms, 2)}
 
     def check(self) -> None:
@@ -69,10 +75,19 @@ class BackgroundSync:
         with self._cond:
             if any(ino == inode for _dup, ino in self._queue):
                 return  # a sync of this file not started yet covers these writes too
-            if self._running:
-                self.delayed += 1
-            self._queue.append((os.dup(fd), inode))
-            self._cond.notify()
+            try:
+                dup = os.dup(fd)
+            except OSError:
+                dup = -1
+            else:
+                if self._running:
+                    self.delayed += 1
+                self._queue.append((dup, inode))
+                self._cond.notify()
+        if dup < 0:
+            self.inline += 1
+            self._sync(fd, close=False)
+            self.check()
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every requested sync is done; False if ``timeout`` passed first."""
@@ -112,7 +127,8 @@ class BackgroundSync:
                     self._running = False
                     self._cond.notify_all()
 
-    def _sync(self, fd: int) -> None:
+    def _sync(self, fd: int, close: bool = True) -> None:
+        """fdatasync ``fd`` (and close it, unless ``close`` is False: the caller's own)."""
         t0 = time.perf_counter()
         try:
             _fdatasync(fd)
@@ -124,7 +140,8 @@ class BackgroundSync:
             return
         finally:
             try:
-                os.close(fd)
+                if close:
+                    os.close(fd)
             except OSError:
                 pass  # the duplicate only; the sync's outcome is what counts
         ms = (time.perf_counter() - t0) * 1000

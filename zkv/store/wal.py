@@ -297,11 +297,15 @@ class WalWriter:
         size = os.fstat(self._fd).st_size
         if size == 0:
             write_all(self._fd, MAGIC)
+            size = len(MAGIC)
+        elif size < len(MAGIC) or os.pread(self._fd, len(MAGIC), 0) != MAGIC:
+            raise ValueError(f"{self.path}: bad header, not a zkv WAL (truncate_to first?)")
+        if size == len(MAGIC):
+            # No record yet: the file and its directory entry are made durable before any
+            # record goes in, also when an earlier attempt wrote the header and then failed
+            # (e.g. no descriptor left to open the directory with).
             os.fsync(self._fd)
             fsync_dir(self.path)
-            return len(MAGIC)
-        if size < len(MAGIC) or os.pread(self._fd, len(MAGIC), 0) != MAGIC:
-            raise ValueError(f"{self.path}: bad header, not a zkv WAL (truncate_to first?)")
         return size
 
     def append(self, payloads: Iterable[bytes]) -> int:
