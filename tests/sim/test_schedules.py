@@ -77,6 +77,8 @@ def test_seeds_that_long_runs_found() -> None:
         # a snapshot taken while events the log held after a hole waited kept their effects
         # and dropped the records saying they were unclaimed
         3001319: {1, 2},
+        4000757: {0, 1, 2, 3, 4},
+        4001248: {0, 1, 2},
     }
     for seed, keep in regressions.items():
         r = run(seed, keep)
