@@ -79,6 +79,10 @@ def test_seeds_that_long_runs_found() -> None:
         3001319: {1, 2},
         4000757: {0, 1, 2, 3, 4},
         4001248: {0, 1, 2},
+        # a node holding events behind a hole refused to serve full transfers: its peers could
+        # not get its new writes, so announced a stable time of 0, so it believed none of
+        # their transfers (whose horizon passed that) - a deadlock
+        622: {1, 2},
     }
     for seed, keep in regressions.items():
         r = run(seed, keep)

@@ -98,11 +98,6 @@ class Serving:
         # With keys, the requester is who its key proved; on an open bus, who it says it is.
         peer = who if who is not None else (args[1].decode("utf-8", "replace") if len(args) > 1 else None)
         why = snapshot_refusal(peer, r.peer_ids)
-        if why is None and r.inbox.gaps():
-            # Events the log held after a hole are in our keyspace but not our vector: a
-            # transfer would hand the peer data no vector accounts for (as anti-entropy would;
-            # zkv.store.replica._anti_entropy).  Another peer serves it, or we once they spread.
-            why = "this node holds events behind a gap"
         if why is None and not self.snap_limit.allow(peer, now):
             why = f"{peer} asked for snapshots too often"
         if why is not None:
