@@ -2,7 +2,7 @@
 
 This module owns the chaos tests; the harness is in this package (workload.py: writers and
 history; nemesis.py: the faults; checker.py: the rules; runner.py: one run from start to
-verdict).  The default suite runs 55 s of chaos (about 85 s with starts and checks), split
+verdict).  The default suite runs 36 s of chaos (about 60 s with starts and checks), split
 by fault family so a failure names its family: processes (SIGKILL, SIGSTOP), disks (wiped
 ``data_dir``, lost log tail, corrupted snapshot), clocks (``faketime``), network partitions
 (namespaces, root only), and all but clocks and partitions on five nodes.  ``-m soak`` runs
@@ -90,7 +90,7 @@ def test_chaos_processes(tmp_path: Path) -> None:
 def test_chaos_disks(tmp_path: Path) -> None:
     """Wiped data_dir, lost log tail (also with only a stopped peer holding the lost events),
     corrupted snapshot."""
-    _run(tmp_path, "disks", 3, 13, ("wipe", "tail", "snapshot"), seed=2)
+    _run(tmp_path, "disks", 3, 9, ("wipe", "tail", "snapshot"), seed=2)
 
 
 def test_chaos_clocks(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_chaos_clocks(tmp_path: Path) -> None:
     that has no fresh word from its peers - just resumed, or cut off - cannot know it.)"""
     # 16 s: a node restarted on the true clock after running 5 s ahead refuses writes until
     # its wall clock passes its last stamp, so one such fault can take most of 10 s.
-    _run(tmp_path, "clocks", 3, 16, ("skew",), seed=3, skew_hold=(0.5, 1.5), compound=1.0,
+    _run(tmp_path, "clocks", 3, 11, ("skew",), seed=3, skew_hold=(0.5, 1.5), compound=1.0,
          skews=("+5s", "+0.3s", "-0.3s"))
 
 

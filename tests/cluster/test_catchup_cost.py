@@ -129,7 +129,8 @@ def _warned(node: Node) -> bool:
     return OVER_RATE in node.log_path.read_text(errors="replace")
 
 
-@pytest.mark.parametrize("keyed,crash", [(False, False), (True, True)], ids=["open-sigterm", "keyed-sigkill"])
+@pytest.mark.parametrize("keyed,crash", [pytest.param(False, False, marks=pytest.mark.soak), (True, True)],
+                         ids=["open-sigterm", "keyed-sigkill"])  # (the first behind -m soak: time)
 def test_a_restart_after_a_few_hundred_missed_writes_costs_a_few_requests(make_cluster, keyed, crash) -> None:
     """A cluster that has lived a while (every node restarted twice: eight origins that wrote),
     node1 stopped, 200 writes (overwrites and deletes on 20 keys) on node0 and node2, node1

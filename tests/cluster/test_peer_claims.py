@@ -185,7 +185,7 @@ def test_an_acknowledgement_of_events_never_issued_is_not_counted(make_cluster) 
 
 def test_heartbeats_naming_65536_made_up_origins_do_not_stall_a_store(make_cluster) -> None:
     """Heartbeats whose vectors name 65,536 made-up origins, sent as fast as the key holder
-    can for 5 s: node0's writes keep being answered quickly, during the flood and after."""
+    can for 4 s: node0's writes keep being answered quickly, during the flood and after."""
     c, n0, n1, origin = two_nodes_with_writes(make_cluster)
     imp = Impostor(c)
     now = int(time.time() * 1000)
@@ -198,7 +198,7 @@ def test_heartbeats_naming_65536_made_up_origins_do_not_stall_a_store(make_clust
 
     def flood() -> None:  # its own thread: the flood does not wait for the SETs
         nonlocal sent
-        end = time.monotonic() + 5.0
+        end = time.monotonic() + 4.0
         while time.monotonic() < end and not stop.is_set() and sent < 2000:
             imp.pub.send_multipart([TOPIC_HEARTBEAT, payload])
             sent += 1
@@ -210,7 +210,7 @@ def test_heartbeats_naming_65536_made_up_origins_do_not_stall_a_store(make_clust
         with Resp(n0.port) as cl:
             flooder.start()
             i = 0
-            end = time.monotonic() + 7.0  # the flood, and 2 s after it
+            end = time.monotonic() + 5.0  # the flood, and 1 s after it
             while time.monotonic() < end and i < 100_000:
                 t = time.monotonic()
                 assert cl.cmd("SET", f"f{i % 20}", str(i)) == b"+OK"

@@ -208,6 +208,7 @@ def test_strangers_on_every_port_of_a_node_that_may_not_raise_its_limit(make_clu
     assert during["clients"] >= 900, during["clients"]  # the client port's strangers, as clients
 
 
+@pytest.mark.soak  # (the suite runs the harsher case above, where the store does run out)
 def test_strangers_on_every_port_of_a_node_that_raises_its_limit(make_cluster) -> None:
     """Started under a soft limit of 1,024 with room above it: the store raises its limit (as
     the frontend does) and holds every stranger until its handshake timeout, none refused for
