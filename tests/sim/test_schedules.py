@@ -14,7 +14,7 @@ from zkv.sim.checker import check
 from zkv.sim.run import many, run, shrink
 from zkv.sim.world import World
 
-BUDGET_S = float(os.environ.get("ZKV_SIM_SECONDS", "50"))
+BUDGET_S = float(os.environ.get("ZKV_SIM_SECONDS", "55"))
 
 
 def _report(fails: list) -> str:
@@ -85,5 +85,5 @@ def test_seeds_that_long_runs_found() -> None:
         622: {1, 2},
     }
     for seed, keep in regressions.items():
-        r = run(seed, keep)
+        r = run(seed, keep, heartbeat_ms=100)  # (as they were found)
         assert r.ok, f"seed {seed}: {r.violations[:1]}"

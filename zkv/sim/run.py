@@ -32,6 +32,8 @@ FAULT_KINDS = ("kill", "crash", "pause", "partition", "oneway", "lossy", "skew",
 # One schedule in three also has an admitted peer that lies for a while (zkv.sim.liar), drawn
 # apart from these.
 LIAR_SHARE = 1 / 3
+# Heartbeat periods drawn per schedule: the default, and half of it (drawn apart too).
+HEARTBEATS_MS = (100, 200)
 # ("rot", keys vanishing from a replica's memory, is not drawn: a key lost silently below the
 # tombstone horizon reads as deleted and cannot be repaired; tests/sim/test_scenarios.py runs it
 # where anti-entropy can repair it.)
@@ -178,9 +180,10 @@ def _lose_snapshot(w: World, n: str, others: list[str]) -> None:
 
 
 def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float = 8.0,
-        faults: int = 4, root: Path | None = None) -> Result:
+        faults: int = 4, root: Path | None = None, heartbeat_ms: int = 0) -> Result:
     """One schedule; ``keep``: indices of the seed's faults to apply (all if None); ``nodes``
-    0: three, or five for every third seed."""
+    0: three, or five for every third seed; ``heartbeat_ms`` 0: drawn per seed, 100 or the
+    default 200 (every timer but anti-entropy's follows it)."""
     if nodes == 0:
         nodes = 5 if seed % 3 == 0 else 3
     rng = random.Random(seed)
@@ -192,11 +195,13 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
     if liar.random() < LIAR_SHARE:  # (appended, so the other faults keep their indices)
         drawn.append(Fault(round(liar.uniform(0.3, active - 1.0), 3), "liar", liar.choice(ids),
                            round(liar.uniform(1.0, 5.0), 3)))
+    if not heartbeat_ms:
+        heartbeat_ms = random.Random(rng.getrandbits(64)).choice(HEARTBEATS_MS)
     chosen = [f for i, f in enumerate(drawn) if keep is None or i in keep]
     tmp = Path(tempfile.mkdtemp(prefix="zkv-sim-", dir=root or _scratch()))
     result = Result(seed, chosen)
     try:
-        w = World(world_seed, tmp, nodes=nodes)
+        w = World(world_seed, tmp, nodes=nodes, heartbeat_ms=heartbeat_ms)
         for i in ids:
             w.at(0.0, w.start, i)
         # Bursts of operations with quiet spells between them: a node's log then ends well
