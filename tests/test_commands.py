@@ -51,6 +51,21 @@ def test_plain_get_found_and_not_found() -> None:
     assert d.encode([None]) == b"NOT FOUND\n"
 
 
+def test_plain_get_of_a_value_with_a_newline_is_one_error_line() -> None:
+    """Written over RESP, such a value has no plain-text form: as VALUE it would be two lines,
+    and a plain client would read the second as the reply to its next request."""
+    d = deferred(plain(b"GET", b"k"))
+    for v in (b"line1\nline2", b"\n", b"a\r\nb"):
+        reply = d.encode([v])
+        assert reply.startswith(b"ERROR ") and reply.count(b"\n") == 1 and reply.endswith(b"\n")
+    assert d.encode([b"carriage\rreturn"]) == b"VALUE carriage\rreturn\n"  # one line still
+
+
+def test_info_names_the_redis_version_it_follows() -> None:
+    text = format_info({"id": "node0", "keys": 0})
+    assert "redis_version:7." in text and f"zkv_version:{__version__}" in text
+
+
 @pytest.mark.parametrize("name", [b"DELETE", b"DEL", b"delete", b"del"])
 def test_plain_delete(name: bytes) -> None:
     d = deferred(plain(name, b"k"))

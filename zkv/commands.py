@@ -94,6 +94,10 @@ NO_PASSWORD = ("AUTH <password> called without any password configured for the d
 # Before AUTH, only these: what a client needs to authenticate, learn the protocol, or leave.
 _OPEN_BEFORE_AUTH = frozenset({b"AUTH", b"HELLO", b"PING", b"QUIT"})
 
+# What INFO names as redis_version, for tools and libraries that check it: the Redis release
+# whose replies zkv's RESP side follows (errors, INFO layout, HELLO).
+REDIS_VERSION = "7.2.0"
+
 P_OK = b"OK\n"
 P_NOT_FOUND = b"NOT FOUND\n"
 P_PONG = b"PONG\n"
@@ -117,9 +121,18 @@ def wrong_arity(name: bytes, is_resp: bool) -> bytes:
 
 
 # --- plain-text protocol (what nc and the original clients speak) --------------------------------
+# A value with a newline in it (written over RESP) cannot be one plain-text line: the client
+# would read its second line as the reply to its next request.
+P_MULTILINE = b"ERROR the value holds a newline and has no plain-text form; GET it over RESP\n"
+
+
 def _p_get(results: list[Any]) -> bytes:
     v = results[0]
-    return P_NOT_FOUND if v is None else b"VALUE " + v + b"\n"
+    if v is None:
+        return P_NOT_FOUND
+    if b"\n" in v:
+        return P_MULTILINE
+    return b"VALUE " + v + b"\n"
 
 
 def _p_ok(_results: list[Any]) -> bytes:
@@ -220,7 +233,8 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
     mem = info.get("memory", {})
     vv = ",".join(f"{o}={s}" for o, s in sorted(info.get("vv", {}).items()))
     sections = {
-        "server": [f"zkv_version:{__version__}", f"node_id:{info['id']}", "redis_mode:standalone",
+        "server": [f"redis_version:{REDIS_VERSION}", f"zkv_version:{__version__}",
+                   f"node_id:{info['id']}", "redis_mode:standalone",
                    f"fsync:{info.get('fsync', '')}", f"uptime_in_seconds:{info.get('uptime_s', 0)}"],
         "clients": [f"connected_clients:{info.get('clients', 0)}"],
         "memory": [f"used_memory_rss:{mem.get('store_rss', 0) + mem.get('frontend_rss', 0)}",

@@ -150,6 +150,19 @@ def test_binary_values_round_trip_across_nodes(shared: Cluster) -> None:
     wait_until(lambda: rb.mget(keys) == want, what="binary values replicated byte for byte")
 
 
+def test_a_value_with_a_newline_keeps_the_plain_protocol_in_step(shared: Cluster) -> None:
+    """Written over RESP, read over the plain protocol on another node: one error line, and the
+    next request's reply is its own."""
+    a, b = shared.nodes[0], shared.nodes[1]
+    assert rclient(a).set("nl:key", b"line1\nline2") is True
+    wait_until(lambda: rclient(b).get("nl:key") == b"line1\nline2", what="the value replicated")
+    with b.client() as c:
+        c.send(b"GET nl:key\nSET nl:after ok\nGET nl:after\n")
+        replies = [c.read_line() for _ in range(3)]
+    assert replies[0].startswith(b"ERROR ") and b"RESP" in replies[0], replies
+    assert replies[1:] == [b"OK", b"VALUE ok"], replies
+
+
 def test_large_values_set_on_one_node_read_on_another(shared: Cluster) -> None:
     a, b, c = shared.nodes
     big = os.urandom(1024 * 1024)
