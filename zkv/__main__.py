@@ -1,5 +1,5 @@
 """``python -m zkv`` runs the command-line interface."""
 
-from zkv.cli import app
+from zkv.cli import main
 
-app()
+main()

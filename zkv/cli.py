@@ -197,7 +197,10 @@ def init(
     nodes: Annotated[Optional[int], typer.Option("--nodes", help="N nodes on 127.0.0.1, distinct ports")] = None,
     directory: Annotated[str, typer.Option("--dir", help="where the configs (and keys) go")] = ".",
     curve: Annotated[bool, typer.Option("--curve", help="a key pair per node: CURVE on the bus")] = False,
-    password: Annotated[bool, typer.Option("--password", help="generate a client password")] = False,
+    password: Annotated[Optional[str], typer.Option(
+        "--password", metavar="[VALUE]",
+        help="a client password in every config: VALUE, or a generated one without it "
+             "(--password=VALUE for one that starts with '-')")] = None,
     port: Annotated[int, typer.Option(help="client port (the first, with several nodes on a host)")] = 7000,
     bus_port: Annotated[int, typer.Option(help="bus port (likewise)")] = 7100,
     force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
@@ -269,7 +272,23 @@ def sim(
     raise typer.Exit(1 if fails else 0)
 
 
-def main() -> None:  # pragma: no cover - console entry
+def optional_password(argv: list[str]) -> list[str]:
+    """``zkv init --password`` without a value asks for a generated one: Typer options take a
+    value or none, not either, so a bare ``--password`` (last, or before another option) gets
+    the GENERATE marker here."""
+    if "init" not in argv[1:2]:
+        return argv
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--password" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            from zkv.init import GENERATE
+            out.insert(i + 1, GENERATE)
+            break
+    return out
+
+
+def main() -> None:  # console entry (pyproject's zkv, python -m zkv)
+    sys.argv = optional_password(sys.argv)
     app()
 
 

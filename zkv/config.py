@@ -214,7 +214,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
     password = None
     if "password" in raw:
         password = _require(raw, "password", str, where)
-        if not password or any(c.isspace() or ord(c) < 32 for c in password):
+        if not usable_password(password):
             raise ConfigError(f"{where}: password must be non-empty, without spaces or control "
                               "characters (the plain protocol's AUTH could not send it)")
     tls = {}
@@ -269,6 +269,11 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         source=where,
     )
 
+
+
+def usable_password(password: str) -> bool:
+    """Non-empty, no spaces or control characters: the plain protocol's AUTH must send it."""
+    return bool(password) and not any(c.isspace() or ord(c) < 32 for c in password)
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a TOML config file."""

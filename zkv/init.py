@@ -12,11 +12,14 @@ password, every config gets the same one.  ``plan`` is pure; ``write`` puts file
 
 from __future__ import annotations
 
+import json
 import os
 
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from zkv.config import usable_password
 
 
 CATCHUP_OFFSET = 100  # catch-up port = bus port + this
@@ -79,8 +82,8 @@ def render(node: NodePlan, cluster: ClusterPlan, data_root: str = "data") -> str
         f'data_dir = "{data_root}/{node.id}"',
         f"catchup_port = {node.bus_port + CATCHUP_OFFSET}",
     ]
-    if cluster.password is not None:
-        lines.append(f'password = "{cluster.password}"')
+    if cluster.password is not None:  # (a TOML basic string: JSON's escapes are TOML's)
+        lines.append(f"password = {json.dumps(cluster.password, ensure_ascii=False)}")
     if cluster.publics:
         lines.append(f'secret_key = "{node.id}.secret"')
     for peer in cluster.nodes:
@@ -92,9 +95,13 @@ def render(node: NodePlan, cluster: ClusterPlan, data_root: str = "data") -> str
     return "\n".join(lines) + "\n"
 
 
-def write(directory: Path, nodes: list[NodePlan], curve: bool, password: bool,
+GENERATE = "\0generate"  # ``password``: make one up
+
+
+def write(directory: Path, nodes: list[NodePlan], curve: bool, password: str | None,
           force: bool = False) -> ClusterPlan:
-    """Write ``nodeI.toml`` (and keys) into ``directory``; returns what was written."""
+    """Write ``nodeI.toml`` (and keys) into ``directory``; returns what was written.
+    ``password``: the client password every config gets (GENERATE: a random one; None: none)."""
     from zkv.curve import keygen, load_public
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -103,7 +110,10 @@ def write(directory: Path, nodes: list[NodePlan], curve: bool, password: bool,
     existing = [str(t) for t in targets if t.exists()]
     if existing and not force:
         raise InitError(f"{existing[0]} exists (use --force to replace)")
-    cluster = ClusterPlan(nodes, secrets.token_urlsafe(24) if password else None)
+    if password is not None and password != GENERATE and not usable_password(password):
+        raise InitError("a password must be non-empty, without spaces or control characters "
+                        "(the plain protocol's AUTH could not send it)")
+    cluster = ClusterPlan(nodes, secrets.token_urlsafe(24) if password == GENERATE else password)
     if curve:
         for n in nodes:
             keygen(directory / n.id, force=True)

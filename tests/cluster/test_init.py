@@ -98,3 +98,19 @@ def test_init_hosts_gives_each_host_its_addresses(tmp_path: Path) -> None:
     assert cfgs[0].keys is None and cfgs[0].password is None
     assert zkv("init", "--dir", str(tmp_path)).returncode == 2
     assert zkv("init", "--hosts", "a,,b", "--dir", str(tmp_path / "x")).returncode == 2
+
+
+def test_init_takes_a_chosen_password_or_makes_one(tmp_path: Path) -> None:
+    """``--password VALUE`` writes that value (quotes and backslashes escaped as TOML wants);
+    ``--password`` alone, last or before another option, writes a generated one."""
+    chosen = 'my"se\\cret'
+    out = zkv("init", "--nodes", "2", "--dir", str(tmp_path / "a"), "--password", chosen)
+    assert out.returncode == 0, out.stderr
+    assert load_config(tmp_path / "a" / "node1.toml").password == chosen
+    for args in (["--password"], ["--password", "--port", "7300"]):
+        out = zkv("init", "--nodes", "2", "--dir", str(tmp_path / "b"), "--force", *args)
+        assert out.returncode == 0, out.stderr
+        made = load_config(tmp_path / "b" / "node0.toml").password
+        assert made and len(made) >= 24 and not made.startswith("-")
+    for bad in ("", "two words"):
+        assert zkv("init", "--nodes", "2", "--dir", str(tmp_path / "c"), "--password", bad).returncode == 2
