@@ -70,6 +70,11 @@ def node_of(origin: str) -> str:
     return origin.partition(ORIGIN_SEP)[0]
 
 
+
+def vv_text(vv: dict[str, int]) -> str:
+    """A version vector as logs, INFO and the tools print it: ``origin=seq,...`` by origin."""
+    return ",".join(f"{o}={n}" for o, n in sorted(vv.items())) or "-"
+
 def split_runs(things: list, size_of: Callable[[Any], int], max_bytes: int) -> list[list]:
     """``things`` cut, in order, into runs of at most about ``max_bytes`` by ``size_of`` each
     (one thing larger than that makes a run alone)."""

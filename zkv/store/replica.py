@@ -39,7 +39,7 @@ from zkv.events import (
     BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_CATCHUP, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch,
     DecodeError, Heartbeat, check_int, check_name, check_vv, decode_ack, decode_ackreq,
     decode_batch, decode_heartbeat, encode_ack, encode_ackreq, encode_batch, encode_heartbeat,
-    node_of, split_items,
+    node_of, split_items, vv_text,
 )
 from zkv.progress import Progress
 from zkv.replication import catchup as wire
@@ -612,7 +612,7 @@ class Replica:
             hb = replace(hb, vv=vv)
         if hb.id not in self._live_peers:
             self._live_peers.add(hb.id)
-            log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, _vv_text(hb.vv))
+            log.info("peer %s is up as %s (its vv: %s)", hb.id, hb.origin, vv_text(hb.vv))
         self.peers[hb.id] = PeerView(hb, now)
         mine = self.inbox.vv
         ahead = ([] if hb.vv.items() <= mine.items()  # (the common case, checked in C)
@@ -1073,6 +1073,3 @@ class Replica:
 def _overlaps(held: list[int] | None, lo: int, hi: int) -> bool:
     return held is not None and held[0] <= hi and held[1] >= lo
 
-
-def _vv_text(vv: dict[str, int]) -> str:
-    return ",".join(f"{o}={n}" for o, n in sorted(vv.items())) or "-"

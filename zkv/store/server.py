@@ -39,7 +39,7 @@ import zmq
 from zkv import fdlimit
 from zkv.config import Config
 from zkv.curve import ZapHandler, dial
-from zkv.events import TOPIC_CATCHUP, new_origin
+from zkv.events import TOPIC_CATCHUP, new_origin, vv_text
 from zkv.proc import rss_bytes
 from zkv.replication.backlog import Backlog
 from zkv.replication.limits import CATCHUP_SNDHWM, MAX_REQUEST_BYTES
@@ -428,7 +428,7 @@ def main(cfg: Config, clients_endpoint: str, ready_fd: int | None,
     rec = store.recovered
     log.info("recovered %d keys (%d snapshot entries, %d log records) in %.2fs; vv=%s",
              len(store.core.ks), rec.snapshot_entries, rec.log_records, rec.seconds,
-             store.core.inbox.vv)
+             vv_text(store.core.inbox.vv))
 
     def stop(_sig: int, _frm: object) -> None:
         store.running = False
