@@ -82,7 +82,10 @@ def test_info_carries_the_operator_figures(make_cluster) -> None:
 def test_status_watch_refreshes_until_interrupted(make_cluster) -> None:
     c = make_cluster(2, **FAST).start()
     p = subprocess.Popen([sys.executable, "-m", "zkv", "status", str(c.nodes[0].config_path),
-                          "--watch", "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                          "--watch", "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                         # as from a terminal: a test run started as a background job hands its
+                         # children SIGINT ignored, and Ctrl-C would never reach this one
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert p.stdout is not None
         seen = 0
