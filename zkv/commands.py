@@ -251,7 +251,7 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
                         f"lag_ms={p.get('lag', {}).get('ms', 0)}", f"acked={p.get('acked', 0)}",
                         *(f"{o}={s}" for o, s in sorted(p["vv"].items()))])
               for i, (pid, p) in enumerate(sorted(peers.items()))),
-            f"clock_refusing:{info.get('clock', {}).get('writes_refused', '')}",
+            f"clock_refusing:{info.get('clock', {}).get('refusing', '')}",
             f"held_back_origins:{','.join(info.get('clock', {}).get('held_back_origins', []))}",
             f"clock_behind_ms:{info.get('clock', {}).get('behind_ms', 0)}",
             f"gc_horizon:{info.get('gc_horizon', 0)}",

@@ -144,7 +144,7 @@ def row(r: Report) -> dict[str, Any]:
         "log_bytes": info.get("disk", {}).get("log_bytes", 0),
         "memory": mem.get("store_rss", 0) + mem.get("frontend_rss", 0),
         "uptime_s": info.get("uptime_s", 0), "clients": info.get("clients", 0),
-        "writes_refused": info.get("clock", {}).get("writes_refused", ""),
+        "clock_refusing": info.get("clock", {}).get("refusing", ""),
     }
 
 
@@ -202,7 +202,7 @@ def render(reports: list[Report], max_lag_ms: int | None = None) -> Any:
         if not rw["up"]:
             t.add_row(rw["node"], Text("DOWN", style="bold red"), *[""] * 8)
             continue
-        state = Text("refusing writes", style="yellow") if rw["writes_refused"] else Text("up", style="green")
+        state = Text("refusing writes", style="yellow") if rw["clock_refusing"] else Text("up", style="green")
         behind = "0" if not rw["behind_events"] else f"{rw['behind_events']} ev / {rw['behind_ms']} ms"
         clock = "?" if rw["clock_offset_ms"] is None else f"{rw['clock_offset_ms']:+d} ms"
         t.add_row(rw["node"], state, str(rw["keys"]), f"{rw['peers_up']}/{rw['peers']}",

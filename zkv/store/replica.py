@@ -1059,7 +1059,7 @@ class Replica:
                           "clock_offset_ms": self.offsets.current.get(p),
                           "lag": self._lag(p, now), "acked": self.acked.seq.get(p, 0)}
                       for p in sorted(self.peer_ids)},
-            "clock": {"writes_refused": self.refuse_writes or "",
+            "clock": {"refusing": self.refuse_writes or "",
                       "held_back_origins": sorted(self.held_back),
                       "behind_ms": max(0, physical(self.clock.last) - self.clock.wall()),
                       "saved": self.clock_saved},
