@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -109,3 +110,17 @@ def test_repeated_wrong_passwords_are_slowed_down(node: Node) -> None:
     assert all(line.startswith(b"ERROR WRONGPASS") for line in lines[:3])
     assert fast < 0.5 and slow >= 0.65, (fast, slow)
     assert other_took < 0.5, other_took
+
+
+def test_status_says_a_node_needs_a_password(node: Node) -> None:
+    """zkv status of a password-protected port says what to add, not just "down"."""
+
+
+    def status(*extra: str) -> str:
+        p = subprocess.run([sys.executable, "-m", "zkv", "status", f"127.0.0.1:{node.port}", *extra],
+                           capture_output=True, text=True, timeout=30)
+        return p.stdout + p.stderr
+
+    assert "needs --password" in status()
+    assert "wrong --password" in status("--password", "nope")
+    assert "needs --password" not in status("--password", PASSWORD)

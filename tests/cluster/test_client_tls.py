@@ -14,6 +14,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -224,3 +225,16 @@ def test_idle_timeout_closes_a_connection_still_in_its_tls_handshake(make_cluste
         took = time.monotonic() - t0
     assert took < HANDSHAKE_TIMEOUT - 1.5, f"closed after {took:.1f}s (idle_timeout = 1)"
     assert _ask(node, certs, b"PING\n") == b"PONG\n"
+
+
+def test_status_says_a_port_speaks_tls(make_cluster, certs: Path) -> None:
+    """zkv status without --tls on a TLS port says to add it; with it (and the CA) it is up."""
+    node = start_tls_node(make_cluster, certs)
+
+    def status(*extra: str) -> str:
+        p = subprocess.run([sys.executable, "-m", "zkv", "status", f"127.0.0.1:{node.port}", *extra],
+                           capture_output=True, text=True, timeout=30)
+        return p.stdout + p.stderr
+
+    assert "use --tls" in status()
+    assert "use --tls" not in status("--tls", "--cacert", str(certs / "ca.crt"))
