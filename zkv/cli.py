@@ -103,16 +103,15 @@ def verify(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the nodes to agree")] = 15.0,
 ) -> None:
     """Exit 0 if every node has applied the same events and holds the same data, else 1."""
-    from zkv.verify import collect, explain
+    from zkv.verify import collect, explain, headline
 
     cfgs = [_config_or_exit(c) for c in configs]
     access = {c.id: config_access(c) for c in cfgs}
     verdict = collect([(c.bus, access[c.id]) for c in cfgs], timeout)
-    if verdict.agree and len(verdict.heartbeats) >= len(cfgs):
-        hb = next(iter(verdict.heartbeats.values()))
-        typer.echo(f"agree: {len(verdict.heartbeats)} nodes, {hb.keys} keys, digest {hb.digest.hex()[:16]}")
+    head = headline(verdict, [c.id for c in cfgs])
+    typer.echo(head)
+    if head.startswith("agree"):
         raise typer.Exit(0)
-    typer.echo("DISAGREE")
     for line in explain(verdict, len(cfgs), access):
         typer.echo(line)
     raise typer.Exit(1)

@@ -5,6 +5,8 @@ data taken at the same instant.  Nodes agree when they have applied the same eve
 vectors) and hold the same data (equal digests).  While writes are flowing the vectors differ
 briefly, so verify keeps listening until they agree or ``timeout`` passes; on disagreement it
 asks the nodes' catch-up sockets for per-bucket hashes and names the buckets and keys that differ.
+A node not heard at all is named as unreachable, and verify stops waiting for it once the others
+agree and it has been silent for ``UNHEARD_S``: its silence is not a disagreement.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from dataclasses import dataclass, field
 
 import msgpack
 from zkv.bus import OPEN, Access, ask, subscribe
-from zkv.events import TOPIC_HEARTBEAT, DecodeError, Heartbeat, decode_heartbeat
+from zkv.events import TOPIC_HEARTBEAT, DecodeError, Heartbeat, decode_heartbeat, vv_text
 from zkv.replication import catchup as wire
+
+
+UNHEARD_S = 3.0  # seconds without one heartbeat of a node (a store sends five a second)
 
 
 @dataclass
@@ -31,10 +36,13 @@ def collect(buses: list[tuple[str, Access]], timeout: float) -> Verdict:
     sub = subscribe(buses, TOPIC_HEARTBEAT)
     latest: dict[str, Heartbeat] = {}
     by_bus_count = len(buses)
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     try:
         while time.monotonic() < deadline:
             if not sub.poll(100):
+                if (latest and time.monotonic() - start >= UNHEARD_S and _agree(latest)):
+                    break  # the others agree; a node silent this long is unreachable
                 continue
             topic, payload = sub.recv_multipart()
             try:
@@ -44,6 +52,9 @@ def collect(buses: list[tuple[str, Access]], timeout: float) -> Verdict:
             latest[hb.id] = hb
             if len(latest) >= by_bus_count and _agree(latest):
                 return Verdict(True, latest)
+            if (len(latest) < by_bus_count and time.monotonic() - start >= UNHEARD_S
+                    and _agree(latest)):
+                break
     finally:
         sub.close(0)
     return Verdict(False, latest)
@@ -54,6 +65,20 @@ def _agree(hbs: dict[str, Heartbeat]) -> bool:
     return all(h.vv == first.vv and h.digest == first.digest for h in hbs.values())
 
 
+def headline(v: Verdict, expected: list[str]) -> str:
+    """``agree``, ``UNREACHABLE`` (the nodes heard agree, some were not heard) or ``DISAGREE``."""
+    missing = [n for n in expected if n not in v.heartbeats]
+    if v.heartbeats and _agree(v.heartbeats):
+        if not missing:
+            hb = next(iter(v.heartbeats.values()))
+            return f"agree: {len(v.heartbeats)} nodes, {hb.keys} keys, digest {hb.digest.hex()[:16]}"
+        return (f"UNREACHABLE: {', '.join(missing)} (no heartbeat; down, or a wrong bus address); "
+                f"the {len(v.heartbeats)} heard agree")
+    if not v.heartbeats:
+        return f"UNREACHABLE: {', '.join(missing)} (no heartbeat from any node)"
+    return "DISAGREE" + (f"; not heard: {', '.join(missing)}" if missing else "")
+
+
 def explain(v: Verdict, expected: int, access: dict[str, Access] | None = None) -> list[str]:
     """Human-readable lines that say where the nodes differ (``access``: how to reach each
     node's catch-up socket, by node id)."""
@@ -62,9 +87,12 @@ def explain(v: Verdict, expected: int, access: dict[str, Access] | None = None) 
     if len(v.heartbeats) < expected:
         lines.append(f"heard from {len(v.heartbeats)} of {expected} nodes: {', '.join(sorted(v.heartbeats)) or 'none'}")
     hbs = sorted(v.heartbeats.values(), key=lambda h: h.id)
+    if len(hbs) >= 2 and _agree(v.heartbeats):
+        for h in hbs:
+            lines.append(f"{h.id}: keys={h.keys} digest={h.digest.hex()[:16]} vv={vv_text(h.vv)}")
+        return lines  # nothing differs among those heard
     for h in hbs:
-        vv = ",".join(f"{o}={s}" for o, s in sorted(h.vv.items()))
-        lines.append(f"{h.id}: keys={h.keys} digest={h.digest.hex()[:16]} vv={vv}")
+        lines.append(f"{h.id}: keys={h.keys} digest={h.digest.hex()[:16]} vv={vv_text(h.vv)}")
     if len(hbs) < 2:
         return lines
     tables: dict[str, list[int]] = {}

@@ -108,3 +108,18 @@ def test_problems_name_down_and_lagging_nodes() -> None:
     assert problems(reports, 500)[0] == "n1 lags 12 events, 900 ms (> 500 ms)"
     r = row(reports[0])
     assert r["behind_events"] == 12 and r["clock_offset_ms"] == -20
+
+
+def test_verify_names_an_unreachable_node_and_reports_no_disagreement_it_did_not_see(make_cluster) -> None:
+    c = make_cluster(3, **FAST).start()
+    with c.nodes[0].client() as cl:
+        assert cl.cmd("SET k v") == b"OK"
+    c.nodes[2].kill()
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "zkv", "verify", *c.config_paths()], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t
+    assert r.returncode == 1
+    assert r.stdout.startswith("UNREACHABLE: node2"), r.stdout
+    assert "DISAGREE" not in r.stdout and "catching up" not in r.stdout, r.stdout
+    assert took < 10, f"verify took {took:.1f} s to give up on a node that sends nothing"
