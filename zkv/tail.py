@@ -110,18 +110,48 @@ class Stats:
         return f"{_stamp(now)} events/s {rates} | behind (events) {lags}"
 
 
+def silence_warning(endpoints: list[str], heard: dict[str, set[str]], origin: str | None,
+                    keyed: bool) -> str | None:
+    """What to tell a user after HEARD_S seconds of tailing (pure): nothing heard at all (a
+    wrong endpoint, or a keyed bus without the keys), or no heard node matching ``--origin``
+    (``heard``: node id -> the origins and peer ids its heartbeats named)."""
+    if not heard:
+        hint = ("nothing listens there, or the node is down" if keyed else
+                "a wrong endpoint, a node that is down, or a keyed bus (give the node's config, "
+                "or --cert and --server-key)")
+        return f"# nothing heard from {', '.join(endpoints)} in {HEARD_S:.0f} s: {hint}"
+    if origin is not None and not any(origin == n or origin in o or origin in map(node_of, o)
+                                      for n, o in heard.items()):
+        return (f"# no node or origin {origin!r} among those heard ({', '.join(sorted(heard))}): "
+                f"nothing will be shown")
+    return None
+
+
+HEARD_S = 3.0  # seconds of tailing before saying that nothing (or nothing matching) is heard
+
+
 def tail(endpoints: Iterable[tuple[str, Access]], as_json: bool = False, limit: int | None = None,
-         out=sys.stdout, keep: Filter | None = None, stats: bool = False) -> int:
-    """Print events until interrupted (or ``limit`` events); returns how many were printed."""
-    topics = [TOPIC_EVENTS, TOPIC_CATCHUP] + ([TOPIC_HEARTBEAT] if stats else [])
-    sub = subscribe(endpoints, topics)
+         out=sys.stdout, keep: Filter | None = None, stats: bool = False, err=sys.stderr) -> int:
+    """Print events until interrupted (or ``limit`` events); returns how many were printed.
+    Heartbeats are always read, to say on ``err`` when nothing is heard (see silence_warning)."""
+    endpoints = list(endpoints)
+    sub = subscribe(endpoints, [TOPIC_EVENTS, TOPIC_CATCHUP, TOPIC_HEARTBEAT])
     keep = keep or Filter()
     st = Stats(since=time.time())
     printed = 0
+    heard: dict[str, set[str]] = {}
+    started = time.monotonic()
+    checked = False
     try:
         while limit is None or printed < limit:
             if stats and time.time() - st.since >= 1.0:
                 print(st.line(time.time()), file=out, flush=True)
+            if not checked and time.monotonic() - started >= HEARD_S:
+                checked = True
+                warning = silence_warning([e for e, _a in endpoints], heard, keep.origin,
+                                          any(a.keys is not None for _e, a in endpoints))
+                if warning:
+                    print(warning, file=err, flush=True)
             if not sub.poll(200):
                 continue
             frames = sub.recv_multipart()
@@ -132,7 +162,9 @@ def tail(endpoints: Iterable[tuple[str, Access]], as_json: bool = False, limit: 
             try:
                 if topic == TOPIC_HEARTBEAT:
                     hb = decode_heartbeat(payload)
-                    st.vvs[hb.id] = hb.vv
+                    heard.setdefault(hb.id, set()).update((hb.origin, *hb.vv, *hb.peers))
+                    if stats:
+                        st.vvs[hb.id] = hb.vv
                 elif topic == TOPIC_CATCHUP:
                     note = msgpack.unpackb(payload, raw=False)
                     if stats or not isinstance(note, dict):

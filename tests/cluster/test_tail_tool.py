@@ -70,3 +70,29 @@ def test_tail_shows_catchup_apart_and_stats(make_cluster) -> None:
     assert all("#" not in line.split(" catch-up ")[0] for line in catchup)
     stats_lines = [line for line in finish(stats).splitlines() if "events/s" in line]
     assert len(stats_lines) >= 2 and "behind (events)" in stats_lines[-1], stats_lines
+
+
+def _stderr_within(args: list[str], seconds: float) -> str:
+    """``zkv tail ARGS`` stderr after ``seconds`` (then it is stopped)."""
+    p = subprocess.Popen([sys.executable, "-m", "zkv", "tail", *args], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _out, err = p.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _out, err = p.communicate()
+    return err
+
+
+def test_tail_says_when_it_hears_nothing_or_nothing_matches(make_cluster) -> None:
+    """It used to print its header and wait for ever: on a port where nothing listens, and with
+    --origin of a node that does not exist."""
+    from tests.cluster.harness import free_port
+
+    err = _stderr_within([f"tcp://127.0.0.1:{free_port()}"], 6)
+    assert "nothing heard from" in err, err
+    c = make_cluster(2, heartbeat_ms=100).start()
+    err = _stderr_within([str(c.nodes[0].config_path), "--origin", "node9"], 6)
+    assert "no node or origin 'node9'" in err, err
+    err = _stderr_within([str(c.nodes[0].config_path), "--origin", "node1"], 6)
+    assert "nothing" not in err.replace("# tailing", ""), err
