@@ -190,9 +190,12 @@ def problems(reports: list[Report], max_lag_ms: int | None) -> list[str]:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """Bytes in at most about five characters: 512B, 5.2K, 118M, 11.5G."""
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            if unit == "B":
+                return f"{n:.0f}B"
+            return f"{n:.1f}{unit}" if n < 100 else f"{n:.0f}{unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
 
@@ -205,32 +208,38 @@ def _duration(s: int) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def _ms(ms: int) -> str:
+    return f"{ms}ms" if ms < 1000 else f"{ms / 1000:.1f}s" if ms < 100_000 else f"{ms // 1000}s"
+
+
 def render(reports: list[Report], max_lag_ms: int | None = None) -> Any:
     """A rich renderable: the node table, the applied-events table, and any problems."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(title="zkv cluster", title_justify="left")
+    # No vertical rules, short headers and compact cells: the table fits 80 columns.
+    t = Table(title="zkv cluster", title_justify="left", box=None, pad_edge=False,
+              collapse_padding=True)
     for col in ("node", "state", "keys", "peers", "behind", "clock", "log", "memory",
-                "uptime", "clients"):
-        t.add_column(col, justify="left" if col in ("node", "state") else "right")
+                "up", "clients"):
+        t.add_column(col, justify="left" if col in ("node", "state") else "right", no_wrap=True)
     for r in reports:
         rw = row(r)
         if not rw["up"]:
             t.add_row(rw["node"], Text("DOWN", style="bold red"), *[""] * 8)
             continue
-        state = Text("refusing writes", style="yellow") if rw["clock_refusing"] else Text("up", style="green")
-        behind = "0" if not rw["behind_events"] else f"{rw['behind_events']} ev / {rw['behind_ms']} ms"
-        clock = "?" if rw["clock_offset_ms"] is None else f"{rw['clock_offset_ms']:+d} ms"
+        state = Text("refusing", style="yellow") if rw["clock_refusing"] else Text("up", style="green")
+        behind = "0" if not rw["behind_events"] else f"{rw['behind_events']}/{_ms(rw['behind_ms'])}"
+        clock = "?" if rw["clock_offset_ms"] is None else f"{rw['clock_offset_ms']:+d}ms"
         t.add_row(rw["node"], state, str(rw["keys"]), f"{rw['peers_up']}/{rw['peers']}",
                   behind, clock, _size(rw["log_bytes"]), _size(rw["memory"]),
                   _duration(rw["uptime_s"]), str(rw["clients"]))
     origins, vvs = applied(reports)
     parts: list[Any] = [t]
     if origins and vvs:
-        a = Table(title="applied events per origin (current incarnations, and any not yet equal)",
-                  title_justify="left")
+        a = Table(title="applied events per origin",
+                  title_justify="left", box=None, pad_edge=False, collapse_padding=True)
         a.add_column("origin")
         for node in vvs:
             a.add_column(node, justify="right")
