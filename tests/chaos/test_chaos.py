@@ -2,10 +2,11 @@
 
 This module owns the chaos tests; the harness is in this package (workload.py: writers and
 history; nemesis.py: the faults; checker.py: the rules; runner.py: one run from start to
-verdict).  The default suite runs 36 s of chaos (about 60 s with starts and checks), split
-by fault family so a failure names its family: processes (SIGKILL, SIGSTOP), disks (wiped
-``data_dir``, lost log tail, corrupted snapshot), clocks (``faketime``), network partitions
-(namespaces, root only), and all but clocks and partitions on five nodes.  ``-m soak`` runs
+verdict).  The default suite runs 16 s of chaos (about 25 s with starts and checks), split
+by fault family so a failure names its family: processes (SIGKILL, SIGSTOP) and network
+partitions (namespaces, root only); disks (wiped ``data_dir``, lost log tail, corrupted
+snapshot), clocks (``faketime``) and all but clocks and partitions on five nodes run behind
+``-m soak``, since the simulator runs those faults in every test run.  ``-m soak`` runs
 ten-minute ones with every fault (``bench/chaos.py`` runs any length from the command line).
 
 Every run must end with: identical GET replies on every node and ``zkv verify`` exit 0; no
@@ -87,12 +88,14 @@ def test_chaos_processes(tmp_path: Path) -> None:
     _run(tmp_path, "processes", 3, 8, ("kill", "stop"), seed=1)
 
 
+@pytest.mark.soak  # (the simulator runs these faults in every test run, through the real core)
 def test_chaos_disks(tmp_path: Path) -> None:
     """Wiped data_dir, lost log tail (also with only a stopped peer holding the lost events),
     corrupted snapshot."""
     _run(tmp_path, "disks", 3, 9, ("wipe", "tail", "snapshot"), seed=2)
 
 
+@pytest.mark.soak  # (likewise; tests/cluster/test_skew_and_forgery.py runs faketime nodes)
 def test_chaos_clocks(tmp_path: Path) -> None:
     """A node restarted under faketime, 5 s ahead, then 0.3 s ahead, then 0.3 s behind (both
     within the bound); each time a peer that never heard the skewed clock takes writes alone
