@@ -25,7 +25,9 @@ from zkv.bus import OPEN, Access, config_access
 from zkv.config import Config, ConfigError, load_config
 from zkv.curve import KeyFileError, keygen as write_keypair, load_keypair, load_public
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="zkv: a replicated key-value store.")
+# Markdown help: a docstring's line breaks are reflowed, not kept (they broke help mid-sentence).
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="zkv: a replicated key-value store.")
 
 
 def _config_or_exit(path: str) -> Config:
