@@ -1,0 +1,5 @@
+"""``python -m zkv`` runs the command-line interface."""
+
+from zkv.cli import main
+
+main()

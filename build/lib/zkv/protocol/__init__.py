@@ -1,0 +1,1 @@
+"""Wire formats of the client port, pure: bytes in, requests out; replies in, bytes out."""

@@ -1,0 +1,82 @@
+"""What a simulated run must show once healed: pure functions from the operations and the final
+state of every replica to violations.
+
+The simulator knows the version ``(hlc, origin)`` every write was stamped with, so the rule is
+exact rather than real-time: for each key, among the writes that were acknowledged and not
+excused (their only copies destroyed by disk damage, as the fsync mode allows), the one with
+the highest version - the one the conflict rule must pick - bounds the final state:
+
+* ``lost``: it was a SET, and the final entry is older, or missing while no later DELETE
+  (whose tombstone may have been collected) was stamped;
+* ``resurrected``: it was a DELETE, and the final entry is a value older than the delete;
+* ``phantom``: a final value no write of the run produced with that version;
+* ``divergent``: two replicas hold different data (live entries and version vectors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zkv.sim.world import Op
+
+Entry = tuple[int, str, bytes | None]  # (hlc, origin, value or None for a tombstone)
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    key: bytes
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key!r}: {self.detail}"
+
+
+def check(ops: list[Op], finals: dict[str, dict[bytes, Entry]],
+          vvs: dict[str, dict[str, int]]) -> list[Violation]:
+    out: list[Violation] = []
+    names = sorted(finals)
+    live = {n: {k: e for k, e in finals[n].items() if e[2] is not None} for n in names}
+    first = names[0]
+    for n in names[1:]:
+        if live[n] != live[first]:
+            diff = sorted(set(live[n].items()) ^ set(live[first].items()))[:3]
+            out.append(Violation("divergent", diff[0][0] if diff else b"", f"{first} and {n} differ: {diff}"))
+        if vvs[n] != vvs[first]:
+            out.append(Violation("divergent", b"", f"version vectors of {first} and {n} differ: "
+                                                     f"{vvs[first]} / {vvs[n]}"))
+    final = live[first]
+    whole = finals[first]  # tombstones included
+    deletes: dict[bytes, list[tuple[int, str]]] = {}  # every stamped DELETE, acknowledged or not
+    for op in ops:
+        if op.kind == "del" and op.version is not None:
+            deletes.setdefault(op.key, []).append(op.version)
+    written = {(op.version, op.value) for op in ops if op.kind == "set" and op.version is not None}
+    for key, (hlc, origin, value) in final.items():
+        if ((hlc, origin), value) not in written:
+            out.append(Violation("phantom", key, f"value {value!r} at {(hlc, origin)} was never written"))
+    required: dict[bytes, Op] = {}
+    for op in ops:
+        if op.kind == "get" or op.result != "ok" or op.excused or op.version is None:
+            continue
+        cur = required.get(op.key)
+        if cur is None or op.version > cur.version:  # type: ignore[operator]
+            required[op.key] = op
+    for key, op in sorted(required.items()):
+        e = whole.get(key)
+        have = (e[0], e[1]) if e is not None else None
+        assert op.version is not None
+        if op.kind == "set":
+            if have is None:
+                # no entry: fine only if a later DELETE's tombstone was collected
+                if any(v > op.version for v in deletes.get(key, ())):
+                    continue
+                out.append(Violation("lost", key, f"acknowledged SET #{op.id} {op.value!r} at "
+                                                  f"{op.version} on {op.node}; no entry on any node"))
+            elif have < op.version:
+                out.append(Violation("lost", key, f"acknowledged SET #{op.id} {op.value!r} at "
+                                                  f"{op.version} on {op.node}; final {e}"))
+        elif have is not None and have < op.version:
+            out.append(Violation("resurrected", key, f"acknowledged DELETE #{op.id} at {op.version} "
+                                                     f"on {op.node}; final {e}"))
+    return out
