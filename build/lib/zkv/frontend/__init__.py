@@ -1,1 +1,0 @@
-"""The frontend process: serves clients over TCP and forwards their work to the store in batches."""

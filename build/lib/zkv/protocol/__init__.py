@@ -1,1 +1,0 @@
-"""Wire formats of the client port, pure: bytes in, requests out; replies in, bytes out."""

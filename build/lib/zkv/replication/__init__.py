@@ -1,1 +1,0 @@
-"""Replication: the backlog that answers catch-up requests, the in-order inbox, the wire verbs."""

@@ -1,1 +1,0 @@
-"""The store process: the keyspace, its write-ahead log and snapshots, and replication."""
