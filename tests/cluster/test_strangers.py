@@ -16,7 +16,6 @@ counts the strangers, and the ZeroMQ ones are gone a few seconds after they stop
 from __future__ import annotations
 
 import json
-import os
 import resource
 import select
 import socket
