@@ -90,8 +90,8 @@ class Claims:
     def vector(self, sender: str, vv: dict[str, int], mine: dict[str, int], our_seq: int,
                now: float) -> dict[str, int]:
         """``sender``'s vector as believed: claims about its own node's origins as they are,
-        others cut to their bounds; origins unknown here only of configured nodes, and at most
-        NEW_ORIGINS of them.  Returns ``vv`` itself when all of it is believed.
+        others cut to their bounds, and at most NEW_ORIGINS origins unknown here.  Returns
+        ``vv`` itself when all of it is believed.
 
         Called for every heartbeat, so the common case - every origin known, nothing beyond a
         bound - costs set operations and one look-up per bounded origin (one per node)."""
@@ -109,7 +109,7 @@ class Claims:
             if node != sender and now - heard < self.silent_s:
                 bounded.append(origin)
         if now - self.started < self.silent_s and len(self.current) < len(self.nodes) - 1:
-            bounded += [o for o in vv if node_of(o) not in self.current
+            bounded += [o for o in vv if o != self.own_origin and node_of(o) not in self.current
                         and node_of(o) != sender and node_of(o) in self.nodes]
         for origin in bounded:
             seq = vv.get(origin)
