@@ -9,15 +9,15 @@ from zkv.status import explain
 
 
 def test_each_failure_says_what_to_do() -> None:
-    assert explain(ConnectionError("NOAUTH Authentication required."), False, False) == (
+    assert explain(ConnectionError("NOAUTH Authentication required."), False) == (
         "needs --password (the node requires AUTH)")
-    assert explain(ConnectionError("WRONGPASS invalid username-password pair"), False, True) == (
+    assert explain(ConnectionError("WRONGPASS invalid username-password pair"), False) == (
         "wrong --password")
-    assert "nothing listens" in explain(ConnectionRefusedError(111, "refused"), False, False)
-    assert "no answer in time" in explain(socket.timeout("timed out"), False, False)
-    assert "use --tls" in explain(ConnectionError("connection closed"), False, False)
-    assert "without --tls" in explain(ssl.SSLError(1, "wrong version number"), True, False)
-    assert explain(ValueError("odd"), False, False) == "ValueError: odd"
+    assert "nothing listens" in explain(ConnectionRefusedError(111, "refused"), False)
+    assert "no answer in time" in explain(socket.timeout("timed out"), False)
+    assert "use --tls" in explain(ConnectionError("connection closed"), False)
+    assert "without --tls" in explain(ssl.SSLError(1, "wrong version number"), True)
+    assert explain(ValueError("odd"), False) == "ValueError: odd"
 
 
 def test_the_status_table_fits_80_columns() -> None:
@@ -44,3 +44,10 @@ def test_the_status_table_fits_80_columns() -> None:
     assert not any("…" in line for line in lines), "\n".join(lines)
     rows = [line.split()[0] for line in lines[2:5]]
     assert rows == ["node0", "node1", "node2"], "\n".join(lines)  # one line each: no wrapping
+
+
+def test_tls_failures_say_which_side_is_wrong() -> None:
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert "--cacert" in explain(untrusted, True)
+    assert "drop --password" in explain(ConnectionError(
+        "AUTH <password> called without any password configured for the default user."), False)

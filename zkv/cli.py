@@ -102,14 +102,18 @@ def tail(
 @app.command()
 def verify(
     configs: Annotated[list[str], typer.Argument(help="config files of the nodes to compare")],
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the nodes to agree")] = 15.0,
+    timeout: Annotated[Optional[float], typer.Option(
+        help="seconds to wait for the nodes to agree, every one of them heard (default 15, "
+             "giving up sooner on nodes not heard at all while the others agree)")] = None,
 ) -> None:
     """Exit 0 if every node has applied the same events and holds the same data, else 1."""
-    from zkv.verify import collect, explain, headline
+    from zkv.verify import UNHEARD_S, collect, explain, headline
 
     cfgs = [_config_or_exit(c) for c in configs]
     access = {c.id: config_access(c) for c in cfgs}
-    verdict = collect([(c.bus, access[c.id]) for c in cfgs], timeout)
+    unheard = max(UNHEARD_S, 3 * max(c.heartbeat_ms for c in cfgs) / 1000)
+    verdict = collect([(c.bus, access[c.id]) for c in cfgs], timeout or 15.0,
+                      None if timeout is not None else unheard)
     head = headline(verdict, [c.id for c in cfgs])
     typer.echo(head)
     if head.startswith("agree"):

@@ -277,7 +277,7 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
     return "\r\n".join(out)
 
 
-_HELLO = ["server", "zkv", "version", __version__, "proto", 2, "id", 0, "mode", "standalone",
+_HELLO = ["server", "zkv", "version", REDIS_VERSION, "proto", 2, "id", 0, "mode", "standalone",
           "role", "master", "modules", []]
 
 # name -> (arity, handler); arity as in Redis: exact count if positive, minimum count if negative

@@ -272,8 +272,9 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
 
 
 def usable_password(password: str) -> bool:
-    """Non-empty, no spaces or control characters: the plain protocol's AUTH must send it."""
-    return bool(password) and not any(c.isspace() or ord(c) < 32 for c in password)
+    """Non-empty, printable, no spaces: the plain protocol's AUTH must send it, and a TOML
+    file must hold it (no DEL, no control characters, no lone surrogates)."""
+    return bool(password) and all(c.isprintable() and not c.isspace() for c in password)
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a TOML config file."""

@@ -98,6 +98,15 @@ def render(node: NodePlan, cluster: ClusterPlan, data_root: str = "data") -> str
 GENERATE = "\0generate"  # ``password``: make one up
 
 
+def _generated() -> str:
+    """A random password that does not start with '-' (given back to ``--password`` one
+    would read as an option)."""
+    while True:
+        pw = secrets.token_urlsafe(24)
+        if not pw.startswith("-"):
+            return pw
+
+
 def write(directory: Path, nodes: list[NodePlan], curve: bool, password: str | None,
           force: bool = False) -> ClusterPlan:
     """Write ``nodeI.toml`` (and keys) into ``directory``; returns what was written.
@@ -113,7 +122,7 @@ def write(directory: Path, nodes: list[NodePlan], curve: bool, password: str | N
     if password is not None and password != GENERATE and not usable_password(password):
         raise InitError("a password must be non-empty, without spaces or control characters "
                         "(the plain protocol's AUTH could not send it)")
-    cluster = ClusterPlan(nodes, secrets.token_urlsafe(24) if password == GENERATE else password)
+    cluster = ClusterPlan(nodes, _generated() if password == GENERATE else password)
     if curve:
         for n in nodes:
             keygen(directory / n.id, force=True)

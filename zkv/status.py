@@ -112,25 +112,29 @@ def client_report(address: str, password: str | None = None, tls: bool = False,
             sock.sendall(resp.array([b"INFO", b"json"]))
             info = json.loads(_read_reply(f))
     except Exception as exc:  # noqa: BLE001 - any failure means: this node is not answering
-        return Report(address, None, explain(exc, tls, password is not None))
+        return Report(address, None, explain(exc, tls))
     return Report(info.get("id", address), info)
 
 
-def explain(exc: BaseException, tls: bool, password: bool) -> str:
+def explain(exc: BaseException, tls: bool) -> str:
     """Why a client port did not answer INFO, in words that say what to do (pure)."""
     text = f"{type(exc).__name__}: {exc}"
     if "NOAUTH" in text:
         return "needs --password (the node requires AUTH)"
     if "WRONGPASS" in text:
         return "wrong --password"
+    if "without any password configured" in text:
+        return "the node has no password: drop --password"
     if isinstance(exc, ConnectionRefusedError):
         return "nothing listens there (node down, or a wrong port)"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "no answer in time (node paused or overloaded?)"
+    if tls and isinstance(exc, ssl.SSLCertVerificationError):
+        return f"its TLS certificate is not trusted: give --cacert, or check its name ({exc})"
     if tls and isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed: a plain port? try without --tls ({exc})"
     if not tls and "connection closed" in text:
-        return "closed without a reply: a TLS port? use --tls"
+        return "closed without a reply: a TLS port? use --tls (or the node is stopping)"
     return text
 
 

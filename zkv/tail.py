@@ -116,7 +116,8 @@ def silence_warning(endpoints: list[str], heard: dict[str, set[str]], origin: st
     wrong endpoint, or a keyed bus without the keys), or no heard node matching ``--origin``
     (``heard``: node id -> the origins and peer ids its heartbeats named)."""
     if not heard:
-        hint = ("nothing listens there, or the node is down" if keyed else
+        hint = ("nothing listens there, the node is down, or it does not accept these keys "
+                "(check --cert and --server-key)" if keyed else
                 "a wrong endpoint, a node that is down, or a keyed bus (give the node's config, "
                 "or --cert and --server-key)")
         return f"# nothing heard from {', '.join(endpoints)} in {HEARD_S:.0f} s: {hint}"

@@ -5,8 +5,9 @@ data taken at the same instant.  Nodes agree when they have applied the same eve
 vectors) and hold the same data (equal digests).  While writes are flowing the vectors differ
 briefly, so verify keeps listening until they agree or ``timeout`` passes; on disagreement it
 asks the nodes' catch-up sockets for per-bucket hashes and names the buckets and keys that differ.
-A node not heard at all is named as unreachable, and verify stops waiting for it once the others
-agree and it has been silent for ``UNHEARD_S``: its silence is not a disagreement.
+A node not heard at all is named as unreachable; unless told to wait the whole ``timeout``, verify
+stops waiting for it once the others agree and it has been silent for ``unheard_s`` (3 s, or three
+heartbeat periods if longer): its silence is not a disagreement.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from zkv.events import TOPIC_HEARTBEAT, DecodeError, Heartbeat, decode_heartbeat
 from zkv.replication import catchup as wire
 
 
-UNHEARD_S = 3.0  # seconds without one heartbeat of a node (a store sends five a second)
+UNHEARD_S = 3.0  # seconds without one heartbeat of a node, at least (a store sends five a second)
 
 
 @dataclass
@@ -31,8 +32,11 @@ class Verdict:
     lines: list[str] = field(default_factory=list)
 
 
-def collect(buses: list[tuple[str, Access]], timeout: float) -> Verdict:
-    """Listen to every ``(bus, access)`` until all nodes agree, or until ``timeout``."""
+def collect(buses: list[tuple[str, Access]], timeout: float,
+            unheard_s: float | None = UNHEARD_S) -> Verdict:
+    """Listen to every ``(bus, access)`` until all nodes agree, or until ``timeout``; with
+    ``unheard_s``, also once the nodes heard agree and that long has passed without a word from
+    the others."""
     sub = subscribe(buses, TOPIC_HEARTBEAT)
     latest: dict[str, Heartbeat] = {}
     by_bus_count = len(buses)
@@ -41,7 +45,8 @@ def collect(buses: list[tuple[str, Access]], timeout: float) -> Verdict:
     try:
         while time.monotonic() < deadline:
             if not sub.poll(100):
-                if (latest and time.monotonic() - start >= UNHEARD_S and _agree(latest)):
+                if (unheard_s is not None and latest and time.monotonic() - start >= unheard_s
+                        and _agree(latest)):
                     break  # the others agree; a node silent this long is unreachable
                 continue
             topic, payload = sub.recv_multipart()
@@ -52,8 +57,8 @@ def collect(buses: list[tuple[str, Access]], timeout: float) -> Verdict:
             latest[hb.id] = hb
             if len(latest) >= by_bus_count and _agree(latest):
                 return Verdict(True, latest)
-            if (len(latest) < by_bus_count and time.monotonic() - start >= UNHEARD_S
-                    and _agree(latest)):
+            if (unheard_s is not None and len(latest) < by_bus_count
+                    and time.monotonic() - start >= unheard_s and _agree(latest)):
                 break
     finally:
         sub.close(0)

@@ -116,11 +116,12 @@ def test_status_says_a_node_needs_a_password(node: Node) -> None:
     """zkv status of a password-protected port says what to add, not just "down"."""
 
 
-    def status(*extra: str) -> str:
+    def status(*extra: str) -> tuple[int, str]:
         p = subprocess.run([sys.executable, "-m", "zkv", "status", f"127.0.0.1:{node.port}", *extra],
                            capture_output=True, text=True, timeout=30)
-        return p.stdout + p.stderr
+        return p.returncode, p.stdout + p.stderr
 
-    assert "needs --password" in status()
-    assert "wrong --password" in status("--password", "nope")
-    assert "needs --password" not in status("--password", PASSWORD)
+    assert "needs --password" in status()[1]
+    assert "wrong --password" in status("--password", "nope")[1]
+    rc, out = status("--password", PASSWORD)
+    assert rc == 0 and "node0 up" in " ".join(out.split()), out

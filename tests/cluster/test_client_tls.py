@@ -231,10 +231,12 @@ def test_status_says_a_port_speaks_tls(make_cluster, certs: Path) -> None:
     """zkv status without --tls on a TLS port says to add it; with it (and the CA) it is up."""
     node = start_tls_node(make_cluster, certs)
 
-    def status(*extra: str) -> str:
+    def status(*extra: str) -> tuple[int, str]:
         p = subprocess.run([sys.executable, "-m", "zkv", "status", f"127.0.0.1:{node.port}", *extra],
                            capture_output=True, text=True, timeout=30)
-        return p.stdout + p.stderr
+        return p.returncode, p.stdout + p.stderr
 
-    assert "use --tls" in status()
-    assert "use --tls" not in status("--tls", "--cacert", str(certs / "ca.crt"))
+    assert "use --tls" in status()[1]
+    assert "--cacert" in status("--tls")[1]  # the test CA is not trusted by default
+    rc, out = status("--tls", "--cacert", str(certs / "ca.crt"))
+    assert rc == 0 and "node0 up" in " ".join(out.split()), out

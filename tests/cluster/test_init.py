@@ -110,7 +110,8 @@ def test_init_takes_a_chosen_password_or_makes_one(tmp_path: Path) -> None:
     for args in (["--password"], ["--password", "--port", "7300"]):
         out = zkv("init", "--nodes", "2", "--dir", str(tmp_path / "b"), "--force", *args)
         assert out.returncode == 0, out.stderr
-        made = load_config(tmp_path / "b" / "node0.toml").password
-        assert made and len(made) >= 24 and not made.startswith("-")
+        cfg = load_config(tmp_path / "b" / "node0.toml")
+        assert cfg.password and len(cfg.password) >= 24 and not cfg.password.startswith("-")
+        assert cfg.listen.endswith(":7300" if "--port" in args else ":7000")
     for bad in ("", "two words"):
         assert zkv("init", "--nodes", "2", "--dir", str(tmp_path / "c"), "--password", bad).returncode == 2

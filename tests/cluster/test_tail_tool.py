@@ -73,14 +73,16 @@ def test_tail_shows_catchup_apart_and_stats(make_cluster) -> None:
 
 
 def _stderr_within(args: list[str], seconds: float) -> str:
-    """``zkv tail ARGS`` stderr after ``seconds`` (then it is stopped)."""
+    """``zkv tail ARGS`` stderr after ``seconds`` (then it is stopped; it must still run)."""
     p = subprocess.Popen([sys.executable, "-m", "zkv", "tail", *args], cwd=REPO,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _out, err = p.communicate(timeout=seconds)
+        raise AssertionError(f"zkv tail exited ({p.returncode}) within {seconds} s: {err}")
     except subprocess.TimeoutExpired:
         p.kill()
         _out, err = p.communicate()
+    assert "# tailing" in err, err
     return err
 
 
