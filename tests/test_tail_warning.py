@@ -19,3 +19,11 @@ def test_an_origin_filter_that_matches_no_node_is_named() -> None:
         assert silence_warning(["e"], heard, ok, keyed=False) is None, ok
     w = silence_warning(["e"], heard, "node9", keyed=False)
     assert w is not None and "'node9'" in w
+
+
+def test_a_configured_node_not_heard_is_named() -> None:
+    heard = {"node0": {"node0@a"}, "node1": {"node1@a"}}
+    expected = {"tcp://h:7100": "node0", "tcp://h:7101": "node1", "tcp://h:7102": "node2"}
+    w = silence_warning(list(expected), heard, None, keyed=False, expected=expected)
+    assert w is not None and "node2 (tcp://h:7102)" in w and "node0" not in w
+    assert silence_warning(list(expected), heard | {"node2": set()}, None, False, expected) is None

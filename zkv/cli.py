@@ -85,18 +85,21 @@ def tail(
     from zkv.tail import Filter, tail as run_tail
 
     endpoints: dict[str, Access] = {}
+    names: dict[str, str] = {}  # endpoint -> the node a config says is there
     for t in targets:
         if t.startswith("tcp://") or t.startswith("ipc://"):
             endpoints.setdefault(t, _bare_access(cert, server_key))
             continue
         cfg = _config_or_exit(t)
         endpoints.setdefault(cfg.bus, config_access(cfg))
+        names.setdefault(cfg.bus, cfg.id)
         if all_:
             for p in cfg.peers:
                 endpoints.setdefault(p.bus, config_access(cfg, p.id))
+                names.setdefault(p.bus, p.id)
     typer.echo(f"# tailing {', '.join(endpoints)} (Ctrl-C to stop)", err=True)
     run_tail(list(endpoints.items()), as_json=json, limit=count,
-             keep=Filter(key_glob, origin), stats=stats)
+             keep=Filter(key_glob, origin), stats=stats, expected=names)
 
 
 @app.command()

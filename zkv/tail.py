@@ -111,10 +111,14 @@ class Stats:
 
 
 def silence_warning(endpoints: list[str], heard: dict[str, set[str]], origin: str | None,
-                    keyed: bool) -> str | None:
+                    keyed: bool, expected: dict[str, str] | None = None) -> str | None:
     """What to tell a user after HEARD_S seconds of tailing (pure): nothing heard at all (a
-    wrong endpoint, or a keyed bus without the keys), or no heard node matching ``--origin``
-    (``heard``: node id -> the origins and peer ids its heartbeats named)."""
+    wrong endpoint, or a keyed bus without the keys), some expected nodes not heard
+    (``expected``: endpoint -> the node a config says is there), or no heard node matching
+    ``--origin`` (``heard``: node id -> the origins and peer ids its heartbeats named)."""
+    silent = [f"{n} ({e})" for e, n in (expected or {}).items() if n not in heard]
+    if heard and silent:
+        return f"# nothing heard from {', '.join(silent)} in {HEARD_S:.0f} s: down, or cut off?"
     if not heard:
         hint = ("nothing listens there, the node is down, or it does not accept these keys "
                 "(check --cert and --server-key)" if keyed else
@@ -132,9 +136,11 @@ HEARD_S = 3.0  # seconds of tailing before saying that nothing (or nothing match
 
 
 def tail(endpoints: Iterable[tuple[str, Access]], as_json: bool = False, limit: int | None = None,
-         out=sys.stdout, keep: Filter | None = None, stats: bool = False, err=sys.stderr) -> int:
+         out=sys.stdout, keep: Filter | None = None, stats: bool = False, err=sys.stderr,
+         expected: dict[str, str] | None = None) -> int:
     """Print events until interrupted (or ``limit`` events); returns how many were printed.
-    Heartbeats are always read, to say on ``err`` when nothing is heard (see silence_warning)."""
+    Heartbeats are always read, to say on ``err`` when nothing is heard (see silence_warning;
+    ``expected``: endpoint -> node id, where a config says)."""
     endpoints = list(endpoints)
     sub = subscribe(endpoints, [TOPIC_EVENTS, TOPIC_CATCHUP, TOPIC_HEARTBEAT])
     keep = keep or Filter()
@@ -150,7 +156,7 @@ def tail(endpoints: Iterable[tuple[str, Access]], as_json: bool = False, limit: 
             if not checked and time.monotonic() - started >= HEARD_S:
                 checked = True
                 warning = silence_warning([e for e, _a in endpoints], heard, keep.origin,
-                                          any(a.keys is not None for _e, a in endpoints))
+                                          any(a.keys is not None for _e, a in endpoints), expected)
                 if warning:
                     print(warning, file=err, flush=True)
             if not sub.poll(200):

@@ -98,3 +98,6 @@ def test_tail_says_when_it_hears_nothing_or_nothing_matches(make_cluster) -> Non
     assert "no node or origin 'node9'" in err, err
     err = _stderr_within([str(c.nodes[0].config_path), "--origin", "node1"], 6)
     assert "nothing" not in err.replace("# tailing", ""), err
+    c.nodes[1].kill()  # with --all, a configured peer that sends nothing is named
+    err = _stderr_within([str(c.nodes[0].config_path), "--all"], 6)
+    assert "nothing heard from node1 (" in err, err
