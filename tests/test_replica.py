@@ -24,7 +24,7 @@ from zkv.replication import catchup as wire
 from zkv.replication.backlog import Backlog
 from zkv.store.durability import Recovered
 from zkv.store.keyspace import Keyspace, bucket_of
-from zkv.store.outputs import CLIENT, FETCH, PAUSE, PUBLISH
+from zkv.store.outputs import CLIENT, CLOCK, FETCH, PAUSE, PUBLISH
 from zkv.store.replica import Replica
 from zkv.store.snapshot import encode_chunk
 
@@ -434,3 +434,25 @@ def test_each_peer_has_its_own_heartbeat_rate_limit(tmp_path: Path) -> None:
         heartbeat(r, "n1", 0.1 + i * 0.001)
         heartbeat(r, "n2", 0.1 + i * 0.001)
     assert 10 <= 100 - r.stats["heartbeats_dropped"] <= 14
+
+
+def test_a_heartbeat_announces_no_timestamp_the_shell_has_not_saved(tmp_path: Path) -> None:
+    """What peers hear us announce, a restart must stamp above: so it must be in the clock file
+    first (a heartbeat later).  Peers echo it back, and an echo beyond the file is a lie."""
+    floor = make(T0 - 5000)
+    r, clock = replica(tmp_path, floor=floor)
+    heartbeat(r, "n1", 0.05)
+    heartbeat(r, "n2", 0.05)
+    r.take()
+    announced = []
+    for i in range(1, 6):
+        clock.ms = T0 + 100 * i
+        r.tick(0.1 * i)
+        out = r.take()
+        hbs = [decode_heartbeat(o[1][1]) for o in out if o[0] == PUBLISH and o[1][0] == TOPIC_HEARTBEAT]
+        saves = [o[1] for o in out if o[0] == CLOCK]
+        announced += [h.hlc for h in hbs]
+        assert all(h.hlc <= r.clock_saved for h in hbs), (hbs[0].hlc, r.clock_saved)
+        for v in saves:
+            r.clock_persisted(v)  # the shell saved it: announced from the next heartbeat on
+    assert announced[0] == floor and announced[-1] > floor
