@@ -560,11 +560,13 @@ class Model:
 
 def _mixed_writer(node: Node, model: Model, stop: threading.Event, errors: list[BaseException]) -> None:
     """Batches of fresh SETs, overwrites of 100 hot keys and DELETEs, until ``stop`` or the
-    connection dies (the node is killed); at most 400 batches."""
+    connection dies (the node is killed); at most 4,000 batches.  (A bound the test's own
+    deadlines never reach: on a loaded machine the store logs more writes per record, so its
+    snapshots come later in the run, and 400 batches once ended before the second one.)"""
     rnd = random.Random(11)
     try:
         with node.client() as cl:
-            for i in range(400):
+            for i in range(4000):
                 if stop.is_set():
                     return
                 ops: list[tuple[str, str | None]] = [(f"f{i}-{j}", f"v{i}-{j}" + "p" * 60) for j in range(150)]
