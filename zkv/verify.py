@@ -44,10 +44,10 @@ def collect(buses: list[tuple[str, Access]], timeout: float,
     deadline = start + timeout
     try:
         while time.monotonic() < deadline:
+            if (unheard_s is not None and latest and time.monotonic() - start >= unheard_s
+                    and _agree(latest)):
+                break  # the others agree; a node silent this long is unreachable
             if not sub.poll(100):
-                if (unheard_s is not None and latest and time.monotonic() - start >= unheard_s
-                        and _agree(latest)):
-                    break  # the others agree; a node silent this long is unreachable
                 continue
             topic, payload = sub.recv_multipart()
             try:
@@ -57,9 +57,6 @@ def collect(buses: list[tuple[str, Access]], timeout: float,
             latest[hb.id] = hb
             if len(latest) >= by_bus_count and _agree(latest):
                 return Verdict(True, latest)
-            if (unheard_s is not None and len(latest) < by_bus_count
-                    and time.monotonic() - start >= unheard_s and _agree(latest)):
-                break
     finally:
         sub.close(0)
     return Verdict(False, latest)

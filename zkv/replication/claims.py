@@ -123,6 +123,15 @@ class Claims:
                 out[origin] = b
         return vv if out is None else out
 
+    def cap(self, vv: dict[str, int], mine: dict[str, int], our_seq: int, now: float) -> None:
+        """Cut, in place, a relayed vector (a full transfer's) to every bound: no claim about
+        any node's current incarnation is taken from it beyond what that node announced."""
+        for origin, seq in vv.items():
+            b = self.bound(origin, mine.get(origin, 0), our_seq, now)
+            if b is not None and seq > b:
+                vv[origin] = b
+                self.not_believed += 1
+
     def events(self, origin: str, first: int, last: int, have: int, our_seq: int,
                now: float) -> int:
         """How many of a relayed run ``first..last`` of ``origin``'s events are believed."""

@@ -843,19 +843,14 @@ class Replica:
         horizon = check_int(meta.get("gc_horizon", 0), "gc_horizon")
         vv = dict(check_vv(meta["vv"]))
         mine = self.inbox.vv
-        ours = mine.get(self.origin, 0)
-        for origin, seq in vv.items():  # no more of a live node's events than it announced
-            if origin != self.origin:
-                b = self.claims.bound(origin, mine.get(origin, 0), ours, self.now)
-                if b is not None and seq > b:
-                    vv[origin] = b
-                    self.claims.not_believed += 1
         why = implausible(horizon, vv, self._max_stable.get(peer, 0), self.gc_horizon,
                           self.clock.limit(), self.origin, mine.get(self.origin, 0))
         if why is not None:  # a lying or broken sender must not make us drop data
             self.bad("catch-up", f"a full transfer from {peer} is not believed: {why}")
             self.sync = None
             return
+        # no more of a live node's events than it announced
+        self.claims.cap(vv, mine, mine.get(self.origin, 0), self.now)
         dropped = self.ks.drop(stale_keys(self.ks, self.sync.keys, horizon, self.origin), horizon)
         self.tracking.forget()
         self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
