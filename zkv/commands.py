@@ -242,6 +242,7 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
         "replication": [
             "role:master", f"node_id:{info['id']}", f"origin:{info.get('origin', '')}",
             f"seq:{info.get('seq', 0)}", f"vv:{vv}",
+            f"origins_held:{info.get('origins', 0)}", f"origins_folded:{info.get('folded_origins', 0)}",
             f"digest:{info.get('digest', '')}", f"connected_peers:{sum(1 for p in peers.values() if p['connected'])}",
             f"peers:{len(peers)}",
             *(",".join([f"peer{i}:id={pid}", f"connected={int(p['connected'])}",

@@ -220,6 +220,9 @@ class Heartbeat:
     # origin -> [first, last] sequence numbers the sender holds beyond its vector (behind a gap,
     # or held back for its clock): a hole is never given up while someone holds part of it
     held: dict[str, list[int]] = field(default_factory=dict)
+    # (how many, XOR of their hashes): the digest of the sender's folded origins, which its
+    # vector leaves out (zkv.replication.folds); (0, 0) from an older sender
+    folds: tuple[int, int] = (0, 0)
 
 
 def encode_heartbeat(hb: Heartbeat) -> bytes:
@@ -227,7 +230,7 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
         {
             "id": hb.id, "seq": hb.seq, "hlc": hb.hlc, "vv": hb.vv, "stable": hb.stable,
             "digest": hb.digest, "keys": hb.keys, "catchup": hb.catchup, "peers": hb.peers,
-            "origin": hb.origin, "wall": hb.wall, "seen": hb.seen, "held": hb.held,
+            "origin": hb.origin, "wall": hb.wall, "seen": hb.seen, "held": hb.held, "folds": list(hb.folds),
         },
         use_bin_type=True,
     )
@@ -262,9 +265,17 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
             wall=check_int(d.get("wall", 0), "wall"),
             seen=_check_map(d.get("seen", {}), 1024, MAX_TS, "seen map"),
             held=_check_held(d.get("held", {})),
+            folds=_check_folds(d.get("folds", [0, 0])),
         )
     except KeyError as exc:
         raise DecodeError(f"heartbeat lacks {exc}") from None
+
+
+def _check_folds(v: Any) -> tuple[int, int]:
+    if (v.__class__ is not list or len(v) != 2 or v[0].__class__ is not int
+            or v[1].__class__ is not int or not 0 <= v[0] <= MAX_SEQ or not 0 <= v[1] < 1 << 64):
+        raise DecodeError("bad folds digest")
+    return (v[0], v[1])
 
 
 def _check_held(v: Any) -> dict[str, list[int]]:

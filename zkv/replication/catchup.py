@@ -20,6 +20,9 @@ request                                    reply
 ``[ENTRIES, msgpack([bucket, ...])]``      ``[ENTRIES, msgpack([gc_horizon, buckets,
                                            entries])]`` (zkv.replication.antientropy)
 ``[INFO]``                                 ``[INFO, msgpack(info dict)]`` (``zkv status``)
+``[FOLDS, after]``                         ``[FOLDS, msgpack([[[origin, count], ...],
+                                           more])]``: the folded origins that sort after
+                                           ``after``, a page (zkv.replication.folds)
 anything else                              ``[ERROR, b"unknown verb"]``
 =========================================  ==============================================
 
@@ -39,6 +42,7 @@ SNAPFAIL = b"snapfail"
 BUCKETS = b"buckets"
 ENTRIES = b"entries"
 INFO = b"info"
+FOLDS = b"folds"
 ERROR = b"error"
 
 

@@ -34,6 +34,10 @@ FAULT_KINDS = ("kill", "crash", "pause", "partition", "oneway", "lossy", "skew",
 LIAR_SHARE = 1 / 3
 # Heartbeat periods drawn per schedule: the default, and half of it (drawn apart too).
 HEARTBEATS_MS = (100, 200)
+# One schedule in four also has a node that crash-loops: killed and restarted several times in
+# a row, each start a new incarnation, writing in between (drawn apart too).  Every finished
+# incarnation must be folded out of the vectors once healed (zkv.replication.folds).
+CRASH_LOOP_SHARE = 1 / 4
 # ("rot", keys vanishing from a replica's memory, is not drawn: a key lost silently below the
 # tombstone horizon reads as deleted and cannot be repaired; tests/sim/test_scenarios.py runs it
 # where anti-entropy can repair it.)
@@ -147,6 +151,10 @@ def _apply(w: World, f: Fault) -> None:
     elif f.kind == "liar":
         w.liars[n] = w.t + f.seconds
         w.note(f"{n} lies for {f.seconds:.2f}s")
+    elif f.kind == "crash_loop":  # amount restarts, f.seconds apart, the last one left up
+        for i in range(int(f.amount)):
+            w.at(w.t + i * f.seconds, w.crash, n)
+            w.at(w.t + i * f.seconds + f.seconds / 2, w.start, n)
     elif f.kind == "alone_lost_snapshot":
         # the others stop; n writes alone past a snapshot; n crashes and loses that snapshot;
         # the others come back first, then n
@@ -195,8 +203,12 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
     if liar.random() < LIAR_SHARE:  # (appended, so the other faults keep their indices)
         drawn.append(Fault(round(liar.uniform(0.3, active - 1.0), 3), "liar", liar.choice(ids),
                            round(liar.uniform(1.0, 5.0), 3)))
-    if not heartbeat_ms:
-        heartbeat_ms = random.Random(rng.getrandbits(64)).choice(HEARTBEATS_MS)
+    hb_draw = random.Random(rng.getrandbits(64)).choice(HEARTBEATS_MS)
+    heartbeat_ms = heartbeat_ms or hb_draw
+    loop = random.Random(rng.getrandbits(64))  # drawn after the others: they stay as they were
+    if loop.random() < CRASH_LOOP_SHARE:
+        drawn.append(Fault(round(loop.uniform(0.3, active - 2.0), 3), "crash_loop", loop.choice(ids),
+                           round(loop.uniform(0.1, 0.5), 3), float(loop.randint(3, 12))))
     chosen = [f for i, f in enumerate(drawn) if keep is None or i in keep]
     tmp = Path(tempfile.mkdtemp(prefix="zkv-sim-", dir=root or _scratch()))
     result = Result(seed, chosen)
@@ -278,10 +290,12 @@ def _converged(w: World) -> bool:
     if any(r is None for r in reps):
         return False
     first = reps[0]
+    current = {r.origin for r in reps}
     for r in reps:
         if (r.inbox.vv != first.inbox.vv or r.ks.digest() != first.ks.digest() or r.sync is not None
-                or r.held_back or r.inbox.pending_bytes or r.refuse_writes):
-            return False
+                or r.held_back or r.inbox.pending_bytes or r.refuse_writes
+                or r.folds.digest != first.folds.digest or not r.wire_vv().keys() <= current):
+            return False  # (every finished incarnation folded: vectors name the live ones only)
     return True
 
 
@@ -292,7 +306,8 @@ def _state_line(w: World) -> str:
         if r is None:
             parts.append(f"{n.id}: down")
         else:
-            parts.append(f"{n.id}: vv={r.inbox.vv} keys={len(r.ks)} digest={r.ks.digest().hex()[:8]} "
+            parts.append(f"{n.id}: vv={r.inbox.vv} wire={sorted(r.wire_vv())} folds={r.folds.digest} "
+                         f"keys={len(r.ks)} digest={r.ks.digest().hex()[:8]} "
                          f"sync={r.sync is not None} held={sorted(r.held_back)} pending={r.inbox.pending_bytes} "
                          f"refusing={bool(r.refuse_writes)}")
     return "; ".join(parts)

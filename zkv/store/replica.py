@@ -47,6 +47,7 @@ from zkv.replication.acks import Acked, AckRequests
 from zkv.replication.antientropy import differing_buckets, merge
 from zkv.replication.backlog import Backlog
 from zkv.replication.claims import SILENT_S, Claims, HeartbeatBudget
+from zkv.replication.folds import FOLD_PAGE, Folds, foldable
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
 from zkv.replication.limits import RateLimit
@@ -79,6 +80,9 @@ HB_BURST = 5.0
 # Pulls one heartbeat may start: a store behind on many origins asks for more at each heartbeat
 # and as each reply comes, and one that lacks most of them gets a full transfer at the first.
 PULLS_PER_HEARTBEAT = 64
+# Heartbeats between two requests for one peer's folds (zkv.replication.folds), while its
+# digest differs from ours.
+FOLDS_ASK_EVERY = 5
 
 
 def pack(obj: Any) -> bytes:
@@ -160,6 +164,12 @@ class Replica:
         self.hb_limit = RateLimit(HB_RATE_FACTOR * 1000 / cfg.heartbeat_ms, HB_BURST,
                                   max_keys=len(self.peer_ids) + 1)
         self.ack_requests = AckRequests()  # origins waiting for our acknowledgement
+        # Finished incarnations left out of what goes on the wire (zkv.replication.folds)
+        self.folds = Folds()
+        self._folds_asked: tuple[str, float, tuple[int, int]] | None = None  # (peer, when, its digest)
+        self._folds_lacking = False  # the map being read names events we lack
+        self._folds_ask_at: dict[str, float] = {}  # peer -> when its folds were last asked
+        self._folds_read: dict[str, tuple[int, int]] = {}  # peer -> a digest read, nothing lacking
         self._ack_target = 0  # a client waits for peers to apply our events through this
         self.started = now
         self.frontend_stats: dict[str, int] = {}  # what the frontend reports once a second
@@ -227,6 +237,7 @@ class Replica:
         if now >= self._next_hb:
             if self._unpublished:
                 self._publish()  # a heartbeat never announces events not yet sent
+            self._fold()
             self._heartbeat()
             self._expire_fetches(now)
             self._release_held_back()
@@ -519,8 +530,11 @@ class Replica:
         if runs:
             self._commit(runs, writes)
             self.stats["remote_events"] += writes
+            final = self.folds.final
             for b, _payload in runs:
                 self.horizon.advance(b.origin, self.inbox.vv)
+                if b.origin in final:  # events beyond a fold: named on the wire again
+                    self.folds.recheck(b.origin, self.inbox.vv)
 
     def _commit(self, runs: list[tuple[Batch, bytes]], writes: int) -> None:
         """The step every event batch takes once applied to the keyspace, local or remote, in
@@ -581,6 +595,7 @@ class Replica:
             if rel:
                 self._apply_remote(rel, None)
             self.horizon.advance(origin, self.inbox.vv)
+            self.folds.recheck(origin, self.inbox.vv)
 
     def _release_held_back(self) -> None:
         """Offer again the held-back events whose time has come (checked every heartbeat)."""
@@ -633,6 +648,8 @@ class Replica:
         if self.clients_paused:
             self._check_clock_skew()
             self._pause_clients_until_heard()
+        if hb.folds != self.folds.digest and hb.folds[0] and self._folds_read.get(hb.id) != hb.folds:
+            self._ask_folds(hb.id, hb.folds)
         pulls = 0
         for origin in ahead:
             if (hb.vv[origin] > self.inbox.vv.get(origin, 0) and origin not in self.fetching
@@ -726,6 +743,8 @@ class Replica:
                 self.sync = None
         if self.ae_asked is not None and now - self.ae_asked[1] > FETCH_TIMEOUT:
             self.ae_asked = None
+        if self._folds_asked is not None and now - self._folds_asked[1] > FETCH_TIMEOUT:
+            self._folds_asked = None
 
     def fetch_reply(self, peer: str, frames: list[bytes], now: float) -> None:
         """A reply on our DEALER to ``peer``: accepted only if it answers a request of ours
@@ -779,10 +798,12 @@ class Replica:
             if self.sync is None and self.clock.wall() >= self._transfer_after_wall.get(peer, 0):
                 log.warning("%s no longer holds %s's events after %d; full state transfer from it",
                             peer, origin, self.inbox.vv.get(origin, 0))
-                self.sync = FullSync(peer, os.urandom(8), set(), self.now,
-                                     progress=Progress(log, f"full state transfer from {peer} (entries)"))
-                self.stats["full_syncs"] += 1
-                self.out.append((FETCH, peer, wire.snap(self.sync.tag, self.id)))
+                self._start_transfer(peer)
+        elif verb == wire.FOLDS:
+            if self._folds_asked is None or self._folds_asked[0] != peer:
+                self.bad("catch-up", f"FOLDS from {peer}, not asked")
+                return
+            self._read_folds(peer, frames[1])
         elif verb in (wire.SNAPCHUNK, wire.SNAPEND, wire.SNAPFAIL):
             if self.sync is None or self.sync.peer != peer or frames[1:2] != [self.sync.tag]:
                 self.bad("catch-up", f"{verb.decode()} from {peer}, not asked")
@@ -801,7 +822,7 @@ class Replica:
                 check_vv(vv)
                 diff = differing_buckets(self.ks.bucket_hashes(), hashes)
                 self.ae_asked = None
-                if vv == self.inbox.vv and diff:
+                if vv == self.wire_vv() and diff:
                     self.out.append((FETCH, peer, [wire.ENTRIES, pack(diff)]))
                     self.ae_asked = (peer, self.now)
             else:
@@ -810,6 +831,97 @@ class Replica:
                 self._repair(peer, buckets, entries)
         else:
             self.bad("catch-up", f"unknown reply {verb[:20]!r} from {peer}")
+
+    def _start_transfer(self, peer: str) -> None:
+        self.sync = FullSync(peer, os.urandom(8), set(), self.now,
+                             progress=Progress(log, f"full state transfer from {peer} (entries)"))
+        self.stats["full_syncs"] += 1
+        self.out.append((FETCH, peer, wire.snap(self.sync.tag, self.id)))
+
+    # --- folds (zkv.replication.folds) --------------------------------------------------------
+    def _fold(self) -> None:
+        """Fold the finished origins that every configured node holds whole, as its last
+        heartbeat says (checked before each of ours)."""
+        if self.sync is not None:
+            return
+        current = {self.origin}
+        views = []
+        for p in self.peer_ids:
+            v = self.peers.get(p)
+            if v is None:
+                return  # a node not heard since we started may hold anything
+            current.add(v.hb.origin)
+            views.append((v.hb.vv, v.hb.held))
+        busy = {*self.inbox.gaps(), *self.held_back, *self.fetching}
+        vv = self.inbox.vv
+        for origin, count in foldable(self.folds.wire(vv), current, busy, views).items():
+            self.folds.add(origin, count, vv)
+
+    def _ask_folds(self, peer: str, digest: tuple[int, int]) -> None:
+        """Read ``peer``'s folds (its digest differs from ours), from the first page."""
+        if (self._folds_asked is not None or self.sync is not None
+                or self.now - self._folds_ask_at.get(peer, -1e18) < FOLDS_ASK_EVERY * self._hb_every):
+            return
+        self._folds_ask_at[peer] = self.now
+        self._folds_asked = (peer, self.now, digest)
+        self._folds_lacking = False
+        self.out.append((FETCH, peer, [wire.FOLDS, b""]))
+
+    def _read_folds(self, peer: str, raw: bytes) -> None:
+        """A page of ``peer``'s folds: adopt each whose events we hold; pull those we lack (a
+        full transfer, if many); the next page, if there is one."""
+        assert self._folds_asked is not None
+        page, more = unpack(raw)
+        if page.__class__ is not list or len(page) > FOLD_PAGE or more.__class__ is not bool:
+            raise DecodeError("bad folds page")
+        current = {self.origin, *(v.hb.origin for v in self.peers.values())}
+        vv = self.inbox.vv
+        lacking = []
+        last = ""
+        for item in page:
+            if item.__class__ is not list or len(item) != 2:
+                raise DecodeError("bad fold")
+            origin, count = check_name(item[0], "origin"), check_int(item[1], "count")
+            last = origin
+            if origin in current:  # a live incarnation is never finished: not believed
+                self.claims.not_believed += 1
+            elif vv.get(origin, 0) >= count:
+                self.folds.add(origin, count, vv)
+            else:
+                lacking.append(origin)
+        if lacking:
+            self._folds_lacking = True
+            if len(lacking) > PULLS_PER_HEARTBEAT:
+                if self.sync is None:
+                    log.warning("%s folded %d origins of which this node lacks events; full "
+                                "state transfer from it", peer, len(lacking))
+                    self._start_transfer(peer)
+            else:
+                for origin in lacking:
+                    if origin not in self.fetching and origin not in self.held_back:
+                        self.out.append((FETCH, peer, wire.pull(origin, vv.get(origin, 0))))
+                        self.fetching[origin] = (peer, self.now)
+        if more and last and self.sync is None:
+            self._folds_asked = (peer, self.now, self._folds_asked[2])
+            self.out.append((FETCH, peer, [wire.FOLDS, last.encode()]))
+            return
+        if not self._folds_lacking and not more:
+            self._folds_read[peer] = self._folds_asked[2]
+        self._folds_asked = None
+
+    def _folds_unsettled(self) -> bool:
+        """Does some peer's map of folds, not read yet or naming events we lack, differ from
+        ours?  It may fold events we lack: our stable time is 0 meanwhile."""
+        mine = self.folds.digest
+        for p, v in self.peers.items():
+            d = v.hb.folds
+            if d != mine and d[0] and self._folds_read.get(p) != d:
+                return True
+        return False
+
+    def wire_vv(self) -> dict[str, int]:
+        """Our version vector as heartbeats and anti-entropy carry it (folds left out)."""
+        return self.folds.wire(self.inbox.vv)
 
     def _transfer_chunk(self, chunk: bytes) -> None:
         assert self.sync is not None
@@ -861,6 +973,7 @@ class Replica:
             if rel:
                 self._apply_remote(rel, None)
             self.horizon.advance(origin, self.inbox.vv)
+            self.folds.recheck(origin, self.inbox.vv)
         log.info("full state transfer from %s done: %d entries, %d stale keys dropped",
                  peer, self.sync.entries, len(dropped))
         self.sync = None
@@ -925,11 +1038,11 @@ class Replica:
             self.out.append((CLOCK, now_ts))
         hlc = self._announceable(now_ts)
         hb = Heartbeat(
-            id=self.id, seq=self.inbox.vv.get(self.origin, 0), hlc=hlc, vv=dict(self.inbox.vv),
+            id=self.id, seq=self.inbox.vv.get(self.origin, 0), hlc=hlc, vv=self.wire_vv(),
             stable=self._stable(hlc), digest=self.ks.digest(),
             keys=len(self.ks), catchup=self.catchup_endpoint, peers=sorted(self.peer_ids),
             origin=self.origin, wall=self.clock.wall(), seen=dict(self.seen_hlc),
-            held=self._held_ranges(),
+            held=self._held_ranges(), folds=self.folds.digest,
         )
         self.out.append((PUBLISH, [TOPIC_HEARTBEAT, encode_heartbeat(hb)]))
 
@@ -955,6 +1068,8 @@ class Replica:
         """A time below which this store holds every event of every origin (zkv.replication.
         horizon), and below which no event that only this store holds was stamped: events held
         behind a hole hold it back until they are applied (and so spread)."""
+        if self._folds_unsettled():
+            return 0
         t = self.horizon.stable(self._announceable(now_ts), self.inbox.vv)
         low = self.inbox.lowest_held_stamp()
         return t if low is None else min(t, low - 1)
@@ -1025,8 +1140,8 @@ class Replica:
             return
         self._ae_turn += 1
         view = fresh[self._ae_turn % len(fresh)]
-        if (view.hb.vv == self.inbox.vv and view.hb.digest != self.ks.digest()
-                and self.ae_asked is None):
+        if (view.hb.digest != self.ks.digest() and self.ae_asked is None
+                and view.hb.folds == self.folds.digest and view.hb.vv == self.wire_vv()):
             self.out.append((FETCH, view.hb.id, [wire.BUCKETS]))
             self.ae_asked = (view.hb.id, self.now)
 
@@ -1047,7 +1162,8 @@ class Replica:
         return {**self.info_extra(),
             "id": self.id, "origin": self.origin, "keys": len(self.ks), "tombstones": self.ks.tombstones,
             "uptime_s": int(now - self.started), "clients": self.frontend_stats.get("clients", 0),
-            "seq": self.inbox.vv.get(self.origin, 0), "vv": dict(self.inbox.vv),
+            "seq": self.inbox.vv.get(self.origin, 0), "vv": self.wire_vv(),
+            "folded_origins": len(self.folds.final), "origins": len(self.inbox.vv),
             "digest": self.ks.digest().hex(), "gc_horizon": self.gc_horizon, "fsync": self.cfg.fsync,
             "peers": {p: {"connected": p in self.peers and now - self.peers[p].seen < PEER_SILENT_S,
                           "vv": dict(self.peers[p].hb.vv) if p in self.peers else {},

@@ -80,12 +80,15 @@ class Serving:
         if verb == wire.SNAP:
             return self._snap(ident, args, who, now)
         if verb == wire.BUCKETS:
-            return [wire.BUCKETS, pack([r.inbox.vv, r.ks.bucket_hashes()])]
+            return [wire.BUCKETS, pack([r.wire_vv(), r.ks.bucket_hashes()])]
         if verb == wire.ENTRIES:
             buckets = [check_int(b, "bucket", BUCKETS - 1)
                        for b in msgpack.unpackb(args[0], raw=False)][:BUCKETS]
             sent, entries = entries_reply(r.ks, buckets)
             return [wire.ENTRIES, pack([r.gc_horizon, sent, entries])]
+        if verb == wire.FOLDS:
+            page, more = r.folds.page(args[0].decode() if args else "")
+            return [wire.FOLDS, pack([page, more])]
         if verb == wire.INFO:
             return [wire.INFO, pack(r.info())]
         return [wire.ERROR, b"unknown verb"]

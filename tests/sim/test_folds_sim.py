@@ -1,0 +1,91 @@
+"""Folding finished incarnations (zkv.replication.folds), through the real replica core in the
+simulator: vectors stay bounded however often a node restarts, and a fold never costs a node
+the writes it hides - not one that lost its data after the fold, not events that surface later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.sim.helpers import final_check, settle
+from zkv.events import TOPIC_EVENTS, Batch, encode_batch
+from zkv.sim.world import World
+
+
+def _crash_loop(w: World, node: str, times: int) -> list[bytes]:
+    """Restart ``node`` ``times`` times, each incarnation writing a key of its own (which stays)
+    and overwriting or deleting a few shared ones; returns the keys only those wrote."""
+    own = []
+    for i in range(times):
+        key = b"only%d" % i
+        own.append(key)
+        w.client_op(node, "set", key, b"inc%d" % i)
+        w.client_op(node, "set", b"k%d" % (i % 3), b"v%d" % i)
+        if i % 4 == 3:
+            w.client_op(node, "del", b"k%d" % ((i + 1) % 3))
+        settle(w, 0.3)
+        w.crash(node)
+        settle(w, 0.05)
+        w.start(node)
+        settle(w, 0.3)
+    return own
+
+
+def _wire(w: World) -> dict[str, set[str]]:
+    return {i: set(n.replica.wire_vv()) for i, n in w.nodes.items()}
+
+
+def test_restarts_leave_only_live_incarnations_on_the_wire(tmp_path: Path) -> None:
+    w = World(11, tmp_path)
+    for i in w.nodes:
+        w.start(i)
+    settle(w, 1.0)
+    _crash_loop(w, "n0", 20)
+    w.client_op("n1", "set", b"k0", b"last")
+    settle(w, 3.0)
+    current = {n.replica.origin for n in w.nodes.values()}
+    assert all(wire <= current and len(wire) <= 3 for wire in _wire(w).values()), _wire(w)
+    for n in w.nodes.values():
+        r = n.replica
+        assert len(r.inbox.vv) >= 21 and len(r.folds.final) >= 18  # (n0's 20 old incarnations)
+        assert r.folds.digest == w.nodes["n0"].replica.folds.digest
+    assert not final_check(w)
+
+
+def test_a_node_that_lost_its_data_after_a_fold_gets_the_folded_writes_back(tmp_path: Path) -> None:
+    w = World(12, tmp_path)
+    for i in w.nodes:
+        w.start(i)
+    settle(w, 1.0)
+    own = _crash_loop(w, "n0", 8)
+    settle(w, 3.0)
+    assert len(w.nodes["n1"].replica.folds.final) >= 7
+    w.crash("n1")
+    w.damage("n1", "wipe")
+    w.start("n1")
+    settle(w, 5.0)
+    r = w.nodes["n1"].replica
+    assert [k for k in own if r.ks.get(k) is None] == []
+    assert not final_check(w)
+
+
+def test_events_that_surface_after_a_fold_are_named_spread_and_folded_again(tmp_path: Path) -> None:
+    w = World(13, tmp_path)
+    for i in w.nodes:
+        w.start(i)
+    settle(w, 1.0)
+    _crash_loop(w, "n0", 3)
+    settle(w, 3.0)
+    r2 = w.nodes["n2"].replica
+    origin, count = next(iter(r2.folds.final.items()))
+    assert origin not in r2.wire_vv()
+    # events of that finished incarnation that n2 alone holds (as a node whose log kept what
+    # its peers never heard would): they are named, pulled by the others, and folded again
+    stamp = r2.clock.now()
+    late = Batch(origin, count + 1, [(stamp, b"late", b"surfaced")])
+    r2.bus(origin.partition("@")[0], TOPIC_EVENTS, encode_batch(late), w.t)
+    assert r2.wire_vv().get(origin) == count + 1
+    settle(w, 3.0)
+    for n in w.nodes.values():
+        assert n.replica.ks.get(b"late") == b"surfaced", n.id
+        assert n.replica.folds.final[origin] == count + 1
+        assert origin not in n.replica.wire_vv()
