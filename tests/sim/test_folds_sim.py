@@ -89,3 +89,33 @@ def test_events_that_surface_after_a_fold_are_named_spread_and_folded_again(tmp_
         assert n.replica.ks.get(b"late") == b"surfaced", n.id
         assert n.replica.folds.final[origin] == count + 1
         assert origin not in n.replica.wire_vv()
+
+
+def test_a_store_that_has_not_read_a_peers_folds_announces_no_stable_time(tmp_path: Path) -> None:
+    """Until it has read a peer's folds, a store may lack the events they hide: were it to
+    announce a stable time meanwhile, the horizon would pass them, and once pulled they would
+    read as deleted and collected."""
+    w = World(14, tmp_path)
+    for i in w.nodes:
+        w.start(i)
+    settle(w, 1.0)
+    own = _crash_loop(w, "n0", 6)
+    for i in range(6):  # tombstones to collect, in live incarnations
+        w.client_op("n2", "set", b"d%d" % i, b"x")
+        w.client_op("n2", "del", b"d%d" % i)
+    settle(w, 3.0)
+    w.crash("n1")
+    w.damage("n1", "wipe")
+    w.start("n1")
+    r1 = w.nodes["n1"].replica
+    ask = r1._ask_folds
+    r1._ask_folds = lambda peer, digest: None  # its requests for folds are lost, for a while
+    stables = []
+    for _ in range(60):
+        settle(w, 0.05)
+        stables.append(r1._stable(r1.clock.now()))
+    assert len(r1.peers) == 2 and set(stables) == {0}, stables
+    r1._ask_folds = ask
+    settle(w, 3.0)
+    assert [k for k in own if r1.ks.get(k) is None] == []
+    assert not final_check(w)
