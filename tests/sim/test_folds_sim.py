@@ -119,3 +119,28 @@ def test_a_store_that_has_not_read_a_peers_folds_announces_no_stable_time(tmp_pa
     settle(w, 3.0)
     assert [k for k in own if r1.ks.get(k) is None] == []
     assert not final_check(w)
+
+
+def test_folds_of_live_incarnations_are_not_believed(tmp_path: Path) -> None:
+    """A peer's list of folds naming incarnations that are writing now (its own, ours, a third
+    node's) is a lie or a bug: believed, they would vanish from every vector."""
+    import msgpack
+
+    from zkv.replication import catchup as wire
+
+    w = World(15, tmp_path)
+    for i in w.nodes:
+        w.start(i)
+    settle(w, 1.0)
+    for i in w.nodes:
+        w.client_op(i, "set", b"k-" + i.encode(), b"v")
+    settle(w, 1.0)
+    r1 = w.nodes["n1"].replica
+    live = {n.replica.origin: r1.inbox.vv[n.replica.origin] for n in w.nodes.values()}
+    before = r1.claims.not_believed
+    r1._folds_asked = ("n2", w.t, (3, 7))
+    page = msgpack.packb([[[o, c] for o, c in live.items()], False])
+    r1.fetch_reply("n2", [wire.FOLDS, page], w.t)
+    assert r1.folds.final == {} and r1.wire_vv() == live
+    assert r1.claims.not_believed == before + 3
+    assert r1._folds_read["n2"] == (3, 7)  # read: its lies do not hold our stable time at 0

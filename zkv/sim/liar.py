@@ -5,7 +5,8 @@ receiver's state is known, to claim what the trust model says is not believed
 (docs/security.md, ``zkv.replication.claims``): events of the receiver's own incarnation and of
 live nodes' current ones beyond what they announced - in heartbeat vectors, as made-up events
 appended to pull replies, in a transfer's vector - entries of the receiver's own incarnation
-stamped after its last write, and a clock echo beyond what the receiver saved.  The liar is
+stamped after its last write, a clock echo beyond what the receiver saved, and folds of live
+incarnations (behind a heartbeat digest that makes the receiver ask for them).  The liar is
 believed about its own events, and its lies about what a relay is still trusted with (earlier
 incarnations, silent nodes) are not told: those are outside the guarantee.  If a lie is believed,
 the checker sees a phantom value, a lost write, or vectors that differ.
@@ -51,6 +52,8 @@ def lie(r: Replica, liar: str, conn_reply: bool, frames: list[bytes], now: float
             hb["vv"][origin] = hb["vv"].get(origin, 0) + MORE
         if r._clock_from_file:  # noqa: SLF001 - a wiped node must believe the echo (docs)
             hb.setdefault("seen", {})[r.id] = r.clock_saved + (MORE << 16)
+        count, xor = hb.get("folds", [0, 0])
+        hb["folds"] = [count + 1, xor ^ 1]  # a digest unlike anyone's: the receiver asks for folds
         return [frames[0], _pack(hb)]
     if not conn_reply:
         return frames
@@ -67,6 +70,12 @@ def lie(r: Replica, liar: str, conn_reply: bool, frames: list[bytes], now: float
         forged = Batch(origin, max(last_seq, bound or 0) + 1,
                        [(last_hlc + 1 + i, KEYS[i % len(KEYS)], FORGED) for i in range(3)])
         return [*frames[:3], *frames[3:], encode_batch(forged)]
+    if verb == wire.FOLDS:
+        # folds of live incarnations, at the receiver's own counts: believed, they would hide
+        # what nodes are writing now from every vector
+        page, more = msgpack.unpackb(frames[1], raw=False)
+        page += [[o, r.inbox.vv.get(o, 0)] for o in _bounded(r, liar, now) if r.inbox.vv.get(o, 0)]
+        return [verb, _pack([page, more])]
     if verb == wire.SNAPEND:
         meta = msgpack.unpackb(frames[2], raw=False)
         for origin in _bounded(r, liar, now):

@@ -294,7 +294,8 @@ def _converged(w: World) -> bool:
     for r in reps:
         if (r.inbox.vv != first.inbox.vv or r.ks.digest() != first.ks.digest() or r.sync is not None
                 or r.held_back or r.inbox.pending_bytes or r.refuse_writes
-                or r.folds.digest != first.folds.digest or not r.wire_vv().keys() <= current):
+                or r.folds.digest != first.folds.digest
+                or r.wire_vv() != {o: s for o, s in r.inbox.vv.items() if o in current}):
             return False  # (every finished incarnation folded: vectors name the live ones only)
     return True
 
