@@ -87,3 +87,11 @@ def test_seeds_that_long_runs_found() -> None:
     for seed, keep in regressions.items():
         r = run(seed, keep, heartbeat_ms=100)  # (as they were found)
         assert r.ok, f"seed {seed}: {r.violations[:1]}"
+
+
+def test_a_store_that_died_on_a_full_disk_holds_only_what_it_logged() -> None:
+    """A checker fix, found by a long run: a store that died appending a write (disk full) was
+    counted among that write's holders, from its memory, so when the only disk that held it
+    was damaged the loss was reported instead of excused."""
+    r = run(30001094)
+    assert r.ok, r.violations[:1]

@@ -82,6 +82,7 @@ class SimNode:
     pending_ops: dict[bytes, Op] = field(default_factory=dict)
     down_vv: dict[str, int] = field(default_factory=dict)  # what it held when it went down
     down_versions: dict[bytes, tuple[int, str]] = field(default_factory=dict)
+    unwritten: list[bytes] = field(default_factory=list)  # log records a failed append never wrote
 
 
 class SimError(Exception):
@@ -223,6 +224,7 @@ class World:
         except OSError as exc:  # a full disk: the store process dies, as the real one does
             self.note(f"{node.id} died: {exc}")
             self.crash(node.id)
+            self._forget_unwritten(node)
             self.at(self.t + 0.5, self.start, node.id)
             return
         except Exception:  # noqa: BLE001 - any other exception is a bug
@@ -249,11 +251,31 @@ class World:
         node.tick_at = float("inf")
         self._turn(node, lambda r: None)
 
+    def _forget_unwritten(self, node: SimNode) -> None:
+        """A store that died on a failed append holds, once down, only what reached its log:
+        the events of that append and of the ones after it were in its memory, never on disk
+        (the checker must not count it among their holders when another disk is damaged)."""
+        for rec in node.unwritten:
+            if rec[:1] != b"E":
+                continue
+            b = decode_batch(rec[1:])
+            if node.down_vv.get(b.origin, 0) >= b.first_seq:
+                node.down_vv[b.origin] = b.first_seq - 1
+            for hlc, key, _value in b.items:
+                if node.down_versions.get(key) == (hlc, b.origin):
+                    del node.down_versions[key]
+        node.unwritten = []
+
     def _carry_out(self, node: SimNode, r: Replica) -> None:
-        for o in r.take():
+        outs = r.take()
+        for i, o in enumerate(outs):
             verb = o[0]
             if verb == LOG:
-                node.disk.append(o[1], o[2])
+                try:
+                    node.disk.append(o[1], o[2])
+                except OSError:
+                    node.unwritten = [rec for later in outs[i:] if later[0] == LOG for rec in later[1]]
+                    raise
                 self._note_stamps(node, o[1])
             elif verb == PUBLISH:
                 for p in r.peer_ids:
