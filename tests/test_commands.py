@@ -142,8 +142,11 @@ def test_resp_set() -> None:
     assert d.encode([None]) == b"+OK\r\n"
 
 
-def test_resp_set_options_unsupported() -> None:
-    assert resp(b"SET", b"k", b"v", b"EX", b"10") == b"-ERR syntax error\r\n"
+def test_resp_set_expiry_options_say_so_and_bad_options_are_syntax_errors() -> None:
+    assert resp(b"SET", b"k", b"v", b"EX", b"10").startswith(b"-ERR expiry options")
+    assert resp(b"SET", b"k", b"v", b"NX", b"XX") == b"-ERR syntax error\r\n"
+    assert resp(b"SET", b"k", b"v", b"GET", b"GET") == b"-ERR syntax error\r\n"
+    assert resp(b"SET", b"k", b"v", b"BOGUS") == b"-ERR syntax error\r\n"
 
 
 def test_resp_get() -> None:

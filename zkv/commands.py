@@ -13,6 +13,15 @@ are tiny tuples the store process understands::
     ("i",)             info       -> dict
     ("w",)             ack target -> [seq, {peer: seq}]: our origin's sequence number after
                                      every write before this op, and each peer's applied one
+    ("sx", key, value, cond, old)    conditional set: cond 0 always, 1 only if the key is
+                                     absent (NX), 2 only if present (XX) -> [1 if written,
+                                     the value before (None unless ``old``)]
+    ("gd", key)        get and delete -> the value before (deleted only if there was one)
+    ("ap", key, more)  append        -> the new length
+    ("mn", [k, v, ...])  set all if none exists (MSETNX) -> 1, else 0 and nothing written
+
+Each op is checked against the receiving node's state when the store applies it, in order
+with every other op; what that means with writers on two nodes is in docs/protocol.md.
 
 The store answers each batch of operations with one message: the list of their results.  On
 the same connection it also sends ``[INVALIDATE, keys]`` (msgpack list, or nil for "all") to
@@ -165,7 +174,8 @@ class Refused(list):
         self.reason = reason
 
 
-WRITE_OPS = ("s", "d")
+WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn"})
+MAX_VALUE = 512 * 1024 * 1024  # bytes in a value (RESP's bulk limit, as Redis's default)
 
 
 _P_ARITY = {b"SET": 3, b"GET": 2, b"DEL": 2, b"DELETE": 2, b"PING": 1, b"QUIT": 1, b"AUTH": 2}
@@ -297,11 +307,122 @@ def _get(a: list[bytes]) -> Reply:
     return Deferred([("g", a[1])], _r_get)
 
 
+_SYNTAX = resp.error("ERR syntax error")
+_NOT_INT = resp.error("ERR value is not an integer or out of range")
+
+
 @_cmd("SET", -3)
 def _set(a: list[bytes]) -> Reply:
-    if len(a) != 3:
-        return resp.error("ERR syntax error")  # EX/PX/NX/XX are not supported
-    return Deferred([("s", a[1], a[2])], _r_ok)
+    """SET key value [NX | XX] [GET]"""
+    if len(a) == 3:
+        return Deferred([("s", a[1], a[2])], _r_ok)
+    cond, old = 0, False
+    for opt in a[3:]:
+        o = opt.upper()
+        if o == b"NX" and cond == 0:
+            cond = 1
+        elif o == b"XX" and cond == 0:
+            cond = 2
+        elif o == b"GET" and not old:
+            old = True
+        elif o in (b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL"):
+            return resp.error("ERR expiry options (EX, PX, EXAT, PXAT, KEEPTTL) are not supported")
+        else:
+            return _SYNTAX
+    return Deferred([("sx", a[1], a[2], cond, old)], _r_set_old if old else _r_set_cond)
+
+
+def _r_set_cond(results: list[Any]) -> bytes:  # SET ... NX|XX: OK, or null if not written
+    return resp.OK if results[0][0] else resp.NULL_BULK
+
+
+def _r_set_old(results: list[Any]) -> bytes:  # SET ... GET: the value before, written or not
+    return resp.bulk(results[0][1])
+
+
+@_cmd("SETNX", 3)
+def _setnx(a: list[bytes]) -> Reply:
+    return Deferred([("sx", a[1], a[2], 1, False)], _r_written)
+
+
+def _r_written(results: list[Any]) -> bytes:
+    return resp.integer(results[0][0])
+
+
+@_cmd("GETSET", 3)
+def _getset(a: list[bytes]) -> Reply:
+    return Deferred([("sx", a[1], a[2], 0, True)], _r_set_old)
+
+
+@_cmd("GETDEL", 2)
+def _getdel(a: list[bytes]) -> Reply:
+    return Deferred([("gd", a[1])], _r_get)
+
+
+@_cmd("APPEND", 3)
+def _append(a: list[bytes]) -> Reply:
+    return Deferred([("ap", a[1], a[2])], _r_append)
+
+
+def _r_append(results: list[Any]) -> bytes:
+    if results[0] < 0:
+        return resp.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+    return resp.integer(results[0])
+
+
+@_cmd("STRLEN", 2)
+def _strlen(a: list[bytes]) -> Reply:
+    return Deferred([("g", a[1])], _r_strlen)
+
+
+def _r_strlen(results: list[Any]) -> bytes:
+    return resp.integer(0 if results[0] is None else len(results[0]))
+
+
+@_cmd("GETRANGE", 4)
+def _getrange(a: list[bytes]) -> Reply:
+    start, end = _signed(a[2]), _signed(a[3])
+    if start is None or end is None:
+        return _NOT_INT
+    return Deferred([("g", a[1])], lambda results: resp.bulk(_range(results[0] or b"", start, end)))
+
+
+_RESP[b"SUBSTR"] = _RESP[b"GETRANGE"]
+
+
+def _signed(b: bytes) -> int | None:
+    try:
+        n = int(b)
+    except ValueError:
+        return None
+    return n if -(1 << 63) <= n < 1 << 63 and b.strip() == b and not b.startswith(b"+") else None
+
+
+def _range(v: bytes, start: int, end: int) -> bytes:
+    """GETRANGE's inclusive, negative-from-the-end range, as Redis clamps it."""
+    n = len(v)
+    if start < 0:
+        start = max(0, n + start)
+    if end < 0:
+        end = n + end
+    end = min(end, n - 1)
+    return v[start:end + 1] if start <= end else b""
+
+
+@_cmd("MSETNX", -3)
+def _msetnx(a: list[bytes]) -> Reply:
+    if len(a) % 2 != 1:
+        return wrong_arity(a[0], True)
+    return Deferred([("mn", a[1:])], _r_int)
+
+
+@_cmd("TYPE", 2)
+def _type(a: list[bytes]) -> Reply:
+    return Deferred([("g", a[1])], _r_type)
+
+
+def _r_type(results: list[Any]) -> bytes:
+    return resp.simple("none" if results[0] is None else "string")
 
 
 @_cmd("DEL", -2)
@@ -310,11 +431,15 @@ def _del(a: list[bytes]) -> Reply:
 
 
 _RESP[b"DELETE"] = _RESP[b"DEL"]
+_RESP[b"UNLINK"] = _RESP[b"DEL"]  # (a delete is as cheap as an unlink here)
 
 
 @_cmd("EXISTS", -2)
 def _exists(a: list[bytes]) -> Reply:
     return Deferred([("g", k) for k in a[1:]], _r_exists)
+
+
+_RESP[b"TOUCH"] = _RESP[b"EXISTS"]  # (no access times to touch: how many exist)
 
 
 @_cmd("MGET", -2)
@@ -438,6 +563,15 @@ def _hello(a: list[bytes]) -> Reply:
     return Auth(auth[0], auth[1], hello.reply, True, hello)
 
 
+def _tx(a: list[bytes]) -> Reply:
+    from zkv.transaction import TxControl  # (zkv.transaction builds on this module)
+    return TxControl(a[0].upper())  # type: ignore[return-value]
+
+
+for _name_, _arity in (("MULTI", 1), ("EXEC", 1), ("DISCARD", 1), ("WATCH", -2), ("UNWATCH", 1)):
+    _RESP[_name_.encode()] = (_arity, _tx)
+
+
 @_cmd("SELECT", 2)
 def _select(a: list[bytes]) -> Reply:
     return resp.OK if a[1] == b"0" else resp.error("ERR DB index is out of range")
@@ -461,8 +595,17 @@ def _r_array3(results: list[Any]) -> bytes:
     return resp.array(results, resp.NULL3)
 
 
+def _r_set_cond3(results: list[Any]) -> bytes:
+    return resp.OK if results[0][0] else resp.NULL3
+
+
+def _r_set_old3(results: list[Any]) -> bytes:
+    return resp.bulk3(results[0][1])
+
+
 # RESP3 differs from RESP2, for the commands here, only in how null is written.
-_RESP3_ENCODERS: dict[Encoder, Encoder] = {_r_get: _r_get3, _r_array: _r_array3}
+_RESP3_ENCODERS: dict[Encoder, Encoder] = {_r_get: _r_get3, _r_array: _r_array3,
+                                           _r_set_cond: _r_set_cond3, _r_set_old: _r_set_old3}
 
 
 def before_auth(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:

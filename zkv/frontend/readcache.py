@@ -28,6 +28,8 @@ ENTRY_OVERHEAD = 180  # bytes of Python objects per entry beyond key and value (
 MISS = object()  # what lookup() returns for a key it knows nothing about
 
 
+_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn"})  # (zkv.commands)
+
 class ReadCache:
     """Key -> last known value (None: known to be absent), at most ``budget`` bytes (estimated).
 
@@ -93,6 +95,9 @@ class ReadCache:
                 if old is MISS:
                     continue
                 value = op[2] if code == "s" else None
+            elif code in _OTHER_WRITES:  # what they wrote depends on the store: forget the keys
+                self.invalidate(op[1][0::2] if code == "mn" else [op[1]])
+                continue
             else:
                 continue
             vlen = 0 if value is None else len(value)

@@ -42,6 +42,9 @@ from zkv.frontend.storelink import StoreLink
 from zkv.frontend.tls import Handshakes, TLSAccept, server_context
 from zkv.frontend.waits import AckWaiters
 from zkv.protocol.requests import parse_requests
+from zkv.transaction import (
+    DISCARD_ALONE, EXEC_ALONE, NESTED, WATCH_IN_MULTI, WATCH_UNSUPPORTED, Transaction, TxControl,
+)
 
 log = logging.getLogger("zkv.frontend")
 
@@ -104,6 +107,7 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.handshaking = False  # TLS: admitted, its handshake in progress (no transport yet)
         self.lost = False
+        self.tx: Transaction | None = None  # between MULTI and EXEC (zkv.transaction)
 
     # --- asyncio callbacks ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -223,6 +227,11 @@ class ClientConnection(asyncio.Protocol):
         waits = 0
         for args, is_resp in requests:
             r = disp(args, is_resp, resp3)
+            if self.tx is not None or r.__class__ is TxControl:
+                r = self._in_transaction(r, args[0])
+                if r.__class__ is bytes:
+                    parts.append(r)
+                    continue
             if r.__class__ is Deferred:
                 r_ops = r.ops  # type: ignore[union-attr]
                 # A read of one key (GET, or EXISTS/MGET of one) is answered from the read cache
@@ -293,6 +302,38 @@ class ClientConnection(asyncio.Protocol):
             self.queue.append(group)
         else:
             self._write(b"".join(parts))
+
+    def _in_transaction(self, r: Any, name: bytes) -> Any:
+        """A request while a transaction is open, or one that opens or ends it: its reply
+        (bytes), or what to carry out as usual (EXEC's Deferred, QUIT)."""
+        if r.__class__ is TxControl:
+            return self._transaction(r.verb)
+        if r.__class__ is Quit:
+            return r
+        assert self.tx is not None
+        return self.tx.queue(r, name)
+
+    def _transaction(self, verb: bytes) -> Any:
+        """MULTI, EXEC, DISCARD, WATCH, UNWATCH (zkv.transaction): a reply, or EXEC's Deferred."""
+        tx = self.tx
+        if verb == b"MULTI":
+            if tx is not None:
+                return NESTED
+            self.tx = Transaction()
+            return resp.OK
+        if verb == b"EXEC":
+            if tx is None:
+                return EXEC_ALONE
+            self.tx = None
+            return tx.exec()
+        if verb == b"DISCARD":
+            if tx is None:
+                return DISCARD_ALONE
+            self.tx = None
+            return resp.OK
+        if verb == b"WATCH":
+            return WATCH_IN_MULTI if tx is not None else WATCH_UNSUPPORTED
+        return resp.OK  # UNWATCH: nothing is watched
 
     def _hold(self, delay: float | None, rest: list, fatal: bytes | None, pause: bool = True) -> None:
         """Answer nothing more for ``delay`` seconds (None: until ``_release_held`` is called,

@@ -33,7 +33,7 @@ from typing import Any
 import msgpack
 
 from zkv.clock import HybridClock, physical, wall_ms
-from zkv.commands import ACKS, FRONTEND_ID, INVALIDATE
+from zkv.commands import ACKS, FRONTEND_ID, INVALIDATE, MAX_VALUE, WRITE_OPS
 from zkv.config import Config
 from zkv.events import (
     BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_CATCHUP, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch,
@@ -295,7 +295,7 @@ class Replica:
                 # ipc socket) gets a null result, checked before it can touch the keyspace.
                 try:
                     code = op[0]
-                    if refuse is not None and (code == "s" or code == "d"):
+                    if refuse is not None and code in WRITE_OPS:
                         results.append(None)
                         refused = True
                         continue
@@ -335,6 +335,48 @@ class Replica:
                         results.append([target, self.acked.seq])
                         if target > self._ack_target:
                             self._ack_target = target
+                    elif code == "sx":  # SET NX|XX|GET, SETNX, GETSET: checked against this node
+                        key, value, cond = op[1], op[2], op[3]
+                        if key.__class__ is not bytes or value.__class__ is not bytes or cond not in (0, 1, 2):
+                            raise TypeError("bad conditional set")
+                        old = ks.get(key)
+                        written = cond == 0 or (cond == 1) == (old is None)
+                        if written:
+                            items.append((stamp, key, value))
+                            stamp += 1
+                        results.append([int(written), old if op[4] else None])
+                    elif code == "gd":  # GETDEL
+                        key = op[1]
+                        if key.__class__ is not bytes:
+                            raise TypeError("GETDEL needs bytes")
+                        old = ks.get(key)
+                        if old is not None:
+                            items.append((stamp, key, None))
+                            stamp += 1
+                        results.append(old)
+                    elif code == "ap":  # APPEND: -1 if the value would pass MAX_VALUE
+                        key, more = op[1], op[2]
+                        if key.__class__ is not bytes or more.__class__ is not bytes:
+                            raise TypeError("APPEND needs bytes")
+                        value = (ks.get(key) or b"") + more
+                        if len(value) > MAX_VALUE:
+                            results.append(-1)
+                            continue
+                        items.append((stamp, key, value))
+                        stamp += 1
+                        results.append(len(value))
+                    elif code == "mn":  # MSETNX: every key or none
+                        flat = op[1]
+                        if (flat.__class__ is not list or not flat or len(flat) % 2
+                                or any(x.__class__ is not bytes for x in flat)):
+                            raise TypeError("MSETNX needs key/value pairs")
+                        if any(ks.get(k) is not None for k in flat[0::2]):
+                            results.append(0)
+                            continue
+                        for i in range(0, len(flat), 2):
+                            items.append((stamp, flat[i], flat[i + 1]))
+                            stamp += 1
+                        results.append(1)
                     else:
                         results.append(None)
                 except (TypeError, IndexError, KeyError):
