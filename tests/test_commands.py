@@ -78,6 +78,18 @@ def test_plain_ping() -> None:
     assert plain(b"PING") == b"PONG\n"
 
 
+def test_inline_commands_ending_in_crlf_get_redis_replies_except_the_text_protocols_own() -> None:
+    from zkv.commands import dispatch
+    assert dispatch([b"PING"], None) == b"+PONG\r\n"  # redis-benchmark's PING_INLINE
+    assert dispatch([b"ECHO", b"hi"], None) == b"$2\r\nhi\r\n"
+    d = dispatch([b"SET", b"k", b"v"], None)
+    assert d.encode([None]) == b"OK\n"  # the text protocol's own: its replies, whatever the ending
+    assert dispatch([b"GET", b"k"], None).encode([None]) == b"NOT FOUND\n"
+    assert dispatch([b"NOSUCH"], None) == b"ERROR unknown command 'NOSUCH'\n"
+    assert dispatch([b"MGET", b"a"], False) == b"ERROR unknown command 'MGET'\n"  # (nc: LF)
+    assert dispatch([b"MGET", b"a"], None).encode([b"1"]) == b"*1\r\n$1\r\n1\r\n"
+
+
 def test_plain_quit() -> None:
     q = plain(b"QUIT")
     assert isinstance(q, Quit)

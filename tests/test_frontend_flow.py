@@ -138,7 +138,7 @@ def test_before_auth_only_auth_hello_ping_quit_and_a_pipelined_auth_opens_the_re
     conn, t, link = connect(password="s3cret")
     conn.data_received(b"GET a\r\n*1\r\n$6\r\nDBSIZE\r\nPING\r\n")
     assert t.out == (b"ERROR NOAUTH Authentication required\n-NOAUTH Authentication required.\r\n"
-                     b"PONG\n")
+                     b"+PONG\r\n")  # (an inline PING, CR LF: Redis's reply)
     assert link.pending == []
     t.out = b""
     conn.data_received(b"AUTH nope\nAUTH s3cret\nSET a 1\n")

@@ -74,30 +74,31 @@ def test_set_value_is_rest_of_line(key: bytes, value: bytes) -> None:
     line = b"SET " + key + b" " + value
     assert plain_args(line) == [b"SET", key, value]
     p = parse_requests(line + b"\r\n", MAX)
-    assert args_of(p) == [([b"SET", key, value], False)]
+    assert args_of(p) == [([b"SET", key, value], None)]
 
 
 # ------------------------------------------------------------------ parse_requests: plain
 
 
 def test_single_plain_request_lf_and_crlf() -> None:
-    for end in (b"\n", b"\r\n"):
+    """A line ending in CR LF is marked None: an inline command, as Redis tools send them."""
+    for end, kind in ((b"\n", False), (b"\r\n", None)):
         p = parse_requests(b"GET k" + end, MAX)
-        assert args_of(p) == [([b"GET", b"k"], False)]
+        assert args_of(p) == [([b"GET", b"k"], kind)]
         assert p.consumed == 5 + len(end)
         assert p.fatal is None
 
 
 def test_crlf_not_part_of_set_value() -> None:
     p = parse_requests(b"SET k a b\r\n", MAX)
-    assert args_of(p) == [([b"SET", b"k", b"a b"], False)]
+    assert args_of(p) == [([b"SET", b"k", b"a b"], None)]
 
 
 def test_set_empty_value() -> None:
     p = parse_requests(b"SET k \n", MAX)
     assert args_of(p) == [([b"SET", b"k", b""], False)]
     p = parse_requests(b"SET k \r\n", MAX)
-    assert args_of(p) == [([b"SET", b"k", b""], False)]
+    assert args_of(p) == [([b"SET", b"k", b""], None)]
 
 
 def test_incomplete_line_is_not_consumed() -> None:
@@ -112,8 +113,8 @@ def test_pipelined_requests() -> None:
     data = b"SET a 1\nGET a\r\nDELETE a\nPING\r\n"
     p = parse_requests(data, MAX)
     assert args_of(p) == [
-        ([b"SET", b"a", b"1"], False), ([b"GET", b"a"], False),
-        ([b"DELETE", b"a"], False), ([b"PING"], False),
+        ([b"SET", b"a", b"1"], False), ([b"GET", b"a"], None),
+        ([b"DELETE", b"a"], False), ([b"PING"], None),
     ]
     assert p.consumed == len(data)
 
@@ -157,10 +158,10 @@ def test_line_longer_than_max_line_without_newline() -> None:
 
 def test_line_of_exactly_max_line_is_accepted() -> None:
     line = b"GET " + b"k" * 12  # 16 bytes
-    for end in (b"\n", b"\r\n"):
+    for end, kind in ((b"\n", False), (b"\r\n", None)):
         p = parse_requests(line + end, 16)
         assert p.fatal is None
-        assert args_of(p) == [([b"GET", b"k" * 12], False)]
+        assert args_of(p) == [([b"GET", b"k" * 12], kind)]
     p = parse_requests(line, 16)  # complete line, newline still to come: wait
     assert p.fatal is None and p.requests == [] and p.consumed == 0
 
@@ -185,7 +186,7 @@ def test_resp_and_plain_mixed_on_one_buffer() -> None:
     data = b"PING\n" + resp_cmd(b"GET", b"k") + b"SET k v v\r\n" + resp_cmd(b"PING") + b"GET z\n"
     p = parse_requests(data, MAX)
     assert args_of(p) == [
-        ([b"PING"], False), ([b"GET", b"k"], True), ([b"SET", b"k", b"v v"], False),
+        ([b"PING"], False), ([b"GET", b"k"], True), ([b"SET", b"k", b"v v"], None),
         ([b"PING"], True), ([b"GET", b"z"], False),
     ]
     assert p.consumed == len(data)
@@ -247,12 +248,12 @@ PIPELINE = (
     b"DELETE a\n"
 )
 PIPELINE_WANT = [
-    ([b"SET", b"a", b"hello world"], False),
+    ([b"SET", b"a", b"hello world"], None),
     ([b"SET", b"b", b"x\r\ny"], True),
     ([b"GET", b"a"], False),
     ([b"SET", b"e", b""], False),
     ([b"MGET", b"a", b"b"], True),
-    ([b"PING"], False),
+    ([b"PING"], None),
     ([b"DELETE", b"a"], False),
 ]
 

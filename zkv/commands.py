@@ -181,10 +181,16 @@ MAX_VALUE = 512 * 1024 * 1024  # bytes in a value (RESP's bulk limit, as Redis's
 _P_ARITY = {b"SET": 3, b"GET": 2, b"DEL": 2, b"DELETE": 2, b"PING": 1, b"QUIT": 1, b"AUTH": 2}
 
 
-def dispatch_plain(args: list[bytes]) -> Reply:
+def dispatch_plain(args: list[bytes], crlf: bool = False) -> Reply:
+    """A plain-text line.  The text protocol's own commands (SET, GET, DEL/DELETE, PING, QUIT,
+    AUTH) get its replies.  On a line ending in CR LF - an inline command, as redis-cli and
+    redis-benchmark send them - PING and every other command zkv knows gets Redis's reply, as
+    Redis answers inline commands; an unknown command gets the text protocol's ERROR line."""
     name = args[0].upper()
     want = _P_ARITY.get(name)
-    if want is None:
+    if want is None or (crlf and name == b"PING"):
+        if crlf and name in _RESP:
+            return dispatch_resp(args)
         return unknown(args[0], False)
     if name == b"AUTH" and len(args) in (2, 3):  # AUTH <password> | AUTH <user> <password>
         return Auth(args[1] if len(args) == 3 else None, args[-1], P_OK, False)
@@ -619,7 +625,7 @@ def before_auth(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
 def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
     """One request -> its reply; ``resp3`` once the connection has said HELLO 3."""
     if not is_resp:
-        return dispatch_plain(args)
+        return dispatch_plain(args, is_resp is None)
     # The two requests of nearly every workload, as clients send them (upper case), without
     # the table lookup: the same replies _set and _get give.
     n = len(args)

@@ -1,7 +1,10 @@
 """Splits a connection's input buffer into requests, in either protocol, as they arrive.
 
 A request that starts with ``*`` is a RESP2 array (``zkv.protocol.resp``); anything else is one
-plain-text line ending in ``\\n`` or ``\\r\\n``.  Both may be mixed on one connection.  A plain line
+plain-text line ending in ``\\n`` or ``\\r\\n``.  A request's second item says which: ``True``
+for RESP, ``False`` for a line ending in ``\\n`` alone (nc: zkv's text protocol), ``None`` for one
+ending in ``\\r\\n`` (what redis-cli and redis-benchmark send as inline commands, and telnet; see
+``zkv.commands.dispatch_plain``).  Both may be mixed on one connection.  A plain line
 splits into whitespace-separated words, except ``SET <key> <value>``, whose value is the rest of
 the line after the key and one space (so it may contain spaces).  Blank lines are ignored.
 Input that cannot be parsed ends the connection: the caller sends ``fatal`` and closes.
@@ -16,9 +19,10 @@ from zkv.protocol import resp
 _SET = b"SET"
 
 
-# One request: (its words, whether it came as RESP).  A plain tuple: one is built per request,
-# and a NamedTuple's constructor costs a Python-level call.
-Request = tuple[list[bytes], bool]
+# One request: (its words, True if it came as RESP, False as a plain line, None as a plain line
+# ending in CR LF).  A plain tuple: one is built per request, and a NamedTuple's constructor
+# costs a Python-level call.
+Request = tuple[list[bytes], bool | None]
 
 
 class Parsed(NamedTuple):
@@ -126,5 +130,5 @@ def parse_requests(buf: bytes | bytearray, max_line: int, max_bulk: int = 512 * 
         pos = nl + 1
         args = plain_args(line)
         if args:
-            out.append((args, False))
+            out.append((args, None if line_end < nl else False))
     return Parsed(out, pos)
