@@ -221,8 +221,9 @@ class Heartbeat:
     # or held back for its clock): a hole is never given up while someone holds part of it
     held: dict[str, list[int]] = field(default_factory=dict)
     # (how many, XOR of their hashes): the digest of the sender's folded origins, which its
-    # vector leaves out (zkv.replication.folds); (0, 0) from an older sender
-    folds: tuple[int, int] = (0, 0)
+    # vector leaves out (zkv.replication.folds); None from a sender that does not fold (an
+    # older release): while one is configured, nobody folds
+    folds: tuple[int, int] | None = None
 
 
 def encode_heartbeat(hb: Heartbeat) -> bytes:
@@ -230,7 +231,8 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
         {
             "id": hb.id, "seq": hb.seq, "hlc": hb.hlc, "vv": hb.vv, "stable": hb.stable,
             "digest": hb.digest, "keys": hb.keys, "catchup": hb.catchup, "peers": hb.peers,
-            "origin": hb.origin, "wall": hb.wall, "seen": hb.seen, "held": hb.held, "folds": list(hb.folds),
+            "origin": hb.origin, "wall": hb.wall, "seen": hb.seen, "held": hb.held,
+            **({"folds": list(hb.folds)} if hb.folds is not None else {}),
         },
         use_bin_type=True,
     )
@@ -265,7 +267,7 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
             wall=check_int(d.get("wall", 0), "wall"),
             seen=_check_map(d.get("seen", {}), 1024, MAX_TS, "seen map"),
             held=_check_held(d.get("held", {})),
-            folds=_check_folds(d.get("folds", [0, 0])),
+            folds=_check_folds(d["folds"]) if "folds" in d else None,
         )
     except KeyError as exc:
         raise DecodeError(f"heartbeat lacks {exc}") from None

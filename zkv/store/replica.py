@@ -46,7 +46,7 @@ from zkv.replication import catchup as wire
 from zkv.replication.acks import Acked, AckRequests
 from zkv.replication.antientropy import differing_buckets, merge
 from zkv.replication.backlog import Backlog
-from zkv.replication.claims import SILENT_S, Claims, HeartbeatBudget
+from zkv.replication.claims import NEW_ORIGINS, SILENT_S, Claims, HeartbeatBudget
 from zkv.replication.folds import FOLD_PAGE, Folds, foldable
 from zkv.replication.horizon import Announced, Horizon
 from zkv.replication.inbox import Inbox
@@ -168,8 +168,12 @@ class Replica:
         self.folds = Folds()
         self._folds_asked: tuple[str, float, tuple[int, int]] | None = None  # (peer, when, its digest)
         self._folds_lacking = False  # the map being read names events we lack
+        self._folds_pages = 0  # pages of it read so far
         self._folds_ask_at: dict[str, float] = {}  # peer -> when its folds were last asked
         self._folds_read: dict[str, tuple[int, int]] = {}  # peer -> a digest read, nothing lacking
+        # origin -> (peer, count): a peer folded it beyond what we hold - it holds those events
+        # though its vector no longer names them (a hole there is pulled, never given up)
+        self._folded_beyond: dict[str, tuple[str, int]] = {}
         self._ack_target = 0  # a client waits for peers to apply our events through this
         self.started = now
         self.frontend_stats: dict[str, int] = {}  # what the frontend reports once a second
@@ -621,6 +625,15 @@ class Replica:
             if (self.sync is not None or origin in self.fetching or origin in self.held_back
                     or self.now - since < HOLE_GIVE_UP_HEARTBEATS * self._hb_every):
                 continue
+            # A peer whose folds we have not read may hold the hole folded (its vector no
+            # longer names the origin); one that folded it beyond what we have holds it.
+            beyond = self._folded_beyond.get(origin)
+            if beyond is not None and beyond[1] > have:
+                if origin not in self.fetching:
+                    self._pull(origin, beyond[0])
+                continue
+            if self._folds_unsettled():
+                continue
             views = [self.peers.get(p) for p in self.peer_ids]
             if any(v is None or v.seen <= since or v.hb.vv.get(origin, 0) > have
                    or _overlaps(v.hb.held.get(origin), have + 1, first - 1) for v in views):
@@ -690,7 +703,8 @@ class Replica:
         if self.clients_paused:
             self._check_clock_skew()
             self._pause_clients_until_heard()
-        if hb.folds != self.folds.digest and hb.folds[0] and self._folds_read.get(hb.id) != hb.folds:
+        if (hb.folds is not None and hb.folds != self.folds.digest and hb.folds[0]
+                and self._folds_read.get(hb.id) != hb.folds):
             self._ask_folds(hb.id, hb.folds)
         pulls = 0
         for origin in ahead:
@@ -752,8 +766,11 @@ class Replica:
             node = node_of(origin)  # (the origin's own node first, among equals)
             best = max(self.peers.values(), key=lambda v: (v.hb.vv.get(origin, 0), v.hb.id == node),
                        default=None)
+            beyond = self._folded_beyond.get(origin)
             if best is not None and best.hb.vv.get(origin, 0) > have:
                 peer = best.hb.id
+            elif beyond is not None and beyond[1] > have and beyond[0] in self.peers:
+                peer = beyond[0]  # it folded them: it holds them, though it names them nowhere
             elif node_of(origin) in self.endpoints and node_of(origin) in self.peers:
                 peer = node_of(origin)
             else:
@@ -890,8 +907,9 @@ class Replica:
         views = []
         for p in self.peer_ids:
             v = self.peers.get(p)
-            if v is None:
-                return  # a node not heard since we started may hold anything
+            if v is None or v.hb.folds is None:
+                return  # a node not heard since we started may hold anything; one that does
+                # not fold (an older release) learns of origins only from vectors
             current.add(v.hb.origin)
             views.append((v.hb.vv, v.hb.held))
         busy = {*self.inbox.gaps(), *self.held_back, *self.fetching}
@@ -907,6 +925,7 @@ class Replica:
         self._folds_ask_at[peer] = self.now
         self._folds_asked = (peer, self.now, digest)
         self._folds_lacking = False
+        self._folds_pages = 0
         self.out.append((FETCH, peer, [wire.FOLDS, b""]))
 
     def _read_folds(self, peer: str, raw: bytes) -> None:
@@ -920,17 +939,20 @@ class Replica:
         vv = self.inbox.vv
         lacking = []
         last = ""
+        self._folds_pages += 1
         for item in page:
             if item.__class__ is not list or len(item) != 2:
                 raise DecodeError("bad fold")
             origin, count = check_name(item[0], "origin"), check_int(item[1], "count")
             last = origin
-            if origin in current:  # a live incarnation is never finished: not believed
-                self.claims.not_believed += 1
+            if origin in current or count == 0:  # a live incarnation is never finished, and a
+                self.claims.not_believed += 1    # fold of nothing is made up: not believed
             elif vv.get(origin, 0) >= count:
                 self.folds.add(origin, count, vv)
             else:
                 lacking.append(origin)
+                if count > self._folded_beyond.get(origin, ("", 0))[1]:
+                    self._folded_beyond[origin] = (peer, count)
         if lacking:
             self._folds_lacking = True
             if len(lacking) > PULLS_PER_HEARTBEAT:
@@ -943,7 +965,10 @@ class Replica:
                     if origin not in self.fetching and origin not in self.held_back:
                         self.out.append((FETCH, peer, wire.pull(origin, vv.get(origin, 0))))
                         self.fetching[origin] = (peer, self.now)
-        if more and last and self.sync is None:
+        # A map longer than the origins we know (and NEW_ORIGINS more) names origins we lack
+        # anyway: no more pages of it (a transfer brings them), however many the peer offers.
+        pages = 2 + (len(vv) + NEW_ORIGINS) // FOLD_PAGE
+        if more and last and self.sync is None and self._folds_pages < pages:
             self._folds_asked = (peer, self.now, self._folds_asked[2])
             self.out.append((FETCH, peer, [wire.FOLDS, last.encode()]))
             return
@@ -957,7 +982,7 @@ class Replica:
         mine = self.folds.digest
         for p, v in self.peers.items():
             d = v.hb.folds
-            if d != mine and d[0] and self._folds_read.get(p) != d:
+            if d is not None and d != mine and d[0] and self._folds_read.get(p) != d:
                 return True
         return False
 
@@ -1183,7 +1208,7 @@ class Replica:
         self._ae_turn += 1
         view = fresh[self._ae_turn % len(fresh)]
         if (view.hb.digest != self.ks.digest() and self.ae_asked is None
-                and view.hb.folds == self.folds.digest and view.hb.vv == self.wire_vv()):
+                and (view.hb.folds or (0, 0)) == self.folds.digest and view.hb.vv == self.wire_vv()):
             self.out.append((FETCH, view.hb.id, [wire.BUCKETS]))
             self.ae_asked = (view.hb.id, self.now)
 
