@@ -77,3 +77,15 @@ def test_foldable_needs_a_finished_idle_origin_every_peer_names_at_our_count() -
     assert foldable(wire, current, set(), holding) == {"a@1": 5}
     folded_there = [peers[0], ({"a@2": 3, "b@1": 7, "c@1": 2}, {})]  # gossip adopts those
     assert foldable(wire, current, set(), folded_there) == {"c@1": 2}
+
+
+def test_every_digest_the_map_had_is_remembered() -> None:
+    """A peer whose digest is one our map had (it went down before our latest folds) hides
+    nothing we lack: the map and the vector only grow."""
+    vv = {"x": 3, "y": 4}
+    f = Folds()
+    assert f.had == {(0, 0)}
+    f.add("x", 3, vv)
+    first = f.digest
+    f.add("y", 4, vv)
+    assert f.had == {(0, 0), first, f.digest}

@@ -16,7 +16,8 @@ hash of each); a store whose digest differs asks for the map (``[FOLDS, after]``
 catch-up channel, a page at a time) and adopts each fold it holds the events for.  A fold it
 lacks the events for (a node that lost its log tail, or its directory, after the fold) is a pull
 of that origin instead, and until the maps agree - or a peer's map was read and nothing in it is
-lacking - the store's stable time is 0, so no tombstone horizon passes events it may lack.
+lacking, or is one this store's own map has been since it started - the store's stable time is
+0, so no tombstone horizon passes events it may lack.
 
 A fold never hides events: an origin whose count rises past its fold (events that surfaced
 later, on a node that had them in its log) is named on the wire again, and folds again, at the
@@ -44,6 +45,10 @@ class Folds:
     count: int = 0
     xor: int = 0
     hidden: set[str] = field(default_factory=set)  # origins whose count in our vector is folded
+    # Every digest this map has had since the store started: the map only grows, and the
+    # store's vector too, so a peer whose digest is one of them hides nothing it lacks (a peer
+    # that went down before our latest folds need not be read).
+    had: set[tuple[int, int]] = field(default_factory=lambda: {(0, 0)})
     _sorted: list[str] | None = None
 
     @property
@@ -62,6 +67,7 @@ class Folds:
             self.xor ^= fold_hash(origin, old)
         self.xor ^= fold_hash(origin, count)
         self.final[origin] = count
+        self.had.add((self.count, self.xor))
         self.recheck(origin, vv)
         return True
 

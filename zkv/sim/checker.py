@@ -76,7 +76,8 @@ def check(ops: list[Op], finals: dict[str, dict[bytes, Entry]],
             elif have < op.version:
                 out.append(Violation("lost", key, f"acknowledged SET #{op.id} {op.value!r} at "
                                                   f"{op.version} on {op.node}; final {e}"))
-        elif have is not None and have < op.version:
+        elif e is not None and e[2] is not None and have < op.version:
+            # (a value: an older tombstone reads the same as the delete's, deleted)
             out.append(Violation("resurrected", key, f"acknowledged DELETE #{op.id} at {op.version} "
                                                      f"on {op.node}; final {e}"))
     return out

@@ -703,7 +703,7 @@ class Replica:
         if self.clients_paused:
             self._check_clock_skew()
             self._pause_clients_until_heard()
-        if (hb.folds is not None and hb.folds != self.folds.digest and hb.folds[0]
+        if (hb.folds is not None and hb.folds not in self.folds.had
                 and self._folds_read.get(hb.id) != hb.folds):
             self._ask_folds(hb.id, hb.folds)
         pulls = 0
@@ -979,10 +979,10 @@ class Replica:
     def _folds_unsettled(self) -> bool:
         """Does some peer's map of folds, not read yet or naming events we lack, differ from
         ours?  It may fold events we lack: our stable time is 0 meanwhile."""
-        mine = self.folds.digest
+        had = self.folds.had  # (ours, now and before: nothing in such a map is lacking)
         for p, v in self.peers.items():
             d = v.hb.folds
-            if d is not None and d != mine and d[0] and self._folds_read.get(p) != d:
+            if d is not None and d not in had and self._folds_read.get(p) != d:
                 return True
         return False
 
