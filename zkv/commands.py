@@ -19,6 +19,9 @@ are tiny tuples the store process understands::
     ("gd", key)        get and delete -> the value before (deleted only if there was one)
     ("ap", key, more)  append        -> the new length
     ("mn", [k, v, ...])  set all if none exists (MSETNX) -> 1, else 0 and nothing written
+    ("sc", cursor, count, pattern or None)  SCAN step -> [next cursor, keys], or an error (str)
+    ("ks", pattern)    KEYS            -> every live key that matches
+    ("rk",)            RANDOMKEY       -> a live key, or None
 
 Each op is checked against the receiving node's state when the store applies it, in order
 with every other op; what that means with writers on two nodes is in docs/protocol.md.
@@ -420,6 +423,66 @@ def _msetnx(a: list[bytes]) -> Reply:
     if len(a) % 2 != 1:
         return wrong_arity(a[0], True)
     return Deferred([("mn", a[1:])], _r_int)
+
+
+@_cmd("SCAN", -2)
+def _scan(a: list[bytes]) -> Reply:
+    """SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]"""
+    cursor = int(a[1]) if a[1].isdigit() and len(a[1]) <= 19 else None
+    if cursor is None or cursor >= 1 << 63:
+        return resp.error("ERR invalid cursor")
+    match, count, kind = None, 10, None
+    i = 2
+    while i < len(a):
+        opt = a[i].upper()
+        if i + 1 >= len(a):
+            return _SYNTAX
+        if opt == b"MATCH":
+            match = a[i + 1]
+        elif opt == b"COUNT":
+            n = _int_arg(a[i + 1])
+            if n is None:
+                return _NOT_INT
+            if n < 1:
+                return _SYNTAX
+            count = n
+        elif opt == b"TYPE":
+            kind = a[i + 1].lower()
+        else:
+            return _SYNTAX
+        i += 2
+    if match == b"*":
+        match = None
+    return Deferred([("sc", cursor, count, match)],
+                    _r_scan if kind is None or kind == b"string" else _r_scan_none)
+
+
+def _r_scan(results: list[Any]) -> bytes:
+    r = results[0]
+    if r.__class__ is str:
+        return resp.error(f"ERR {r}")
+    return resp.array([b"%d" % r[0], r[1]])
+
+
+def _r_scan_none(results: list[Any]) -> bytes:  # TYPE of a kind no key has: the walk, no keys
+    r = results[0]
+    if r.__class__ is str:
+        return resp.error(f"ERR {r}")
+    return resp.array([b"%d" % r[0], []])
+
+
+@_cmd("KEYS", 2)
+def _keys(a: list[bytes]) -> Reply:
+    return Deferred([("ks", a[1])], _r_keys)
+
+
+def _r_keys(results: list[Any]) -> bytes:
+    return resp.array(results[0])
+
+
+@_cmd("RANDOMKEY", 1)
+def _randomkey(a: list[bytes]) -> Reply:
+    return Deferred([("rk",)], _r_get)
 
 
 @_cmd("TYPE", 2)

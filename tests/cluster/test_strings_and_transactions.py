@@ -124,3 +124,37 @@ def test_no_reader_on_any_node_sees_half_a_transaction(shared: Cluster) -> None:
             t.join(10)
     assert not torn, torn[:5]
     wait_until(lambda: rclient(n1).mget("h:a", "h:b") == [b"299", b"299"], 10, what="the last one")
+
+
+def test_scan_returns_every_key_of_10000_while_writes_continue(shared: Cluster) -> None:
+    import subprocess
+
+    n0, n1 = shared.nodes[0], shared.nodes[1]
+    r = rclient(n0)
+    keys = [f"scan:{i}" for i in range(10_000)]
+    for i in range(0, len(keys), 1000):
+        r.mset({k: "v" for k in keys[i:i + 1000]})
+    wait_until(lambda: rclient(n1).exists(keys[-1]) == 1, 10, what="the keys on node1")
+    done = threading.Event()
+
+    def churn() -> None:  # new keys and deletes meanwhile, on both nodes
+        c0, c1 = rclient(n0), rclient(n1)
+        for i in range(20_000):
+            if done.is_set():
+                return
+            (c0 if i % 2 else c1).set(f"churn:{i}", "x")
+            if i % 3 == 0:
+                (c1 if i % 2 else c0).delete(f"churn:{i - 3}")
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        seen = list(rclient(n1).scan_iter(match="scan:*", count=97))
+    finally:
+        done.set()
+        t.join(30)
+    assert set(seen) == {k.encode() for k in keys} and len(seen) == len(keys)
+    out = subprocess.run(["redis-cli", "-p", str(n0.port), "--scan", "--pattern", "scan:99*"],
+                         capture_output=True, timeout=30)
+    assert sorted(out.stdout.split()) == sorted(k.encode() for k in keys if k.startswith("scan:99"))
+    assert sorted(r.keys("scan:999*")) == sorted(k.encode() for k in keys if k.startswith("scan:999"))

@@ -134,6 +134,15 @@ class Keyspace:
         for k, e in self._data.items():
             yield k, decode(e)
 
+    def key_list(self) -> list[bytes]:
+        """Every key with an entry, tombstones included, in a new list (for SCAN)."""
+        return list(self._data)
+
+    def keys_matching(self, test) -> list[bytes]:  # noqa: ANN001 - a compiled pattern's fullmatch
+        """Every live key ``test`` accepts (KEYS: one pass over the whole keyspace)."""
+        tomb = self._tombstones
+        return [k for k in self._data if k not in tomb and test(k)]
+
     def entries(self) -> Iterator[tuple[bytes, int, str, bytes | None]]:
         """Every entry, tombstones included, as flat tuples (snapshot/transfer format)."""
         decode = self._decode

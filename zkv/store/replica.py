@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -57,6 +58,7 @@ from zkv.replication.transfer import FullSync, implausible, stale_keys
 from zkv.store.durability import Recovered, encode_event_record, encode_repair_records
 from zkv.store.keyspace import Keyspace
 from zkv.store.outputs import CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SNAPSHOT
+from zkv.store.scans import InvalidCursor, Scans, glob
 from zkv.store.snapshot import check_entries, decode_chunk
 from zkv.store.tracking import Tracking
 
@@ -205,6 +207,7 @@ class Replica:
         # INFO's figures the shell owns (disk, process); the core adds them to its own
         self.info_extra: Callable[[], dict[str, Any]] = dict
         self.serving = Serving(self)
+        self.scans = Scans()  # SCAN's cursors (zkv.store.scans)
         self._hb_every = cfg.heartbeat_ms / 1000
         self._ae_every = cfg.anti_entropy_ms / 1000
         self._next_hb = self._next_ae = now
@@ -369,6 +372,16 @@ class Replica:
                         items.append((stamp, key, value))
                         stamp += 1
                         results.append(len(value))
+                    elif code == "sc":  # SCAN cursor count match: [next cursor, keys] (str: error)
+                        try:
+                            results.append(list(self.scans.step(ks, op[1], op[2], op[3], self.now)))
+                        except InvalidCursor as exc:
+                            results.append(str(exc))
+                    elif code == "ks":  # KEYS pattern (one pass over every key)
+                        results.append(ks.keys_matching(glob(op[1]).fullmatch))
+                    elif code == "rk":  # RANDOMKEY (likewise)
+                        live = ks.keys_matching(_any)
+                        results.append(random.choice(live) if live else None)
                     elif code == "mn":  # MSETNX: every key or none
                         flat = op[1]
                         if (flat.__class__ is not list or not flat or len(flat) % 2
@@ -1246,6 +1259,10 @@ class Replica:
             "read_cache": {"tracked": len(self.tracking.keys), "tracked_max": self.tracking.max_keys}
             if self.cfg.read_cache_mb else {},
         }
+
+
+def _any(_key: bytes) -> bool:
+    return True
 
 
 def _overlaps(held: list[int] | None, lo: int, hi: int) -> bool:
