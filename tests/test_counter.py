@@ -141,3 +141,35 @@ def test_keyspaces_converge_to_the_reference_value_and_digest(events: list, seed
     # and merging one replica's entries into another changes nothing
     a.apply_entries(list(b.entries()))
     assert a.get(b"k") == want and a.digest() == b.digest()
+
+
+@given(histories(), st.integers(0, 2**32))
+@settings(max_examples=400, deadline=None)
+def test_keyspaces_that_compact_and_exchange_entries_midway_converge(events: list, seed: int) -> None:
+    """Replicas apply the events in their own orders; below a cut every replica has everything
+    (a horizon), and each compacts there at its own moment - its counters become plain entries
+    whose version is an increment's - and swaps entries (anti-entropy, a transfer) with another
+    at random moments before and after."""
+    rng = random.Random(seed)
+    cut = rng.randint(0, 61)
+    early = [e for e in events if e[0] < cut]
+    late = [e for e in events if e[0] >= cut]
+    reps = [Keyspace() for _ in range(3)]
+    for ks in reps:
+        _apply_all(ks, early, rng)
+    pending = {i: rng.sample(late, k=len(late)) for i in range(3)}
+    while any(pending.values()):
+        i = rng.randrange(3)
+        r = rng.random()
+        if r < 0.15:
+            reps[i].compact_counters(rng.randint(0, cut))
+        elif r < 0.3:
+            reps[i].apply_entries(list(reps[rng.randrange(3)].entries()))
+        elif pending[i]:
+            h, o, v = pending[i].pop()
+            reps[i].apply_many(o, [(h, b"k", v)])
+    for i in range(3):
+        reps[i].apply_entries(list(reps[(i + 1) % 3].entries()))
+    want = reference(events)
+    assert [ks.get(b"k") for ks in reps] == [want] * 3
+    assert len({ks.digest() for ks in reps}) == 1

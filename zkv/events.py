@@ -95,7 +95,7 @@ def split_runs(things: list, size_of: Callable[[Any], int], max_bytes: int) -> l
 
 def split_items(items: list[Item], max_bytes: int = BATCH_BYTES) -> list[list[Item]]:
     """``items`` cut into runs of at most about ``max_bytes`` of keys and values each."""
-    return split_runs(items, lambda it: len(it[1]) + (len(it[2]) if it[2] is not None else 0) + 16,
+    return split_runs(items, lambda it: len(it[1]) + (len(it[2]) if it[2].__class__ is bytes else 0) + 16,
                       max_bytes)
 
 

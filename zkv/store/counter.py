@@ -12,8 +12,8 @@ states merge by union.
 Compaction keeps memory flat: below the tombstone horizon every node holds every event, so the
 increments stamped below it are added to the base value and forgotten; ``mark`` says how far
 the value already counts (or supersedes) increments.  Two replicas' states merge exactly
-whatever either was compacted to: the one with the later ``(base, mark)`` has counted (or
-dropped) everything the other holds up to its mark, and the other's later increments are added.
+whatever either was compacted to: the one with the later ``mark`` has counted (or dropped)
+everything the other holds up to it, and the other's later increments are added.
 A base that is not an integer (``SET k abc`` concurrent with an INCR elsewhere) reads as itself;
 increments after it wait for a SET that makes them count, or are dropped by it.  Pure: no I/O.
 """
@@ -102,9 +102,17 @@ class Counter:
         self.mark = mark
 
     def merge(self, other: Counter) -> bool:
-        """Fold another replica's state of this key in; True if this one changed."""
+        """Fold another replica's state of this key in; True if this one changed.
+
+        The state with the later mark decides the value: every event at or before its mark had
+        reached it - a SET's mark supersedes what came before, a compaction's mark is a horizon
+        every event below which had reached every node - so its value stands for all of them
+        (the other's base included, which is older, or it would have a later mark); the other
+        adds its increments after that mark.  Bases do not decide: a key whose increments were
+        compacted into a plain entry starts again from that entry's latest version, which is
+        an increment's, not a SET's."""
         before = (self.base, self.value, self.mark, len(self.incs))
-        if (other.base, other.mark) > (self.base, self.mark):
+        if other.mark > self.mark:
             mine = self.incs
             self.base, self.value, self.mark = other.base, other.value, other.mark
             self.incs = {s: d for s, d in other.incs.items() if s > self.mark}
@@ -124,18 +132,18 @@ class Counter:
     @classmethod
     def decode(cls, d: object) -> Counter:
         """From ``encode``'s form, checked (it may come from a peer): ValueError if malformed."""
-        if d.__class__ is not list or len(d) != 6:  # type: ignore[arg-type]
+        if d.__class__ not in (list, tuple) or len(d) != 6:  # type: ignore[arg-type]
             raise ValueError("bad counter state")
         bh, bo, value, mh, mo, incs = d  # type: ignore[misc]
         _check_stamp(bh, bo)
         _check_stamp(mh, mo)
         if value is not None and value.__class__ is not bytes:
             raise ValueError("bad counter value")
-        if incs.__class__ is not list:
+        if incs.__class__ not in (list, tuple):
             raise ValueError("bad counter increments")
         c = cls((bh, bo), value, (mh, mo))
         for inc in incs:
-            if inc.__class__ is not list or len(inc) != 3:
+            if inc.__class__ not in (list, tuple) or len(inc) != 3:
                 raise ValueError("bad counter increment")
             h, o, step = inc
             _check_stamp(h, o)

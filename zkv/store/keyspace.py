@@ -255,10 +255,12 @@ class Keyspace:
             if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
                 raise ValueError("increment out of range")
             changed = c.increment((hlc, origin), value)  # type: ignore[arg-type]
-        elif vc is list:
+        elif vc is list or vc is tuple:  # (a snapshot's decoder gives tuples)
             changed = c.merge(Counter.decode(value))
-        else:
+        elif value is None or vc is bytes:
             changed = c.set((hlc, origin), value)  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"a write's value must be bytes, None, an int or a counter state, not {vc.__name__}")
         top = max(was, c.top(), (hlc, origin)) if changed else was
         if not changed and top == was:
             return 0

@@ -139,12 +139,12 @@ def check_entries(entries: list[Entry]) -> None:
             type(key) is not bytes
             or type(hlc) is not int
             or type(origin) is not str
-            or (value is not None and type(value) is not bytes and type(value) is not list)
+            or (value is not None and type(value) not in (bytes, list, tuple))
         ):
             raise TypeError(
                 f"snapshot entry must be (bytes, int, str, bytes | list | None), got {entry!r:.200}"
             )
-        if type(value) is list:  # a counter's state (zkv.store.counter)
+        if type(value) in (list, tuple):  # a counter's state (zkv.store.counter)
             try:
                 Counter.decode(value)
             except (ValueError, TypeError) as exc:
