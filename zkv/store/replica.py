@@ -1261,6 +1261,7 @@ class Replica:
         now = self.now
         return {**self.info_extra(),
             "id": self.id, "origin": self.origin, "keys": len(self.ks), "tombstones": self.ks.tombstones,
+            "counter_keys": self.ks.counters,
             "uptime_s": int(now - self.started), "clients": self.frontend_stats.get("clients", 0),
             "seq": self.inbox.vv.get(self.origin, 0), "vv": self.wire_vv(),
             "folded_origins": len(self.folds.final), "origins": len(self.inbox.vv),
