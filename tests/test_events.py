@@ -123,8 +123,9 @@ def test_batch_round_trip_property(b: Batch) -> None:
     ["n1", 1, [[1, b"k", b"v", b"x"]]],     # item too long
     ["n1", 1, [["1", b"k", b"v"]]],         # hlc not int
     ["n1", 1, [[1, "k", b"v"]]],            # key not bytes
-    ["n1", 1, [[1, b"k", "v"]]],            # value not bytes/None
-    ["n1", 1, [[1, b"k", 5]]],
+    ["n1", 1, [[1, b"k", "v"]]],            # value not bytes/None/an increment
+    ["n1", 1, [[1, b"k", 1 << 63]]],        # an increment beyond 64 bits
+    ["n1", 1, [[1, b"k", 1.5]]],
     ["n1", 1, 7],                           # items not a list
     ["n1", 1],                              # header too short
     {"origin": "n1"},

@@ -104,3 +104,19 @@ def test_the_read_cache_forgets_keys_that_other_writes_changed() -> None:
     c.learn([("sx", b"a", b"9", 0, False), ("ap", b"b", b"x"), ("mn", [b"c", b"z"])],
             [[1, None], 2, 1])
     assert [c.lookup(k) for k in (b"a", b"b", b"c")] == [c.lookup(b"none")] * 3
+
+
+def test_incr_family(tmp_path: Path) -> None:
+    assert run(tmp_path,
+               [b"INCR", b"c"], [b"INCRBY", b"c", b"10"], [b"DECR", b"c"], [b"DECRBY", b"c", b"5"],
+               [b"GET", b"c"], [b"SET", b"s", b"abc"], [b"INCR", b"s"],
+               [b"SET", b"big", b"9223372036854775807"], [b"INCR", b"big"],
+               [b"INCRBY", b"c", b"x"], [b"DECRBY", b"c", b"-9223372036854775808"],
+               [b"INCRBYFLOAT", b"c", b"1.5"], [b"SET", b"c", b"100"], [b"INCR", b"c"],
+               [b"DEL", b"c"], [b"INCR", b"c"], [b"TYPE", b"c"]) == [
+        b":1\r\n", b":11\r\n", b":10\r\n", b":5\r\n", b"$1\r\n5\r\n", r.OK,
+        b"-ERR value is not an integer or out of range\r\n", r.OK,
+        b"-ERR increment or decrement would overflow\r\n",
+        b"-ERR value is not an integer or out of range\r\n", b"-ERR decrement would overflow\r\n",
+        b"-ERR INCRBYFLOAT is not supported: counters here are integers (INCRBY)\r\n",
+        r.OK, b":101\r\n", b":1\r\n", b":1\r\n", b"+string\r\n"]

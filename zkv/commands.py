@@ -19,6 +19,7 @@ are tiny tuples the store process understands::
     ("gd", key)        get and delete -> the value before (deleted only if there was one)
     ("ap", key, more)  append        -> the new length
     ("mn", [k, v, ...])  set all if none exists (MSETNX) -> 1, else 0 and nothing written
+    ("in", key, step)  INCRBY          -> the new value, or why not (str)
     ("sc", cursor, count, pattern or None)  SCAN step -> [next cursor, keys], or an error (str)
     ("ks", pattern)    KEYS            -> every live key that matches
     ("rk",)            RANDOMKEY       -> a live key, or None
@@ -177,7 +178,7 @@ class Refused(list):
         self.reason = reason
 
 
-WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn"})
+WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn", "in"})
 MAX_VALUE = 512 * 1024 * 1024  # bytes in a value (RESP's bulk limit, as Redis's default)
 
 
@@ -283,7 +284,8 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
                                                  *info.get("recovery", {}).items(),
                                                  *(("snapshot_" + a, b) for a, b in info.get("snapshots", {}).items()),
                                                  *(("fsync_" + a, b) for a, b in info.get("background_fsync", {}).items())]],
-        "keyspace": [f"db0:keys={info['keys']},expires=0,avg_ttl=0", f"tombstones:{info.get('tombstones', 0)}"],
+        "keyspace": [f"db0:keys={info['keys']},expires=0,avg_ttl=0", f"tombstones:{info.get('tombstones', 0)}",
+                     f"counter_keys:{info.get('counter_keys', 0)}"],
         "frontend": [f"read_cache_{k}:{v}" for k, v in info.get("read_cache", {}).items()],
         # each listening port: connections as ZeroMQ / the frontend saw them (zkv.store.listeners)
         "listeners": [f"{k}:" + ",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict)
@@ -483,6 +485,46 @@ def _r_keys(results: list[Any]) -> bytes:
 @_cmd("RANDOMKEY", 1)
 def _randomkey(a: list[bytes]) -> Reply:
     return Deferred([("rk",)], _r_get)
+
+
+def _incr(key: bytes, step: int) -> Deferred:
+    return Deferred([("in", key, step)], _r_incr)
+
+
+def _r_incr(results: list[Any]) -> bytes:
+    r = results[0]
+    return resp.error(f"ERR {r}") if r.__class__ is str else resp.integer(r)
+
+
+@_cmd("INCR", 2)
+def _incr1(a: list[bytes]) -> Reply:
+    return _incr(a[1], 1)
+
+
+@_cmd("DECR", 2)
+def _decr1(a: list[bytes]) -> Reply:
+    return _incr(a[1], -1)
+
+
+@_cmd("INCRBY", 3)
+def _incrby(a: list[bytes]) -> Reply:
+    n = _signed(a[2])
+    return _NOT_INT if n is None else _incr(a[1], n)
+
+
+@_cmd("DECRBY", 3)
+def _decrby(a: list[bytes]) -> Reply:
+    n = _signed(a[2])
+    if n is None:
+        return _NOT_INT
+    if n == -(1 << 63):
+        return resp.error("ERR decrement would overflow")
+    return _incr(a[1], -n)
+
+
+@_cmd("INCRBYFLOAT", 3)
+def _incrbyfloat(a: list[bytes]) -> Reply:
+    return resp.error("ERR INCRBYFLOAT is not supported: counters here are integers (INCRBY)")
 
 
 @_cmd("TYPE", 2)

@@ -2,7 +2,7 @@
 
 An event is ``(origin, seq, hlc, key, value)``: the node that accepted the write, that node's
 sequence number for it (1, 2, 3 ... with no gaps), its hybrid-logical-clock timestamp, the key,
-and the value (``None`` for a delete).  Events of one origin travel in *batches* of consecutive
+and the value (``None`` for a delete, an integer for an increment: zkv.store.counter).  Events of one origin travel in *batches* of consecutive
 sequence numbers, encoded as ``[origin, first_seq, [[hlc, key, value], ...]]`` so that a burst of
 writes costs one message and one log record.  Heartbeats (``Heartbeat``) share the bus.
 
@@ -95,7 +95,7 @@ def split_runs(things: list, size_of: Callable[[Any], int], max_bytes: int) -> l
 
 def split_items(items: list[Item], max_bytes: int = BATCH_BYTES) -> list[list[Item]]:
     """``items`` cut into runs of at most about ``max_bytes`` of keys and values each."""
-    return split_runs(items, lambda it: len(it[1]) + (len(it[2]) if it[2] is not None else 0) + 16,
+    return split_runs(items, lambda it: len(it[1]) + (len(it[2]) if it[2].__class__ is bytes else 0) + 16,
                       max_bytes)
 
 
@@ -181,8 +181,9 @@ def decode_batch(payload: bytes) -> Batch:
             # An origin stamps its events in increasing order, so the last is the batch's
             # latest: the store checks the clock bound on it alone.
             if hlc.__class__ is not int or not prev < hlc <= MAX_TS or key.__class__ is not bytes or (
-                    value is not None and value.__class__ is not bytes):
-                raise DecodeError("bad batch item")
+                    value is not None and value.__class__ is not bytes and (
+                        value.__class__ is not int or not -MAX_SEQ - 1 <= value <= MAX_SEQ)):
+                raise DecodeError("bad batch item")  # (an int: an increment, zkv.store.counter)
             prev = hlc
         return Batch(origin, first_seq, items)
     except DecodeError:

@@ -28,7 +28,7 @@ ENTRY_OVERHEAD = 180  # bytes of Python objects per entry beyond key and value (
 MISS = object()  # what lookup() returns for a key it knows nothing about
 
 
-_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn"})  # (zkv.commands)
+_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn", "in"})  # (zkv.commands)
 
 class ReadCache:
     """Key -> last known value (None: known to be absent), at most ``budget`` bytes (estimated).

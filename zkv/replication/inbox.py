@@ -112,4 +112,4 @@ class Inbox:
 
 def _size(batch: Batch) -> int:
     """About how many bytes a held batch keeps in memory."""
-    return sum(len(k) + (len(v) if v is not None else 0) + 48 for _h, k, v in batch.items)
+    return sum(len(k) + (len(v) if v.__class__ is bytes else 0) + 48 for _h, k, v in batch.items)

@@ -10,7 +10,10 @@ the highest version - the one the conflict rule must pick - bounds the final sta
   (whose tombstone may have been collected) was stamped;
 * ``resurrected``: it was a DELETE, and the final entry is a value older than the delete;
 * ``phantom``: a final value no write of the run produced with that version;
-* ``divergent``: two replicas hold different data (live entries and version vectors).
+* ``divergent``: two replicas hold different data (live entries and version vectors);
+* ``miscounted``: a counter (a key that had INCRs) whose final value is not what the rule
+  gives for every write of it that was stamped (zkv.store.counter: the last SET or DEL plus
+  every increment after it) - checked exactly when none of its writes was excused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zkv.sim.world import Op
+from zkv.store.counter import as_int
 
 Entry = tuple[int, str, bytes | None]  # (hlc, origin, value or None for a tombstone)
 
@@ -47,6 +51,10 @@ def check(ops: list[Op], finals: dict[str, dict[bytes, Entry]],
                                                      f"{vvs[first]} / {vvs[n]}"))
     final = live[first]
     whole = finals[first]  # tombstones included
+    counters = {op.key for op in ops if op.kind == "incr"}
+    out += _check_counters(ops, counters, whole)
+    final = {k: e for k, e in final.items() if k not in counters}
+    ops = [op for op in ops if op.key not in counters]
     deletes: dict[bytes, list[tuple[int, str]]] = {}  # every stamped DELETE, acknowledged or not
     for op in ops:
         if op.kind == "del" and op.version is not None:
@@ -80,4 +88,33 @@ def check(ops: list[Op], finals: dict[str, dict[bytes, Entry]],
             # (a value: an older tombstone reads the same as the delete's, deleted)
             out.append(Violation("resurrected", key, f"acknowledged DELETE #{op.id} at {op.version} "
                                                      f"on {op.node}; final {e}"))
+    return out
+
+
+def counter_value(writes: list[tuple[tuple[int, str], object]]) -> bytes | None:
+    """The counter rule stated directly (zkv.store.counter): the last SET/DEL by version, plus
+    every increment (an int) stamped after it; a value that is not an integer reads as itself."""
+    sets = [(v, x) for v, x in writes if not isinstance(x, int)]
+    base, value = max(sets, default=((0, ""), None), key=lambda s: s[0])
+    n = as_int(value)  # type: ignore[arg-type]
+    if n is None:
+        return value  # type: ignore[return-value]
+    after = [x for v, x in writes if isinstance(x, int) and v > base]
+    if value is None and not after:
+        return None
+    return b"%d" % (n + sum(after))  # type: ignore[arg-type]
+
+
+def _check_counters(ops: list[Op], counters: set[bytes], whole: dict[bytes, Entry]) -> list[Violation]:
+    out = []
+    for key in sorted(counters):
+        mine = [op for op in ops if op.key == key and op.kind != "get" and op.version is not None]
+        if any(op.excused for op in mine):
+            continue  # some of its writes may fairly be gone, or not: no exact total
+        want = counter_value([(op.version, op.value) for op in mine])  # type: ignore[misc]
+        e = whole.get(key)
+        got = e[2] if e is not None else None
+        if got != want:
+            out.append(Violation("miscounted", key, f"final {got!r}, the rule gives {want!r} "
+                                                    f"for its {len(mine)} stamped writes"))
     return out

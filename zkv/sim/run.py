@@ -188,7 +188,8 @@ def _lose_snapshot(w: World, n: str, others: list[str]) -> None:
 
 
 def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float = 8.0,
-        faults: int = 4, root: Path | None = None, heartbeat_ms: int = 0) -> Result:
+        faults: int = 4, root: Path | None = None, heartbeat_ms: int = 0,
+        counters: bool = True) -> Result:
     """One schedule; ``keep``: indices of the seed's faults to apply (all if None); ``nodes``
     0: three, or five for every third seed; ``heartbeat_ms`` 0: drawn per seed, 100 or the
     default 200 (every timer but anti-entropy's follows it)."""
@@ -206,6 +207,7 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
     hb_draw = random.Random(rng.getrandbits(64)).choice(HEARTBEATS_MS)
     heartbeat_ms = heartbeat_ms or hb_draw
     loop = random.Random(rng.getrandbits(64))  # drawn after the others: they stay as they were
+    counting = random.Random(rng.getrandbits(64))  # (likewise)
     if loop.random() < CRASH_LOOP_SHARE:
         drawn.append(Fault(round(loop.uniform(0.3, active - 2.0), 3), "crash_loop", loop.choice(ids),
                            round(loop.uniform(0.1, 0.5), 3), float(loop.randint(3, 12))))
@@ -225,6 +227,11 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
                 _schedule_op(w, workload, t, workload.choice(ids))
                 t += workload.uniform(0.002, 0.04)
             t += workload.choice([0.0, 0.0, 0.5, 2.0, 4.0])
+        if counters:
+            t = 0.1
+            while t < active:  # INCRs of two counters, now and then a SET or DEL of one
+                _schedule_counter_op(w, counting, t, counting.choice(ids))
+                t += counting.uniform(0.01, 0.12)
         for f in chosen:
             w.at(f.at, _apply, w, f)
             if f.kind in ("behind_alone", "alone_lost_snapshot"):  # the node works alone
@@ -267,7 +274,22 @@ def _schedule_op(w: World, rng: random.Random, t: float, node: str) -> None:
         w.at(t, _op, w, node, "get", key, None)
 
 
-def _op(w: World, node: str, kind: str, key: bytes, value: bytes | None) -> None:
+COUNTER_KEYS = [b"c0", b"c1"]
+
+
+def _schedule_counter_op(w: World, rng: random.Random, t: float, node: str) -> None:
+    """An INCRBY of a small step (most), or a SET of a number or a DEL, of a counter key."""
+    r = rng.random()
+    key = rng.choice(COUNTER_KEYS)
+    if r < 0.85:
+        w.at(t, _op, w, node, "incr", key, rng.choice([1, 1, 1, 2, 5, -1]))
+    elif r < 0.93:
+        w.at(t, _op, w, node, "set", key, b"%d" % rng.randint(-5, 100))
+    else:
+        w.at(t, _op, w, node, "del", key, None)
+
+
+def _op(w: World, node: str, kind: str, key: bytes, value: bytes | int | None) -> None:
     w.client_op(node, kind, key, value)
 
 

@@ -354,7 +354,7 @@ class World:
             self._turn(d, lambda r: r.fetch_reply(src, frames, self.t))
 
     # --- clients --------------------------------------------------------------------------------
-    def client_op(self, nid: str, kind: str, key: bytes, value: bytes | None = None) -> Op:
+    def client_op(self, nid: str, kind: str, key: bytes, value: bytes | int | None = None) -> Op:
         op = Op(len(self.ops), nid, kind, key, value, self.t)
         self.ops.append(op)
         self._deliver_op(op)
@@ -370,8 +370,8 @@ class World:
             if self.t < node.paused_until:
                 self.at(node.paused_until, self._release_queue, node.id, node.incarnation)
             return
-        code = {"set": "s", "del": "d", "get": "g"}[op.kind]
-        wire_op = [code, op.key, op.value] if op.kind == "set" else [code, op.key]
+        code = {"set": "s", "del": "d", "get": "g", "incr": "in"}[op.kind]
+        wire_op = [code, op.key, op.value] if op.kind in ("set", "incr") else [code, op.key]
         ident = b"c%d" % op.id
         node.pending_ops[ident] = op
         payload = msgpack.packb([wire_op], use_bin_type=True)
@@ -475,6 +475,9 @@ class World:
     def _holds(self, node: SimNode, op: Op) -> bool:
         assert op.event is not None and op.version is not None
         origin, seq = op.event
+        if op.kind == "incr":  # (a counter entry's version says nothing of which increments it has)
+            vv = node.replica.inbox.vv if self._alive(node) else node.down_vv  # type: ignore[union-attr]
+            return vv.get(origin, 0) >= seq
         if self._alive(node):
             r = node.replica
             assert r is not None

@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Iterable, Iterator
 from hashlib import blake2b
 
+from zkv.store.counter import MAX_INT, MIN_INT, NONE, Counter
+
 # key -> (hlc, origin, value or None for a tombstone)
 Entry = tuple[int, str, bytes | None]
 BUCKETS = 1024
@@ -61,7 +63,9 @@ def wins(hlc: int, origin: str, current: Entry | None) -> bool:
 # hlc, origin index (high bit set: tombstone), the entry's hash (0 for a tombstone)
 _HEADER = struct.Struct(">QIQ")
 _HDR = _HEADER.size
-_TOMB = 0x8000_0000  # (in the origin index: 2**31 origins, far beyond what restarts make)
+_TOMB = 0x8000_0000  # (in the origin index: 2**30 origins, far beyond what restarts make)
+_CTR = 0x4000_0000  # (in the origin index: the key has a counter state, zkv.store.counter)
+_FLAGS = _TOMB | _CTR
 _GOLDEN = 0x9E3779B97F4A7C15
 _BUCKET_MASK = BUCKETS - 1
 _crc32 = zlib.crc32
@@ -82,7 +86,8 @@ class Keyspace:
     out (``entries``, ``entry``) with the origin's name.
     """
 
-    __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index", "_origin_crcs")
+    __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index", "_origin_crcs",
+                 "_counters")
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
@@ -91,6 +96,9 @@ class Keyspace:
         self._origins: list[str] = []
         self._origin_index: dict[str, int] = {}
         self._origin_crcs: list[int] = []  # _origin_crc of each of _origins
+        # keys with increments not yet compacted: their state (zkv.store.counter); the entry in
+        # _data holds the value it renders, under the latest version in it, flagged _CTR
+        self._counters: dict[bytes, Counter] = {}
 
     def _index(self, origin: str) -> int:
         i = self._origin_index.get(origin)
@@ -98,7 +106,7 @@ class Keyspace:
             if origin.__class__ is not str:  # checked before the tables change: they stay in step
                 raise TypeError(f"origin must be a str, got {type(origin).__name__}")
             i = len(self._origins)
-            if i >= _TOMB:
+            if i >= _CTR:
                 raise ValueError("too many distinct origins")
             crc = _origin_crc(origin)
             self._origins.append(origin)
@@ -108,7 +116,7 @@ class Keyspace:
 
     def _decode(self, e: bytes) -> Entry:
         hlc, oi, _h = _HEADER.unpack_from(e)
-        return hlc, self._origins[oi & ~_TOMB], None if oi & _TOMB else e[_HDR:]
+        return hlc, self._origins[oi & ~_FLAGS], None if oi & _TOMB else e[_HDR:]
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -143,12 +151,22 @@ class Keyspace:
         tomb = self._tombstones
         return [k for k in self._data if k not in tomb and test(k)]
 
-    def entries(self) -> Iterator[tuple[bytes, int, str, bytes | None]]:
-        """Every entry, tombstones included, as flat tuples (snapshot/transfer format)."""
+    def entries(self) -> Iterator[tuple[bytes, int, str, bytes | list | None]]:
+        """Every entry, tombstones included, as flat tuples (snapshot/transfer format); a key
+        with a counter state has that state (``Counter.encode``) for its value."""
         decode = self._decode
+        counters = self._counters
         for k, e in self._data.items():
             h, o, v = decode(e)
-            yield k, h, o, v
+            if e[8] & 0x40:
+                yield k, h, o, counters[k].encode()
+            else:
+                yield k, h, o, v
+
+    @property
+    def counters(self) -> int:
+        """Keys with increments not yet compacted."""
+        return len(self._counters)
 
     # --- writes ------------------------------------------------------------------------------
     def apply(self, key: bytes, hlc: int, origin: str, value: bytes | None, floor: int = 0) -> bool:
@@ -187,6 +205,9 @@ class Keyspace:
             cur = get(key)
             if cur is None and hlc < floor:
                 continue  # deleted since, and its tombstone collected (see above)
+            if (value.__class__ is not bytes and value is not None) or (cur is not None and cur[8] & 0x40):
+                changed += self._counter_write(key, hlc, origin, value, cur)  # (zkv.store.counter)
+                continue
             kc = _crc32(key)
             if cur is not None:
                 chlc, coi, ch = _unpack_header(cur)
@@ -212,6 +233,76 @@ class Keyspace:
                 buckets[kc & _BUCKET_MASK] ^= h
             changed += 1
         return changed, top
+
+    def _counter_write(self, key: bytes, hlc: int, origin: str, value: object,
+                       cur: bytes | None) -> int:
+        """A write to a key with a counter state, or an increment (``value``: an int step), or
+        a replica's counter state (a list, from a snapshot, transfer or repair; ``(hlc,
+        origin)``: its latest version); returns 1 if the key changed."""
+        c = self._counters.get(key)
+        if c is None:
+            if cur is None:
+                c, was = Counter.start(NONE, None), NONE
+            else:
+                chlc, coi, _h = _unpack_header(cur)
+                was = (chlc, self._origins[coi & ~_FLAGS])
+                c = Counter.start(was, None if coi & _TOMB else cur[_HDR:])
+        else:
+            chlc, coi, _h = _unpack_header(cur)  # type: ignore[arg-type]
+            was = (chlc, self._origins[coi & ~_FLAGS])
+        vc = value.__class__
+        if vc is int:
+            if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
+                raise ValueError("increment out of range")
+            changed = c.increment((hlc, origin), value)  # type: ignore[arg-type]
+        elif vc is list or vc is tuple:  # (a snapshot's decoder gives tuples)
+            changed = c.merge(Counter.decode(value))
+        elif value is None or vc is bytes:
+            changed = c.set((hlc, origin), value)  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"a write's value must be bytes, None, an int or a counter state, not {vc.__name__}")
+        top = max(was, c.top(), (hlc, origin)) if changed else was
+        if not changed and top == was:
+            return 0
+        self._store_counter(key, c, top, cur)
+        return 1
+
+    def _store_counter(self, key: bytes, c: Counter, top: tuple[int, str], cur: bytes | None) -> None:
+        """Write ``key``'s entry for counter state ``c`` under version ``top``: flagged while it
+        has increments, a plain entry (or tombstone) once it has none."""
+        if cur is not None:
+            _chlc, coi, ch = _unpack_header(cur)
+            if coi & _TOMB:
+                del self._tombstones[key]
+            else:
+                self._buckets[_crc32(key) & _BUCKET_MASK] ^= ch
+        thlc, torigin = top
+        oi = self._index(torigin)
+        flag = _CTR if c.incs else 0
+        if flag:
+            self._counters[key] = c
+        else:
+            self._counters.pop(key, None)
+        value = c.render()
+        if value is None:
+            self._data[key] = _pack_header(thlc, oi | _TOMB | flag, 0)
+            self._tombstones[key] = thlc
+        else:
+            h = entry_hash(key, thlc, torigin, value)
+            self._data[key] = _pack_header(thlc, oi | flag, h) + value
+            self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
+
+    def compact_counters(self, horizon: int) -> int:
+        """Count, in their keys' values, the increments stamped below ``horizon`` (every node
+        holds every event below it); keys left with none become plain entries.  Returns how
+        many keys have a counter state still."""
+        for key, c in list(self._counters.items()):
+            c.compact(horizon)
+            if not c.incs:
+                cur = self._data[key]
+                chlc, coi, _h = _unpack_header(cur)
+                self._store_counter(key, c, (chlc, self._origins[coi & ~_FLAGS]), cur)
+        return len(self._counters)
 
     def apply_entries(self, entries: Iterable[tuple[bytes, int, str, bytes | None]]) -> int:
         """``apply`` each ``(key, hlc, origin, value)`` entry (a snapshot's, a transfer's, a
@@ -243,6 +334,7 @@ class Keyspace:
         for k in old:
             del self._tombstones[k]
             del self._data[k]
+            self._counters.pop(k, None)
         return len(old)
 
     def absent(self, present: set[bytes], horizon: int, buckets: set[int] | None = None) -> list[bytes]:
@@ -261,6 +353,7 @@ class Keyspace:
             if e is None or _HEADER.unpack_from(e)[0] >= horizon:
                 continue
             _hlc, oi, h = _HEADER.unpack_from(self._data.pop(k))
+            self._counters.pop(k, None)
             if oi & _TOMB:
                 del self._tombstones[k]
             else:
@@ -282,4 +375,6 @@ class Keyspace:
     def bucket_entries(self, buckets: Iterable[int]) -> list[tuple[bytes, int, str, bytes | None]]:
         """Every entry (tombstones included) whose key falls in one of ``buckets``."""
         wanted = set(buckets)
-        return [(k, *self._decode(e)) for k, e in self._data.items() if bucket_of(k) in wanted]
+        return [(k, h, o, self._counters[k].encode() if e[8] & 0x40 else v)
+                for k, e in self._data.items() if bucket_of(k) in wanted
+                for h, o, v in (self._decode(e),)]

@@ -58,6 +58,7 @@ from zkv.replication.transfer import FullSync, implausible, stale_keys
 from zkv.store.durability import Recovered, encode_event_record, encode_repair_records
 from zkv.store.keyspace import Keyspace
 from zkv.store.outputs import CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SNAPSHOT
+from zkv.store.counter import MAX_INT, MIN_INT, as_int
 from zkv.store.scans import InvalidCursor, Scans, glob
 from zkv.store.snapshot import check_entries, decode_chunk
 from zkv.store.tracking import Tracking
@@ -382,6 +383,21 @@ class Replica:
                     elif code == "rk":  # RANDOMKEY (likewise)
                         live = ks.keys_matching(_any)
                         results.append(random.choice(live) if live else None)
+                    elif code == "in":  # INCRBY: the new value, or why not (str)
+                        key, step = op[1], op[2]
+                        if key.__class__ is not bytes or step.__class__ is not int:
+                            raise TypeError("INCRBY needs a key and an integer")
+                        n = as_int(ks.get(key))
+                        if n is None:
+                            results.append("value is not an integer or out of range")
+                            continue
+                        n += step
+                        if not MIN_INT <= n <= MAX_INT:
+                            results.append("increment or decrement would overflow")
+                            continue
+                        items.append((stamp, key, step))
+                        stamp += 1
+                        results.append(n)
                     elif code == "mn":  # MSETNX: every key or none
                         flat = op[1]
                         if (flat.__class__ is not list or not flat or len(flat) % 2
@@ -1195,7 +1211,9 @@ class Replica:
                 log.info("serving client requests as %s", self.origin)
 
     def _collect_tombstones(self) -> None:
-        if not self.ks.tombstones:
+        """Below the horizon every node holds every event: tombstones there go, and counters'
+        increments there are counted in their values (zkv.store.counter)."""
+        if not self.ks.tombstones and not self.ks.counters:
             return
         horizon = min(self.horizon.collectable(self.clock.now(), self.inbox.vv),
                       self._stable(self.clock.now()))
@@ -1203,6 +1221,8 @@ class Replica:
             self.gc_horizon = horizon
             n = self.ks.collect_tombstones(horizon)
             self.stats["tombstones_collected"] += n
+        if self.ks.counters:
+            self.ks.compact_counters(self.gc_horizon)
 
     def _anti_entropy(self) -> None:
         """Compare digests with one peer per round; on a mismatch at equal vectors, ask for buckets.
@@ -1241,6 +1261,7 @@ class Replica:
         now = self.now
         return {**self.info_extra(),
             "id": self.id, "origin": self.origin, "keys": len(self.ks), "tombstones": self.ks.tombstones,
+            "counter_keys": self.ks.counters,
             "uptime_s": int(now - self.started), "clients": self.frontend_stats.get("clients", 0),
             "seq": self.inbox.vv.get(self.origin, 0), "vv": self.wire_vv(),
             "folded_origins": len(self.folds.final), "origins": len(self.inbox.vv),

@@ -42,6 +42,8 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import msgpack
 
+from zkv.store.counter import Counter
+
 from .wal import FRAME_HEADER, MAX_RECORD_BYTES, atomic_write, write_all
 
 __all__ = [
@@ -137,11 +139,16 @@ def check_entries(entries: list[Entry]) -> None:
             type(key) is not bytes
             or type(hlc) is not int
             or type(origin) is not str
-            or (value is not None and type(value) is not bytes)
+            or (value is not None and type(value) not in (bytes, list, tuple))
         ):
             raise TypeError(
-                f"snapshot entry must be (bytes, int, str, bytes | None), got {entry!r:.200}"
+                f"snapshot entry must be (bytes, int, str, bytes | list | None), got {entry!r:.200}"
             )
+        if type(value) in (list, tuple):  # a counter's state (zkv.store.counter)
+            try:
+                Counter.decode(value)
+            except (ValueError, TypeError) as exc:
+                raise TypeError(f"snapshot entry holds a bad counter state: {exc}") from None
 
 
 def _packed_chunks(entries: list[Entry]) -> Iterator[bytes]:

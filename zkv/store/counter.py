@@ -1,0 +1,159 @@
+"""A counter key's state, and the rule that makes concurrent INCRs and SETs converge.
+
+A key that has been incremented keeps, beside its value, what merging needs: the **base** - the
+last SET or DEL by the conflict rule, its version ``(hlc, origin)`` and value - and each
+increment newer than it, by its own version.  The key's value is the base (as an integer; a
+deleted or absent base counts 0) plus every increment stamped after the base.  So a SET
+concurrent with an INCR resolves by their timestamps, the same way on every node, and
+increments made concurrently on different nodes all count: 3 nodes that each INCR a key 1,000
+times end at 3,000.  Increments are kept by version, so applying one twice counts it once, and
+states merge by union.
+
+Compaction keeps memory flat: below the tombstone horizon every node holds every event, so the
+increments stamped below it are added to the base value and forgotten; ``mark`` says how far
+the value already counts (or supersedes) increments.  Two replicas' states merge exactly
+whatever either was compacted to: the one with the later ``mark`` has counted (or dropped)
+everything the other holds up to it, and the other's later increments are added.
+A base that is not an integer (``SET k abc`` concurrent with an INCR elsewhere) reads as itself;
+increments after it wait for a SET that makes them count, or are dropped by it.  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Stamp = tuple[int, str]  # (hlc, origin): the conflict rule's order
+LOW = ""  # an origin below every real one
+HIGH = "\U0010ffff"  # above every real one: (hlc, HIGH) is "after everything stamped hlc"
+NONE: Stamp = (0, LOW)  # the version of "never written"
+MAX_INT = (1 << 63) - 1
+MIN_INT = -(1 << 63)
+
+
+def as_int(value: bytes | None) -> int | None:
+    """A value as Redis reads it for INCR - a decimal integer within 64 bits, no '+', no
+    spaces, no leading zeros - or None; a missing value reads 0."""
+    if value is None:
+        return 0
+    if not value or len(value) > 20 or value[:1] == b"+" or value != value.strip():
+        return None
+    if (value[:1] == b"0" and len(value) > 1) or value[:2] == b"-0":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        return None
+    return n if MIN_INT <= n <= MAX_INT else None
+
+
+@dataclass(slots=True)
+class Counter:
+    base: Stamp  # version of the SET/DEL the value starts from (NONE: none)
+    value: bytes | None  # that write's value, plus the increments it counts up to ``mark``
+    mark: Stamp  # increments at or before it are counted in ``value`` or superseded by ``base``
+    incs: dict[Stamp, int] = field(default_factory=dict)  # increments after mark: version -> step
+
+    @classmethod
+    def start(cls, base: Stamp, value: bytes | None) -> Counter:
+        """The state of a key whose last write was ``value`` at ``base``."""
+        return cls(base, value, base)
+
+    def render(self) -> bytes | None:
+        """The key's value; None: deleted, and no increment since."""
+        n = as_int(self.value)
+        if n is None:
+            return self.value  # not an integer: increments wait for a SET
+        if self.value is None and not self.incs:
+            return None
+        return b"%d" % (n + sum(self.incs.values()))
+
+    def top(self) -> Stamp:
+        """The latest version in the state (the entry's: its digest, its age)."""
+        return max(self.base, max(self.incs)) if self.incs else self.base
+
+    def increment(self, stamp: Stamp, step: int) -> bool:
+        """An INCR event; True if it changed the state (not a duplicate, not superseded)."""
+        if stamp <= self.mark or stamp in self.incs:
+            return False
+        self.incs[stamp] = step
+        return True
+
+    def set(self, stamp: Stamp, value: bytes | None) -> bool:
+        """A SET or DEL; True if it is newer than the base (increments before it drop)."""
+        if stamp <= self.base:
+            return False
+        self.base, self.value = stamp, value
+        if stamp > self.mark:
+            self.mark = stamp
+            self.incs = {s: d for s, d in self.incs.items() if s > stamp}
+        return True
+
+    def compact(self, horizon: int) -> None:
+        """Count the increments stamped below ``horizon`` (every node holds them) in the value."""
+        mark = (horizon - 1, HIGH)
+        if mark <= self.mark:
+            return
+        old = [s for s in self.incs if s < mark]
+        n = as_int(self.value)
+        if n is not None and old:
+            self.value = b"%d" % (n + sum(self.incs[s] for s in old))
+        for s in old:  # (a base that is not an integer: they are superseded by any later SET)
+            del self.incs[s]
+        self.mark = mark
+
+    def merge(self, other: Counter) -> bool:
+        """Fold another replica's state of this key in; True if this one changed.
+
+        The state with the later mark decides the value: every event at or before its mark had
+        reached it - a SET's mark supersedes what came before, a compaction's mark is a horizon
+        every event below which had reached every node - so its value stands for all of them
+        (the other's base included, which is older, or it would have a later mark); the other
+        adds its increments after that mark.  Bases do not decide: a key whose increments were
+        compacted into a plain entry starts again from that entry's latest version, which is
+        an increment's, not a SET's."""
+        before = (self.base, self.value, self.mark, len(self.incs))
+        if other.mark > self.mark:
+            mine = self.incs
+            self.base, self.value, self.mark = other.base, other.value, other.mark
+            self.incs = {s: d for s, d in other.incs.items() if s > self.mark}
+            extra = mine
+        else:
+            extra = other.incs
+        for s, d in extra.items():
+            if s > self.mark and s not in self.incs:
+                self.incs[s] = d
+        return (self.base, self.value, self.mark, len(self.incs)) != before
+
+    # --- wire form (snapshots, transfers, anti-entropy) ---------------------------------------
+    def encode(self) -> list:
+        return [self.base[0], self.base[1], self.value, self.mark[0], self.mark[1],
+                [[h, o, d] for (h, o), d in sorted(self.incs.items())]]
+
+    @classmethod
+    def decode(cls, d: object) -> Counter:
+        """From ``encode``'s form, checked (it may come from a peer): ValueError if malformed."""
+        if d.__class__ not in (list, tuple) or len(d) != 6:  # type: ignore[arg-type]
+            raise ValueError("bad counter state")
+        bh, bo, value, mh, mo, incs = d  # type: ignore[misc]
+        _check_stamp(bh, bo)
+        _check_stamp(mh, mo)
+        if value is not None and value.__class__ is not bytes:
+            raise ValueError("bad counter value")
+        if incs.__class__ not in (list, tuple):
+            raise ValueError("bad counter increments")
+        c = cls((bh, bo), value, (mh, mo))
+        for inc in incs:
+            if inc.__class__ not in (list, tuple) or len(inc) != 3:
+                raise ValueError("bad counter increment")
+            h, o, step = inc
+            _check_stamp(h, o)
+            if step.__class__ is not int or not MIN_INT <= step <= MAX_INT:
+                raise ValueError("bad counter step")
+            c.increment((h, o), step)
+        return c
+
+
+def _check_stamp(hlc: object, origin: object) -> None:
+    if (hlc.__class__ is not int or not 0 <= hlc < 1 << 63  # type: ignore[operator]
+            or origin.__class__ is not str or len(origin) > 256):  # type: ignore[arg-type]
+        raise ValueError("bad counter version")
