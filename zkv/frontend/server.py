@@ -37,6 +37,7 @@ from zkv.proc import rss_bytes
 from zkv.protocol import resp
 from zkv.config import Config
 from zkv.frontend.fdlimit import RESERVE
+from zkv.frontend.metrics import RequestMetrics
 from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
 from zkv.frontend.tls import Handshakes, TLSAccept, server_context
@@ -219,7 +220,12 @@ class ClientConnection(asyncio.Protocol):
         ops: list[Any] = []
         resp3 = self.resp3
         cache = self.cache if not self.queue else None  # see below
-        disp = dispatch if self.authed else before_auth
+        metrics = self.server.metrics  # None without metrics_listen
+        if metrics is None:
+            disp = dispatch if self.authed else before_auth
+        else:  # the same, counting each request by command (zkv.frontend.metrics)
+            disp = metrics.dispatch if self.authed else metrics.before_auth
+            metrics.names.clear()
         waits = 0
         for args, is_resp in requests:
             r = disp(args, is_resp, resp3)
@@ -260,7 +266,7 @@ class ClientConnection(asyncio.Protocol):
                 reply, ok = self.server.password.check(r)  # type: ignore[arg-type]
                 parts.append(reply)
                 if ok:
-                    self.authed, disp = True, dispatch
+                    self.authed, disp = True, dispatch if metrics is None else metrics.dispatch
                     if r.hello is not None:  # type: ignore[union-attr]
                         self.resp3 = resp3 = r.hello.proto == 3  # type: ignore[union-attr]
                 else:
@@ -285,7 +291,11 @@ class ClientConnection(asyncio.Protocol):
         if ops:
             queue = self.queue
             queue.append(group)
-            self.link.submit(ops, lambda results: self._complete(group, results))
+            if metrics is None:
+                self.link.submit(ops, lambda results: self._complete(group, results))
+            else:  # timed: the chunk's requests, from here to their replies (zkv.frontend.metrics)
+                self.link.submit(ops, metrics.timed(metrics.names[:],
+                                                    lambda results: self._complete(group, results)))
             if len(queue) > MAX_QUEUED_GROUPS:
                 self._update_reading()
         elif self.queue:
@@ -505,6 +515,8 @@ class Server:
         self.rejected = 0  # connections refused past max_clients
         self.acks = AckWaiters()  # peers' acknowledgements of our writes (WAIT, min_acks)
         self.min_acks = cfg.min_acks
+        # metrics_listen: requests counted by command and timed (zkv.frontend.metrics)
+        self.metrics = RequestMetrics() if cfg.metrics_listen is not None else None
 
     async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -519,6 +531,15 @@ class Server:
         log.info("serving clients on %s%s", self.cfg.listen,
                  "" if tls is None else " (TLS%s)" % (", client certificates required"
                                                        if self.cfg.tls_ca_file else ""))
+        endpoint = None
+        if self.cfg.metrics_listen is not None:
+            endpoint = self._metrics_endpoint()
+            try:
+                await endpoint.start()
+            except BaseException:
+                server.close()
+                self.link.close()
+                raise
         if on_ready is not None:
             on_ready()
         tasks = [loop.create_task(self._report())]
@@ -536,6 +557,8 @@ class Server:
             if self.handshakes is not None:
                 await self.handshakes.close()
             await server.wait_closed()
+            if endpoint is not None:
+                await endpoint.close()
             self.link.close()
 
     # --- admission -------------------------------------------------------------------------
@@ -576,6 +599,45 @@ class Server:
         return {"connections": len(self.clients), "max_clients": self.max_clients,
                 "rejected": self.rejected, "tls_handshaking": 0 if hs is None else len(hs),
                 "tls_handshake_failures": 0 if hs is None else hs.failures}
+
+    # --- metrics_listen ----------------------------------------------------------------------
+    def _metrics_endpoint(self) -> Any:
+        """The /metrics endpoint (zkv.frontend.metrics_http); prometheus_client is imported
+        only by a node that serves it."""
+        from zkv.frontend.exposition import Scraper
+        from zkv.frontend.metrics_http import STORE_TIMEOUT, MetricsEndpoint
+
+        host, port = self.cfg.metrics_listen  # type: ignore[misc]
+        scraper = Scraper(self._store_figures, self._frontend_figures, STORE_TIMEOUT)
+        return MetricsEndpoint(host, port, scraper.render)
+
+    async def _store_figures(self) -> dict[str, Any] | None:
+        """INFO's dict from the store (the op INFO sends), or None if it cannot give one."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def answered(results: list[Any] | None) -> None:
+            if not fut.done():
+                fut.set_result(results)
+
+        self.link.submit([("i",)], answered)
+        results = await fut
+        if results is None or len(results) != 1 or results[0].__class__ is not dict:
+            return None
+        return results[0]
+
+    def _frontend_figures(self) -> Any:
+        from zkv.frontend.exposition import FrontendFigures
+
+        m = self.metrics
+        assert m is not None
+        fig = self.figures()
+        cache = self.cache
+        return FrontendFigures(
+            requests=m.requests_by_command(), latency=m.latency_by_command(),
+            connections=fig["connections"] - fig["tls_handshaking"], max_clients=self.max_clients,
+            refused=self.rejected, tls_handshake_failures=fig["tls_handshake_failures"],
+            rss=rss_bytes(), cache_hits=None if cache is None else cache.hits,
+            cache_misses=None if cache is None else cache.misses)
 
     async def _report(self) -> None:
         """Once a second, tell the store this process's figures for INFO and zkv status."""
