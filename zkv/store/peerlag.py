@@ -5,8 +5,8 @@ that gives the events we hold and it has not announced: its lag in events.  Its 
 is how long ago the oldest of those events reached us, which needs to know *when* our vector
 passed each value: ``SeqHistory`` keeps, per origin, samples ``(when, seq)`` taken by the store
 loop at most every ``INTERVAL`` seconds while the vector moves.  The samples of an origin are
-bounded (``MAX_SAMPLES``): when full, every other one of the older half is dropped, so old
-history is kept at a coarser grain rather than forgotten - a peer stopped for an hour still
+bounded (``MAX_SAMPLES``): when full, every other one of the older half is dropped (never the
+first), so old history is kept at a coarser grain rather than forgotten - a peer stopped for an hour still
 reads about an hour.
 
 Both figures are as of the peer's last heartbeat, so a healthy peer reads a few heartbeat
@@ -56,8 +56,8 @@ class SeqHistory:
                 continue
             times = self.times[origin]
             if len(seqs) >= self.max_samples:
-                half = len(seqs) // 2
-                del seqs[:half:2], times[:half:2]
+                half = len(seqs) // 2  # the oldest sample stays: it bounds every lag
+                del seqs[1:half:2], times[1:half:2]
             seqs.append(seq)
             times.append(now)
 
