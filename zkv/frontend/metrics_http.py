@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import exposition
 
 from zkv.frontend.metrics import MetricsListenError
 
@@ -34,6 +34,9 @@ MAX_REQUEST_BYTES = 8 * 1024  # request line and headers
 MAX_HEADERS = 100
 MAX_CONNECTIONS = 16
 STORE_TIMEOUT = 2.0  # seconds a scrape waits for the store's figures
+# The classic text format, which every Prometheus reads (generate_latest writes it; zkv's names
+# need none of format 1.0.0's escaping); prometheus_client before 0.22 names only this one.
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
 
 
 class BadRequest(Exception):
@@ -121,7 +124,7 @@ class MetricsEndpoint:
         t0 = time.perf_counter()
         body = await self.render()
         log.debug("metrics: scrape rendered in %.1f ms", (time.perf_counter() - t0) * 1000)
-        return response("200 OK", body, CONTENT_TYPE_LATEST, head_only=method == "HEAD")
+        return response("200 OK", body, CONTENT_TYPE, head_only=method == "HEAD")
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str]:
