@@ -526,20 +526,24 @@ class Server:
         if tls is not None:
             self.handshakes = Handshakes(tls, lambda conn: conn.connection_lost(None))
             factory = lambda: TLSAccept(self._accept_tls)  # noqa: E731
-        server = await loop.create_server(factory, self.cfg.listen_host, self.cfg.listen_port,
-                                          reuse_address=True, backlog=4096)
-        log.info("serving clients on %s%s", self.cfg.listen,
-                 "" if tls is None else " (TLS%s)" % (", client certificates required"
-                                                       if self.cfg.tls_ca_file else ""))
         endpoint = None
-        if self.cfg.metrics_listen is not None:
+        if self.cfg.metrics_listen is not None:  # first: a node that answers has its metrics up
             endpoint = self._metrics_endpoint()
             try:
                 await endpoint.start()
             except BaseException:
-                server.close()
                 self.link.close()
                 raise
+        try:
+            server = await loop.create_server(factory, self.cfg.listen_host, self.cfg.listen_port,
+                                              reuse_address=True, backlog=4096)
+        except BaseException:
+            if endpoint is not None:
+                await endpoint.close()
+            raise
+        log.info("serving clients on %s%s", self.cfg.listen,
+                 "" if tls is None else " (TLS%s)" % (", client certificates required"
+                                                       if self.cfg.tls_ca_file else ""))
         if on_ready is not None:
             on_ready()
         tasks = [loop.create_task(self._report())]
