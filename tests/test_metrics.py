@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,43 +119,35 @@ def test_lag_history_is_thinned_not_forgotten() -> None:
 
 def test_requests_are_counted_by_command_and_made_up_names_as_unknown() -> None:
     m = RequestMetrics()
-    for args, is_resp in [([b"SET", b"k", b"v"], True), ([b"set", b"k", b"v"], True),
-                          ([b"GET", b"k"], False), ([b"NOPE"], True), ([b"x" * 100], True),
-                          ([b"unknown"], True), ([b"PING"], True)]:
-        m.dispatch(args, is_resp)
+    m.count([([b"SET", b"k", b"v"], True), ([b"set", b"k", b"v"], True), ([b"GET", b"k"], False)])
+    m.count([([b"NOPE"], True), ([b"x" * 100], True), ([b"unknown"], True), ([b"PING"], True)])
     assert m.requests_by_command() == {"SET": 2, "GET": 1, "PING": 1, "unknown": 3}
-    assert m.names == [b"SET", b"set", b"GET", b"unknown", b"unknown", b"unknown", b"PING"]
-    m.observe([b"SET", b"set", b"GET"], 0.0003)
-    lat = m.latency_by_command()
-    assert lat["SET"].count == 2 and lat["GET"].count == 1
-    assert lat["SET"].cumulative()[1] == (0.00025, 0) and lat["SET"].cumulative()[2] == (0.0005, 2)
 
 
-def test_spellings_of_a_command_cannot_grow_the_table_without_bound() -> None:
+def test_spellings_and_made_up_names_cannot_grow_the_table_without_bound() -> None:
     m = RequestMetrics()
-    names = set()
-    for i in range(2 ** 7):  # every case spelling of COMMAND
+    spellings = set()
+    for i in range(2 ** 7):  # every case spelling of COMMAND, and as many made-up names
         spelled = bytes(c ^ 0x20 if i >> j & 1 else c for j, c in enumerate(b"COMMAND"))
-        names.add(spelled)
-        m.dispatch([spelled], True)
-    assert len(m.counts) <= MAX_NAMES + 1
-    assert m.requests_by_command()["COMMAND"] == len(names)
+        spellings.add(spelled)
+        m.count([([spelled], True), ([b"junk%d" % i], True), ([b"more%d" % i], True)])
+        assert len(m.counts) <= MAX_NAMES
+    assert m.folded  # folded at least once, and nothing lost
+    assert m.requests_by_command() == {"COMMAND": len(spellings), "unknown": 2 * 2 ** 7}
 
 
-def test_before_auth_is_counted_too() -> None:
-    m = RequestMetrics()
-    m.before_auth([b"GET", b"k"], True)
-    m.before_auth([b"AUTH", b"pw"], True)
-    assert m.requests_by_command() == {"GET": 1, "AUTH": 1, "unknown": 0}
-
-
-def test_timed_calls_back_then_times_each_request() -> None:
+def test_a_chunk_is_timed_once_and_counted_per_request_by_kind() -> None:
     m = RequestMetrics()
     got = []
-    done = m.timed([b"SET", b"GET"], got.append)
-    done(["r"])
-    assert got == [["r"]]
-    assert m.latency_by_command()["SET"].count == 1 and m.latency_by_command()["GET"].count == 1
+    assert m.writes([("g", b"k"), ("s", b"k", b"v")]) and m.writes([("d", b"k")])
+    assert not m.writes([("g", b"k"), ("i",), ("n",)])
+    t0 = time.perf_counter() - 0.0003  # went to the store 0.3 ms ago
+    m.done(lambda group, results: got.append((group, results)), "g", ["r"], t0, 3, True)
+    assert got == [("g", ["r"])]
+    w, r = m.latency["write"], m.latency["read"]
+    assert w.count == 3 and r.count == 0
+    assert w.cumulative()[1][1] == 0 and w.cumulative()[-1][1] == 3  # > 0.25 ms
+    assert 0.0009 <= w.total < 0.1
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -318,7 +311,7 @@ def exported_names() -> tuple[set[str], set[str]]:
     full["clock"] = {"refusing": ""}
     c = NodeCollector()
     c.store = full
-    c.frontend = FrontendFigures({"SET": 1}, {"SET": Buckets((1.0,))}, 1, 2, 0, 0, 3, 4, 5)
+    c.frontend = FrontendFigures({"SET": 1}, {"write": Buckets((1.0,))}, 1, 2, 0, 0, 3, 4, 5)
     names = set()
     for f in c.collect():
         names.add(f.name + ("_total" if f.type == "counter" else ""))

@@ -104,7 +104,7 @@ class FrontendFigures:
     """The frontend's own figures at scrape time."""
 
     requests: Mapping[str, int]  # command -> requests
-    latency: Mapping[str, Buckets]  # command -> durations
+    latency: Mapping[str, Buckets]  # "read"/"write" -> durations
     connections: int
     max_clients: int
     refused: int  # connections refused past max_clients
@@ -142,10 +142,11 @@ def frontend_families(fe: FrontendFigures) -> Iterator[Metric]:
         c.add_metric([command], n)
     yield c
     h = _histogram("zkv_request_duration_seconds", "From handing a chunk of requests to the "
-                   "store to writing their replies, once per request, by command (requests "
-                   "answered without the store are not timed)", ["command"])
-    for command, b in sorted(fe.latency.items()):
-        _add_buckets(h, [command], b)
+                   "store to writing their replies, counted once per request; kind: write if "
+                   "the chunk held a write, else read (chunks answered without the store are "
+                   "not timed)", ["kind"])
+    for kind, b in sorted(fe.latency.items()):
+        _add_buckets(h, [kind], b)
     yield h
     yield GaugeMetricFamily("zkv_clients", "Client connections open now", value=fe.connections)
     yield GaugeMetricFamily("zkv_max_clients", "Client connections allowed (max_clients, as "

@@ -1,22 +1,23 @@
-"""The frontend's request figures for ``/metrics``: requests by command, latency by command.
+"""The frontend's request figures for ``/metrics``: requests by command, and their latency.
 
-Counted on the request path, so counted cheaply: plain dicts and ``zkv.histogram.Buckets``
+Counted on the request path, so counted cheaply: a plain dict and ``zkv.histogram.Buckets``
 touched by the event loop's one thread, no lock and no ``prometheus_client`` object, and only
-on a node with ``metrics_listen`` (without it the frontend never builds a ``RequestMetrics``
-and its request path runs exactly as before).  ``zkv.frontend.exposition`` reads them at scrape
-time.
+on a node with ``metrics_listen`` (without it the frontend never builds a ``RequestMetrics``,
+and its request path is as before but for one ``is None`` test per chunk of input).
+``zkv.frontend.exposition`` reads them at scrape time.
 
-*Requests by command*: ``dispatch``/``before_auth`` are wrapped (``wrap``), so every request
-parsed is counted under its command name as sent (upper-cased when exported); a name that is no
-command of zkv's is counted as ``unknown``, so what a client makes up cannot grow the table.
+*Requests by command*: each chunk of input's parsed requests are counted by their command name
+as sent (``count``: one dict update per request); spellings are folded together (upper case)
+and names that are no command of zkv's into ``unknown`` at scrape time, or as soon as the table
+holds ``MAX_NAMES`` names, so what a client makes up cannot grow it.
 
 *Latency*: the requests of one chunk of input go to the store together and are answered
-together (zkv.frontend.server), so they are timed together: from handing them to the store link
-until their replies have been encoded and handed to the connection's transport (``timed``); each
-request of the chunk counts that duration once under its command.  Requests answered without
-the store (PING, a read the read cache answers, when nothing else of their chunk goes to the
-store) are not timed.  Neither is what WAIT and ``min_acks`` then wait for peers: those replies
-are written later than the store's answer.
+together (zkv.frontend.server), so they are timed together, once per chunk and not per request:
+from handing them to the store link until their replies have been encoded and handed to the
+connection's transport (``done``); each request of the chunk counts that duration once, in the
+``write`` histogram if the chunk held a write, else in ``read``.  Chunks answered without the
+store (PING; reads the read cache answers) are not timed.  Neither is what WAIT and ``min_acks``
+then wait for peers: those replies are written later than the store's answer.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
-from zkv.commands import before_auth, dispatch, known_commands
+from zkv.commands import WRITE_OPS, known_commands
 from zkv.histogram import LATENCY_BOUNDS, Buckets
 
-UNKNOWN = b"unknown"  # the counter of names that are no command
-MAX_NAMES = 256  # spellings kept apart (SET, set, Set...); past it a known name counts upper-cased
-
-Dispatch = Callable[..., Any]
+UNKNOWN = "unknown"  # the command of names that are no command
+MAX_NAMES = 256  # raw spellings counted apart before they are folded
+_WRITE_OPS = frozenset(WRITE_OPS)
+_first = itemgetter(0)
 
 
 class MetricsListenError(Exception):
@@ -43,73 +45,53 @@ class RequestMetrics:
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BOUNDS) -> None:
         self.bounds = bounds
         self.known = known_commands()
-        self.counts: dict[bytes, int] = {UNKNOWN: 0}  # name as sent -> requests
-        self.latency: dict[bytes, Buckets] = {}  # name as sent -> durations
-        # The names counted since the connection being served began its current chunk
-        # (ClientConnection._process clears it, then takes them for the chunk's timing).
-        self.names: list[bytes] = []
-        self.dispatch = self.wrap(dispatch)
-        self.before_auth = self.wrap(before_auth)
+        self.counts: dict[bytes, int] = {}  # name as sent -> requests, since the last fold
+        self.folded: dict[str, int] = {}  # command -> requests counted before the last fold
+        self.latency = {"read": Buckets(bounds), "write": Buckets(bounds)}
+        self.by_kind = (self.latency["read"], self.latency["write"])  # by "holds a write"
 
     # --- the request path -------------------------------------------------------------------
-    def wrap(self, disp: Dispatch) -> Dispatch:
-        """``disp`` (dispatch or before_auth), counting each request under its command."""
-        counts, names, admit = self.counts, self.names, self._admit
-
-        def counted(args: list[bytes], is_resp: bool, resp3: bool = False) -> Any:
+    def count(self, requests: list[tuple[list[bytes], bool]]) -> None:
+        """Count a chunk's parsed requests by command."""
+        counts = self.counts
+        for args, _is_resp in requests:
             name = args[0]
-            if name not in counts:
-                name = admit(name)
-            counts[name] += 1
-            names.append(name)
-            return disp(args, is_resp, resp3)
-        return counted
+            try:
+                counts[name] += 1
+            except KeyError:
+                counts[name] = 1
+        if len(counts) > MAX_NAMES:
+            self._fold()
 
-    def _admit(self, name: bytes) -> bytes:
-        """The counter a name not seen before counts under (made if need be)."""
-        upper = name.upper()
-        if upper not in self.known:
-            return UNKNOWN
-        if len(self.counts) >= MAX_NAMES:
-            name = upper
-        self.counts.setdefault(name, 0)
-        return name
+    def writes(self, ops: list[tuple]) -> bool:
+        """Whether a chunk's store operations hold a write (its latency's kind)."""
+        return not _WRITE_OPS.isdisjoint(map(_first, ops))
 
-    def timed(self, names: list[bytes], callback: Callable[[Any], None]) -> Callable[[Any], None]:
-        """``callback`` (a chunk's completion), timing the chunk's requests ``names``."""
-        t0 = time.perf_counter()
-
-        def done(results: Any) -> None:
-            callback(results)
-            self.observe(names, time.perf_counter() - t0)
-        return done
-
-    def observe(self, names: list[bytes], seconds: float) -> None:
-        """Each of ``names`` took ``seconds``."""
-        i = bisect_left(self.bounds, seconds)
-        latency = self.latency
-        for name in names:
-            b = latency.get(name)
-            if b is None:
-                b = latency[name] = Buckets(self.bounds)
-            b.counts[i] += 1
-            b.total += seconds
+    def done(self, complete: Callable[[Any, Any], None], group: Any, results: Any,
+             t0: float, n: int, write: bool) -> None:
+        """``complete(group, results)``, then count its ``n`` requests as taking the time since
+        ``t0`` (a ``perf_counter`` reading taken as the chunk went to the store)."""
+        complete(group, results)
+        seconds = time.perf_counter() - t0
+        b = self.by_kind[write]
+        b.counts[bisect_left(self.bounds, seconds)] += n
+        b.total += seconds * n
 
     # --- scrape time ------------------------------------------------------------------------
-    def requests_by_command(self) -> dict[str, int]:
-        """Command (upper case; ``unknown``) -> requests, spellings folded together."""
-        out: dict[str, int] = {}
-        for name, n in self.counts.items():
-            key = "unknown" if name == UNKNOWN else name.upper().decode("ascii", "replace")
-            out[key] = out.get(key, 0) + n
-        return out
+    def command(self, name: bytes) -> str:
+        upper = name.upper()
+        return upper.decode("ascii") if upper in self.known else UNKNOWN
 
-    def latency_by_command(self) -> dict[str, Buckets]:
-        out: dict[str, Buckets] = {}
-        for name, b in self.latency.items():
-            key = "unknown" if name == UNKNOWN else name.upper().decode("ascii", "replace")
-            if key in out:
-                out[key].add(b)
-            else:
-                out[key] = Buckets(b.bounds, list(b.counts), b.total)
+    def _fold(self) -> None:
+        for name, n in self.counts.items():
+            key = self.command(name)
+            self.folded[key] = self.folded.get(key, 0) + n
+        self.counts.clear()
+
+    def requests_by_command(self) -> dict[str, int]:
+        """Command (upper case; ``unknown``) -> requests."""
+        out = dict(self.folded)
+        for name, n in self.counts.items():
+            key = self.command(name)
+            out[key] = out.get(key, 0) + n
         return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +84,7 @@ class ClientConnection(asyncio.Protocol):
         self.server = server
         self.link = server.link
         self.cache = server.cache
+        self.metrics = server.metrics  # None without metrics_listen
         self.max_line = server.cfg.max_line
         self.buf = bytearray()
         self.queue: deque[_Group] = deque()
@@ -187,6 +189,8 @@ class ClientConnection(asyncio.Protocol):
             if parsed.consumed < len(data):
                 buf += data[parsed.consumed:]
         self.need = parsed.need
+        if self.metrics is not None:
+            self.metrics.count(parsed.requests)
         self._process(iter(parsed.requests), parsed.fatal)
 
     def _unauthenticated(self, data: bytes) -> None:
@@ -199,6 +203,8 @@ class ClientConnection(asyncio.Protocol):
                                 resume=self.resume, max_args=UNAUTHENTICATED_MAX_ARGS)
         del buf[:parsed.consumed]
         self.need = 0
+        if self.metrics is not None:
+            self.metrics.count(parsed.requests)
         if parsed.fatal is None:
             self.need = parsed.need
             self._process(iter(parsed.requests), None)
@@ -220,12 +226,7 @@ class ClientConnection(asyncio.Protocol):
         ops: list[Any] = []
         resp3 = self.resp3
         cache = self.cache if not self.queue else None  # see below
-        metrics = self.server.metrics  # None without metrics_listen
-        if metrics is None:
-            disp = dispatch if self.authed else before_auth
-        else:  # the same, counting each request by command (zkv.frontend.metrics)
-            disp = metrics.dispatch if self.authed else metrics.before_auth
-            metrics.names.clear()
+        disp = dispatch if self.authed else before_auth
         waits = 0
         for args, is_resp in requests:
             r = disp(args, is_resp, resp3)
@@ -266,7 +267,7 @@ class ClientConnection(asyncio.Protocol):
                 reply, ok = self.server.password.check(r)  # type: ignore[arg-type]
                 parts.append(reply)
                 if ok:
-                    self.authed, disp = True, dispatch if metrics is None else metrics.dispatch
+                    self.authed, disp = True, dispatch
                     if r.hello is not None:  # type: ignore[union-attr]
                         self.resp3 = resp3 = r.hello.proto == 3  # type: ignore[union-attr]
                 else:
@@ -291,11 +292,13 @@ class ClientConnection(asyncio.Protocol):
         if ops:
             queue = self.queue
             queue.append(group)
-            if metrics is None:
+            m = self.metrics
+            if m is None:
                 self.link.submit(ops, lambda results: self._complete(group, results))
             else:  # timed: the chunk's requests, from here to their replies (zkv.frontend.metrics)
-                self.link.submit(ops, metrics.timed(metrics.names[:],
-                                                    lambda results: self._complete(group, results)))
+                t0, n, write = time.perf_counter(), len(parts), m.writes(ops)
+                self.link.submit(ops, lambda results: m.done(self._complete, group, results,
+                                                              t0, n, write))
             if len(queue) > MAX_QUEUED_GROUPS:
                 self._update_reading()
         elif self.queue:
@@ -637,7 +640,7 @@ class Server:
         fig = self.figures()
         cache = self.cache
         return FrontendFigures(
-            requests=m.requests_by_command(), latency=m.latency_by_command(),
+            requests=m.requests_by_command(), latency=m.latency,
             connections=fig["connections"] - fig["tls_handshaking"], max_clients=self.max_clients,
             refused=self.rejected, tls_handshake_failures=fig["tls_handshake_failures"],
             rss=rss_bytes(), cache_hits=None if cache is None else cache.hits,
