@@ -36,8 +36,9 @@ log = logging.getLogger("zkv.frontend")
 
 # (name without _total, help, path in INFO's dict)
 STORE_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("zkv_events_local", "Events made on this node by client writes (each SET key and DEL key); "
-     "each is logged, applied here and published to the peers", ("stats", "local_writes")),
+    ("zkv_events_local", "Events made on this node by client writes (one per key a request "
+     "writes or deletes); each is logged, applied here and published to the peers",
+     ("stats", "local_writes")),
     ("zkv_events_received", "Events of other origins applied from peers' live bus batches",
      ("stats", "remote_events")),
     ("zkv_events_pulled", "Events applied from catch-up pulls (missing events asked of a peer)",
