@@ -14,6 +14,7 @@ from typing import Any
 from zkv.auth import Password
 from zkv.frontend.waits import AckWaiters
 from zkv.frontend.readcache import ReadCache
+from zkv.frontend.metrics import RequestMetrics
 from zkv.frontend.server import MAX_QUEUED_GROUPS, ClientConnection
 
 
@@ -72,6 +73,7 @@ class FakeServer:
         self.link = RecordingLink()
         self.clients: set[ClientConnection] = set()
         self.cache = cache
+        self.metrics: RequestMetrics | None = None  # metrics_listen (zkv.frontend.metrics)
 
     def admit(self, conn: ClientConnection) -> bool:  # (max_clients: tests/cluster/)
         self.clients.add(conn)
@@ -98,6 +100,23 @@ def test_replies_leave_in_request_order_whatever_order_the_store_answers() -> No
     assert t.out == b""  # GET a is still owed
     done_a([b"1"])
     assert t.out == b"VALUE 1\nPONG\nVALUE 2\n"
+
+
+def test_with_metrics_replies_keep_their_order_and_requests_are_counted_and_timed() -> None:
+    server = FakeServer()
+    server.metrics = m = RequestMetrics()
+    conn = ClientConnection(server)  # type: ignore[arg-type]
+    t = RecordingTransport()
+    conn.connection_made(t)  # type: ignore[arg-type]
+    conn.data_received(b"GET a\n")
+    conn.data_received(b"PING\n")
+    conn.data_received(b"SET b 1\nGET b\n")
+    (_ops_a, done_a), (_ops_b, done_b) = server.link.pending
+    done_b([None, b"1"])
+    done_a([b"1"])
+    assert t.out == b"VALUE 1\nPONG\nOK\nVALUE 1\n"
+    assert m.requests_by_command() == {"GET": 2, "PING": 1, "SET": 1}
+    assert m.latency["read"].count == 1 and m.latency["write"].count == 2  # PING: no store
 
 
 def test_reading_pauses_when_too_many_replies_are_owed_and_resumes() -> None:

@@ -688,6 +688,11 @@ def _select(a: list[bytes]) -> Reply:
     return resp.OK if a[1] == b"0" else resp.error("ERR DB index is out of range")
 
 
+def known_commands() -> frozenset[bytes]:
+    """Every command name either protocol accepts, upper case (e.g. for counting requests)."""
+    return frozenset(_RESP) | frozenset(_P_ARITY)
+
+
 def dispatch_resp(args: list[bytes]) -> Reply:
     entry = _RESP.get(args[0].upper())
     if entry is None:

@@ -84,6 +84,7 @@ class Config:
     min_acks: int = 0  # every write waits until this many peers have applied it
     catchup_port: int = 0  # the catch-up ROUTER's port on the bus host (0: any free one)
     ack_timeout_ms: int = DEFAULT_ACK_TIMEOUT_MS  # ... or this long, then -ERR not enough ...
+    metrics_listen: tuple[str, int] | None = None  # (host, port) of /metrics (port 0: any free)
     source: str = field(default="", compare=False)
 
     @property
@@ -106,14 +107,15 @@ class Config:
         return {self.id: self.keys.public, **{p.id: p.public_key for p in self.peers if p.public_key}}
 
 
-def parse_host_port(text: str, what: str) -> tuple[str, int]:
-    """``"127.0.0.1:7000"`` / ``"[::1]:7000"`` / ``"localhost:7000"`` -> (host, port)."""
+def parse_host_port(text: str, what: str, allow_zero: bool = False) -> tuple[str, int]:
+    """``"127.0.0.1:7000"`` / ``"[::1]:7000"`` / ``"localhost:7000"`` -> (host, port);
+    ``allow_zero``: port 0 (any free one) is accepted too."""
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text)
     if not m:
         raise ConfigError(f"{what}: cannot parse address {text!r} (expected HOST:PORT)")
     host = m.group(1) or m.group(3)
     port = int(m.group(2) or m.group(4))
-    if not 0 < port < 65536:
+    if not (0 if allow_zero else 1) <= port < 65536:
         raise ConfigError(f"{what}: port {port} out of range in {text!r}")
     return host, port
 
@@ -146,7 +148,7 @@ _KNOWN_KEYS = {
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
     "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
     "secret_key", "password", "idle_timeout", "tls_cert_file", "tls_key_file", "tls_ca_file",
-    "min_acks", "ack_timeout_ms", "catchup_port",
+    "min_acks", "ack_timeout_ms", "catchup_port", "metrics_listen",
 }
 
 
@@ -234,6 +236,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
     if min_acks > len(peers):
         raise ConfigError(f"{where}: min_acks = {min_acks} but the node has {len(peers)} peer(s): "
                           "no write could ever be acknowledged")
+    metrics_listen = _metrics_listen(raw, (host, port), where)
     fsync = raw.get("fsync", DEFAULT_FSYNC)
     if fsync not in FSYNC_MODES:
         raise ConfigError(f"{where}: fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
@@ -266,8 +269,23 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         min_acks=min_acks,
         catchup_port=_optional_int(raw, "catchup_port", 0, 0, where),
         ack_timeout_ms=_optional_int(raw, "ack_timeout_ms", DEFAULT_ACK_TIMEOUT_MS, 1, where),
+        metrics_listen=metrics_listen,
         source=where,
     )
+
+
+def _metrics_listen(raw: dict[str, Any], listen: tuple[str, int], where: str) -> tuple[str, int] | None:
+    """``metrics_listen = "HOST:PORT"``: where /metrics is served; absent or "": nowhere."""
+    text = raw.get("metrics_listen", "")
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: key 'metrics_listen' must be a string HOST:PORT, got {text!r}")
+    if not text:
+        return None
+    addr = parse_host_port(text, f"{where}: metrics_listen", allow_zero=True)
+    if addr == listen:
+        raise ConfigError(f"{where}: metrics_listen {text!r} is the client address (listen): "
+                          "the two need different ports")
+    return addr
 
 
 

@@ -40,6 +40,7 @@ def _open_file_limit(max_clients: int) -> int:
 
 
 def main() -> int:
+    from zkv.frontend.metrics import MetricsListenError
     from zkv.frontend.server import Server
     from zkv.frontend.tls import TLSError
     from zkv.proc import die_with_parent, setup_logging, tune_gc
@@ -66,7 +67,7 @@ def main() -> int:
             os.close(ready_fd)
 
         loop.run_until_complete(Server(cfg, endpoint, max_clients).serve(stop, ready))
-    except TLSError as exc:
+    except (TLSError, MetricsListenError) as exc:
         print(f"zkv: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,7 @@ from zkv.proc import rss_bytes
 from zkv.protocol import resp
 from zkv.config import Config
 from zkv.frontend.fdlimit import RESERVE
+from zkv.frontend.metrics import RequestMetrics
 from zkv.frontend.readcache import MISS, ReadCache
 from zkv.frontend.storelink import StoreLink
 from zkv.frontend.tls import Handshakes, TLSAccept, server_context
@@ -85,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
         self.server = server
         self.link = server.link
         self.cache = server.cache
+        self.metrics = server.metrics  # None without metrics_listen
         self.max_line = server.cfg.max_line
         self.buf = bytearray()
         self.queue: deque[_Group] = deque()
@@ -190,6 +193,8 @@ class ClientConnection(asyncio.Protocol):
             if parsed.consumed < len(data):
                 buf += data[parsed.consumed:]
         self.need = parsed.need
+        if self.metrics is not None:
+            self.metrics.count(parsed.requests)
         self._process(iter(parsed.requests), parsed.fatal)
 
     def _unauthenticated(self, data: bytes) -> None:
@@ -202,6 +207,8 @@ class ClientConnection(asyncio.Protocol):
                                 resume=self.resume, max_args=UNAUTHENTICATED_MAX_ARGS)
         del buf[:parsed.consumed]
         self.need = 0
+        if self.metrics is not None:
+            self.metrics.count(parsed.requests)
         if parsed.fatal is None:
             self.need = parsed.need
             self._process(iter(parsed.requests), None)
@@ -294,7 +301,13 @@ class ClientConnection(asyncio.Protocol):
         if ops:
             queue = self.queue
             queue.append(group)
-            self.link.submit(ops, lambda results: self._complete(group, results))
+            m = self.metrics
+            if m is None:
+                self.link.submit(ops, lambda results: self._complete(group, results))
+            else:  # timed: the chunk's requests, from here to their replies (zkv.frontend.metrics)
+                t0, n, write = time.perf_counter(), len(parts), m.writes(ops)
+                self.link.submit(ops, lambda results: m.done(self._complete, group, results,
+                                                              t0, n, write))
             if len(queue) > MAX_QUEUED_GROUPS:
                 self._update_reading()
         elif self.queue:
@@ -546,6 +559,8 @@ class Server:
         self.rejected = 0  # connections refused past max_clients
         self.acks = AckWaiters()  # peers' acknowledgements of our writes (WAIT, min_acks)
         self.min_acks = cfg.min_acks
+        # metrics_listen: requests counted by command and timed (zkv.frontend.metrics)
+        self.metrics = RequestMetrics() if cfg.metrics_listen is not None else None
 
     async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -555,8 +570,21 @@ class Server:
         if tls is not None:
             self.handshakes = Handshakes(tls, lambda conn: conn.connection_lost(None))
             factory = lambda: TLSAccept(self._accept_tls)  # noqa: E731
-        server = await loop.create_server(factory, self.cfg.listen_host, self.cfg.listen_port,
-                                          reuse_address=True, backlog=4096)
+        endpoint = None
+        if self.cfg.metrics_listen is not None:  # first: a node that answers has its metrics up
+            endpoint = self._metrics_endpoint()
+            try:
+                await endpoint.start()
+            except BaseException:
+                self.link.close()
+                raise
+        try:
+            server = await loop.create_server(factory, self.cfg.listen_host, self.cfg.listen_port,
+                                              reuse_address=True, backlog=4096)
+        except BaseException:
+            if endpoint is not None:
+                await endpoint.close()
+            raise
         log.info("serving clients on %s%s", self.cfg.listen,
                  "" if tls is None else " (TLS%s)" % (", client certificates required"
                                                        if self.cfg.tls_ca_file else ""))
@@ -577,6 +605,8 @@ class Server:
             if self.handshakes is not None:
                 await self.handshakes.close()
             await server.wait_closed()
+            if endpoint is not None:
+                await endpoint.close()
             self.link.close()
 
     # --- admission -------------------------------------------------------------------------
@@ -617,6 +647,45 @@ class Server:
         return {"connections": len(self.clients), "max_clients": self.max_clients,
                 "rejected": self.rejected, "tls_handshaking": 0 if hs is None else len(hs),
                 "tls_handshake_failures": 0 if hs is None else hs.failures}
+
+    # --- metrics_listen ----------------------------------------------------------------------
+    def _metrics_endpoint(self) -> Any:
+        """The /metrics endpoint (zkv.frontend.metrics_http); prometheus_client is imported
+        only by a node that serves it."""
+        from zkv.frontend.exposition import Scraper
+        from zkv.frontend.metrics_http import STORE_TIMEOUT, MetricsEndpoint
+
+        host, port = self.cfg.metrics_listen  # type: ignore[misc]
+        scraper = Scraper(self._store_figures, self._frontend_figures, STORE_TIMEOUT)
+        return MetricsEndpoint(host, port, scraper.render)
+
+    async def _store_figures(self) -> dict[str, Any] | None:
+        """INFO's dict from the store (the op INFO sends), or None if it cannot give one."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def answered(results: list[Any] | None) -> None:
+            if not fut.done():
+                fut.set_result(results)
+
+        self.link.submit([("i",)], answered)
+        results = await fut
+        if results is None or len(results) != 1 or results[0].__class__ is not dict:
+            return None
+        return results[0]
+
+    def _frontend_figures(self) -> Any:
+        from zkv.frontend.exposition import FrontendFigures
+
+        m = self.metrics
+        assert m is not None
+        fig = self.figures()
+        cache = self.cache
+        return FrontendFigures(
+            requests=m.requests_by_command(), latency=m.latency,
+            connections=fig["connections"] - fig["tls_handshaking"], max_clients=self.max_clients,
+            refused=self.rejected, tls_handshake_failures=fig["tls_handshake_failures"],
+            rss=rss_bytes(), cache_hits=None if cache is None else cache.hits,
+            cache_misses=None if cache is None else cache.misses)
 
     async def _report(self) -> None:
         """Once a second, tell the store this process's figures for INFO and zkv status."""

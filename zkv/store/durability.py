@@ -48,6 +48,7 @@ import msgpack
 
 from zkv.clock import HybridClock
 from zkv.proc import die_with_parent
+from zkv.histogram import DISK_BOUNDS, SNAPSHOT_BOUNDS, Buckets
 from zkv.events import BATCH_BYTES, Batch, decode_batch, split_runs
 from zkv.store.keyspace import Keyspace
 from zkv.progress import Progress
@@ -145,6 +146,8 @@ class Durability:
         self.max_fork_pause_ms = 0.0  # the longest a snapshot has paused the store loop
         self.last_snapshot_seconds = 0.0
         self.snapshots_taken = 0
+        self.snapshot_durations = Buckets(SNAPSHOT_BOUNDS)  # seconds per good snapshot (/metrics)
+        self.fork_pauses = Buckets(DISK_BOUNDS)  # seconds the store loop paused per fork
         self.broken = False  # an append failed: no snapshot may be taken from this keyspace
         self._retry_at = 0.0  # (monotonic) a new segment could not be opened: not before this
         self.open_failures = 0  # new segments that could not be opened (INFO)
@@ -344,6 +347,7 @@ class Durability:
             os._exit(code)
         self.last_fork_pause_ms = (time.perf_counter() - t0) * 1000
         self.max_fork_pause_ms = max(self.max_fork_pause_ms, self.last_fork_pause_ms)
+        self.fork_pauses.observe(self.last_fork_pause_ms / 1000)
         self._child, self._child_started, self._child_segment = pid, time.perf_counter(), self._segment
         self.records_since_snapshot = 0
         return True
@@ -360,6 +364,7 @@ class Durability:
         self.last_snapshot_seconds = time.perf_counter() - self._child_started
         if ok:
             self.snapshots_taken += 1
+            self.snapshot_durations.observe(self.last_snapshot_seconds)
             try:
                 for n, path in self._segments():
                     if n < self._child_segment:

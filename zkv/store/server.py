@@ -47,9 +47,11 @@ from zkv.store import clockfile
 from zkv.store.catchup_server import CatchupSender
 from zkv.store.durability import SNAPSHOT as SNAPSHOT_FILE, Durability, Recovered
 from zkv.store.listeners import ListenerWatch
+from zkv.store.metrics_figures import PeerHeard, figures as metrics_figures
 from zkv.store.outputs import (
     CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
 )
+from zkv.store.peerlag import SeqHistory
 from zkv.store.replica import Replica
 
 log = logging.getLogger("zkv.store")
@@ -90,6 +92,8 @@ class Store:
                             clock_floor=floor)
         self.core.info_extra = self._info_extra
         self.started = time.monotonic()
+        self.seq_history = SeqHistory()  # when our vector reached what: peers' lag (/metrics)
+        self.published = self.publish_dropped = 0  # event batches the PUB socket took / dropped
         # Every node logs every write, so without jitter all of them would snapshot at the
         # same moment, and the whole cluster would slow down at once.
         self._snapshot_at = snapshot_threshold(cfg.snapshot_records)
@@ -219,8 +223,9 @@ class Store:
             elif verb == PUBLISH:
                 try:
                     self.publisher.send_multipart(o[1], zmq.NOBLOCK)
+                    self.published += 1
                 except zmq.Again:
-                    pass  # peers see the gap (or the next heartbeat) and pull
+                    self.publish_dropped += 1  # peers see the gap (or the next heartbeat) and pull
             elif verb == FETCH:
                 sock = self.fetchers.get(o[1])
                 if sock is not None:
@@ -267,6 +272,7 @@ class Store:
             now = time.monotonic()
             core.clock_persisted(self.clock_file.saved)
             core.tick(now)
+            self.seq_history.sample(now, core.inbox.vv)
             if now >= next_sync:
                 self.disk.sync()
                 ok = self.disk.poll_snapshot()
@@ -371,7 +377,18 @@ class Store:
                           "client": self.core.frontend_stats.get("listener", {}),
                           "store_open_files_limit": fdlimit.current().soft,
                           "frontend_open_files_limit": self.core.frontend_stats.get("open_files", 0)},
+            "metrics": self._metrics_figures(),
         }
+
+    def _metrics_figures(self) -> dict[str, Any]:
+        """What only /metrics needs (zkv.store.metrics_figures)."""
+        core, disk = self.core, self.disk
+        return metrics_figures(
+            self.seq_history, core.inbox.vv,
+            {p: PeerHeard(v.hb.vv, v.seen) for p, v in core.peers.items()}, time.monotonic(),
+            {"snapshot_seconds": disk.snapshot_durations, "fork_pause_seconds": disk.fork_pauses,
+             "fsync_seconds": None if disk.syncer is None else disk.syncer.durations},
+            self.requests_sent, self.published, self.publish_dropped)
 
     def shutdown(self) -> None:
         """Clean stop: a snapshot, so the next start replays no log."""

@@ -30,6 +30,8 @@ import os
 import threading
 import time
 
+from zkv.histogram import DISK_BOUNDS, Buckets
+
 log = logging.getLogger("zkv.store")
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
@@ -53,6 +55,7 @@ class BackgroundSync:
         self.inline = 0  # syncs run in the caller's thread: no descriptor to duplicate
         self.last_ms = 0.0
         self.max_ms = 0.0
+        self.durations = Buckets(DISK_BOUNDS)  # seconds per good sync (/metrics)
         self._thread = threading.Thread(target=self._work, name="zkv-fsync", daemon=True)
         self._thread.start()
 
@@ -151,3 +154,4 @@ class BackgroundSync:
         self.syncs += 1
         self.last_ms = ms
         self.max_ms = max(self.max_ms, ms)
+        self.durations.observe(ms / 1000)
