@@ -151,6 +151,13 @@ def test_keyspaces_that_compact_and_exchange_entries_midway_converge(events: lis
     whose version is an increment's - and swaps entries (anti-entropy, a transfer) with another
     at random moments before and after."""
     rng = random.Random(seed)
+    reps = _exchanging_replicas(events, rng)
+    want = reference(events)
+    assert [ks.get(b"k") for ks in reps] == [want] * 3
+    assert len({ks.digest() for ks in reps}) == 1
+
+
+def _exchanging_replicas(events: list, rng: random.Random) -> list[Keyspace]:
     cut = rng.randint(0, 61)
     early = [e for e in events if e[0] < cut]
     late = [e for e in events if e[0] >= cut]
@@ -170,6 +177,30 @@ def test_keyspaces_that_compact_and_exchange_entries_midway_converge(events: lis
             reps[i].apply_many(o, [(h, b"k", v)])
     for i in range(3):
         reps[i].apply_entries(list(reps[(i + 1) % 3].entries()))
-    want = reference(events)
-    assert [ks.get(b"k") for ks in reps] == [want] * 3
-    assert len({ks.digest() for ks in reps}) == 1
+    return reps
+
+
+@given(histories(), st.integers(0, 2**32))
+@settings(max_examples=300, deadline=None)
+def test_a_node_that_took_a_transfer_then_gets_every_event_again_keeps_the_value(
+        events: list, seed: int) -> None:
+    """A wiped node takes a full transfer from a peer that compacted (its counter's value counts
+    everything below the horizon, whatever base it came from), then pulls every event from the
+    peers' backlogs, old ones included: they were counted already."""
+    rng = random.Random(seed)
+    peer = _exchanging_replicas(events, rng)[0]
+    wiped = Keyspace()
+    wiped.apply_entries(list(peer.entries()))
+    _apply_all(wiped, events, rng)
+    assert wiped.get(b"k") == peer.get(b"k") == reference(events)
+    assert wiped.digest() == peer.digest()
+
+
+def test_a_set_older_than_the_mark_is_counted_already() -> None:
+    """A state whose value stands for everything up to its mark (taken in a transfer from a peer
+    that compacted) ignores an old SET pulled afterwards, as it ignores old increments."""
+    c = Counter((0, ""), b"14", (500, "\U0010ffff"))
+    c.increment((600, "n1@b"), 1)
+    assert not c.set((200, "n0@a"), b"51") and not c.increment((300, "n2@c"), 5)
+    assert c.render() == b"15"
+    assert c.set((700, "n0@a"), b"3") and c.render() == b"3"

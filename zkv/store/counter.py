@@ -79,8 +79,10 @@ class Counter:
         return True
 
     def set(self, stamp: Stamp, value: bytes | None) -> bool:
-        """A SET or DEL; True if it is newer than the base (increments before it drop)."""
-        if stamp <= self.base:
+        """A SET or DEL; True if it is newer than the mark (increments before it drop).  One at
+        or before the mark is counted already: the value stands for every event up to the mark
+        (a node that took a transfer of this state, then pulls old events, meets such SETs)."""
+        if stamp <= self.mark:
             return False
         self.base, self.value = stamp, value
         if stamp > self.mark:
