@@ -72,16 +72,30 @@ def test_tail_shows_catchup_apart_and_stats(make_cluster) -> None:
     assert len(stats_lines) >= 2 and "behind (events)" in stats_lines[-1], stats_lines
 
 
-def _stderr_within(args: list[str], seconds: float) -> str:
-    """``zkv tail ARGS`` stderr after ``seconds`` (then it is stopped; it must still run)."""
+def _stderr_within(args: list[str], seconds: float, until: str | None = None) -> str:
+    """``zkv tail ARGS`` stderr once it says ``until`` (at most ``seconds``), or after
+    ``seconds`` (then it is stopped; it must still run)."""
+    import threading
+
     p = subprocess.Popen([sys.executable, "-m", "zkv", "tail", *args], cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    deadline = time.monotonic() + seconds
     try:
-        _out, err = p.communicate(timeout=seconds)
-        raise AssertionError(f"zkv tail exited ({p.returncode}) within {seconds} s: {err}")
-    except subprocess.TimeoutExpired:
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                reader.join(5)
+                raise AssertionError(f"zkv tail exited ({p.returncode}): {''.join(lines)}")
+            if until is not None and until in "".join(lines):
+                break
+            time.sleep(0.05)
+    finally:
         p.kill()
-        _out, err = p.communicate()
+        p.wait(10)
+        reader.join(5)
+    err = "".join(lines)
     assert "# tailing" in err, err
     return err
 
@@ -91,13 +105,14 @@ def test_tail_says_when_it_hears_nothing_or_nothing_matches(make_cluster) -> Non
     --origin of a node that does not exist."""
     from tests.cluster.harness import free_port
 
-    err = _stderr_within([f"tcp://127.0.0.1:{free_port()}"], 6)
+    err = _stderr_within([f"tcp://127.0.0.1:{free_port()}"], 10, until="nothing heard from")
     assert "nothing heard from" in err, err
     c = make_cluster(2, heartbeat_ms=100).start()
-    err = _stderr_within([str(c.nodes[0].config_path), "--origin", "node9"], 6)
+    err = _stderr_within([str(c.nodes[0].config_path), "--origin", "node9"], 10,
+                         until="no node or origin")
     assert "no node or origin 'node9'" in err, err
-    err = _stderr_within([str(c.nodes[0].config_path), "--origin", "node1"], 6)
+    err = _stderr_within([str(c.nodes[0].config_path), "--origin", "node1"], 5)
     assert "nothing" not in err.replace("# tailing", ""), err
     c.nodes[1].kill()  # with --all, a configured peer that sends nothing is named
-    err = _stderr_within([str(c.nodes[0].config_path), "--all"], 6)
+    err = _stderr_within([str(c.nodes[0].config_path), "--all"], 10, until="nothing heard from node1 (")
     assert "nothing heard from node1 (" in err, err
