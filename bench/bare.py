@@ -1,7 +1,7 @@
 """The calibration point the issue gives, measured in the same run: a bare Python server.
 
 One process, one uvloop event loop (asyncio's if uvloop is missing: the server's log says
-which), a dict, no replication, no log and no second process: the most a Python server on this machine does for ``SET``/``GET``.
+which), a dict, no replication, no log and no second process: the most a Python server on this machine does for ``SET``/``GET``/``INCR``.
 It parses with zkv's own request parser (``zkv.protocol.requests``), so the difference between
 it and zkv is what zkv's design adds (the frontend<->store hop, the log, two replicas applying
 every write), not a parser written differently.  The report prints zkv's rates as a fraction of
@@ -60,6 +60,10 @@ class BareConnection(asyncio.Protocol):
             elif name == b"GET" and len(args) == 2:
                 value = data.get(args[1])
                 out.append(resp.bulk3(value) if self.resp3 else resp.bulk(value))
+            elif name == b"INCR" and len(args) == 2:
+                n = int(data.get(args[1], b"0")) + 1
+                data[args[1]] = b"%d" % n
+                out.append(b":%d\r\n" % n)
             else:  # PING, CONFIG GET, HELLO, COMMAND...: what zkv answers without its store
                 r = dispatch(args, is_resp, self.resp3)
                 if r.__class__ is Hello:

@@ -52,6 +52,7 @@ class Counter:
     value: bytes | None  # that write's value, plus the increments it counts up to ``mark``
     mark: Stamp  # increments at or before it are counted in ``value`` or superseded by ``base``
     incs: dict[Stamp, int] = field(default_factory=dict)  # increments after mark: version -> step
+    total: int = 0  # the sum of ``incs``' steps (kept, not summed per write: a hot key has many)
 
     @classmethod
     def start(cls, base: Stamp, value: bytes | None) -> Counter:
@@ -65,7 +66,7 @@ class Counter:
             return self.value  # not an integer: increments wait for a SET
         if self.value is None and not self.incs:
             return None
-        return b"%d" % (n + sum(self.incs.values()))
+        return b"%d" % (n + self.total)
 
     def top(self) -> Stamp:
         """The latest version in the state (the entry's: its digest, its age)."""
@@ -76,6 +77,7 @@ class Counter:
         if stamp <= self.mark or stamp in self.incs:
             return False
         self.incs[stamp] = step
+        self.total += step
         return True
 
     def set(self, stamp: Stamp, value: bytes | None) -> bool:
@@ -88,6 +90,7 @@ class Counter:
         if stamp > self.mark:
             self.mark = stamp
             self.incs = {s: d for s, d in self.incs.items() if s > stamp}
+            self.total = sum(self.incs.values())
         return True
 
     def compact(self, horizon: int) -> None:
@@ -97,10 +100,12 @@ class Counter:
             return
         old = [s for s in self.incs if s < mark]
         n = as_int(self.value)
+        folded = sum(self.incs[s] for s in old)
         if n is not None and old:
-            self.value = b"%d" % (n + sum(self.incs[s] for s in old))
+            self.value = b"%d" % (n + folded)
         for s in old:  # (a base that is not an integer: they are superseded by any later SET)
             del self.incs[s]
+        self.total -= folded
         self.mark = mark
 
     def merge(self, other: Counter) -> bool:
@@ -118,12 +123,14 @@ class Counter:
             mine = self.incs
             self.base, self.value, self.mark = other.base, other.value, other.mark
             self.incs = {s: d for s, d in other.incs.items() if s > self.mark}
+            self.total = sum(self.incs.values())
             extra = mine
         else:
             extra = other.incs
         for s, d in extra.items():
             if s > self.mark and s not in self.incs:
                 self.incs[s] = d
+                self.total += d
         return (self.base, self.value, self.mark, len(self.incs)) != before
 
     # --- wire form (snapshots, transfers, anti-entropy) ---------------------------------------

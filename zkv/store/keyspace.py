@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
+from collections import deque
 from hashlib import blake2b
 
 from zkv.store.counter import MAX_INT, MIN_INT, NONE, Counter
@@ -24,6 +25,7 @@ from zkv.store.counter import MAX_INT, MIN_INT, NONE, Counter
 # key -> (hlc, origin, value or None for a tombstone)
 Entry = tuple[int, str, bytes | None]
 BUCKETS = 1024
+COMPACT_BUDGET = 4096  # counter keys one compaction pass looks at
 
 
 def bucket_of(key: bytes) -> int:
@@ -87,7 +89,7 @@ class Keyspace:
     """
 
     __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index", "_origin_crcs",
-                 "_counters")
+                 "_counters", "_compact_queue")
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
@@ -99,6 +101,7 @@ class Keyspace:
         # keys with increments not yet compacted: their state (zkv.store.counter); the entry in
         # _data holds the value it renders, under the latest version in it, flagged _CTR
         self._counters: dict[bytes, Counter] = {}
+        self._compact_queue: deque[bytes] = deque()  # counter keys, in the order they got increments
 
     def _index(self, origin: str) -> int:
         i = self._origin_index.get(origin)
@@ -261,9 +264,9 @@ class Keyspace:
             changed = c.set((hlc, origin), value)  # type: ignore[arg-type]
         else:
             raise TypeError(f"a write's value must be bytes, None, an int or a counter state, not {vc.__name__}")
-        top = max(was, c.top(), (hlc, origin)) if changed else was
-        if not changed and top == was:
+        if not changed:
             return 0
+        top = max(was, (hlc, origin))  # (every version in the state is at most one of these)
         self._store_counter(key, c, top, cur)
         return 1
 
@@ -280,7 +283,9 @@ class Keyspace:
         oi = self._index(torigin)
         flag = _CTR if c.incs else 0
         if flag:
-            self._counters[key] = c
+            if self._counters.get(key) is not c:
+                self._counters[key] = c
+                self._compact_queue.append(key)
         else:
             self._counters.pop(key, None)
         value = c.render()
@@ -292,17 +297,26 @@ class Keyspace:
             self._data[key] = _pack_header(thlc, oi | flag, h) + value
             self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
 
-    def compact_counters(self, horizon: int) -> int:
+    def compact_counters(self, horizon: int, budget: int = COMPACT_BUDGET) -> int:
         """Count, in their keys' values, the increments stamped below ``horizon`` (every node
-        holds every event below it); keys left with none become plain entries.  Returns how
-        many keys have a counter state still."""
-        for key, c in list(self._counters.items()):
+        holds every event below it); keys left with none become plain entries.  Keys are taken
+        in the order they got their increments, oldest first, up to ``budget`` of them (one that
+        keeps some goes to the back): a call costs at most ``budget`` compactions, never a pass
+        over every counter.  Returns how many keys have a counter state still."""
+        queue, counters = self._compact_queue, self._counters
+        for _ in range(min(budget, len(queue))):
+            key = queue.popleft()
+            c = counters.get(key)
+            if c is None:
+                continue  # (gone: set, deleted, compacted, dropped)
             c.compact(horizon)
-            if not c.incs:
-                cur = self._data[key]
-                chlc, coi, _h = _unpack_header(cur)
-                self._store_counter(key, c, (chlc, self._origins[coi & ~_FLAGS]), cur)
-        return len(self._counters)
+            if c.incs:
+                queue.append(key)  # (its newer increments wait for a later horizon)
+                continue
+            cur = self._data[key]
+            chlc, coi, _h = _unpack_header(cur)
+            self._store_counter(key, c, (chlc, self._origins[coi & ~_FLAGS]), cur)
+        return len(counters)
 
     def apply_entries(self, entries: Iterable[tuple[bytes, int, str, bytes | None]]) -> int:
         """``apply`` each ``(key, hlc, origin, value)`` entry (a snapshot's, a transfer's, a
