@@ -13,7 +13,7 @@ from tests.cluster.test_redis_clients import rclient
 def test_three_nodes_of_a_thousand_incrs_count_three_thousand_across_a_kill(make_cluster) -> None:
     c: Cluster = make_cluster(n=3, fsync="always").start()
     acked = [0, 0, 0]
-    errors: list[str] = []
+    errors: list[str] = []  # node2's client: the INCR in flight when it was killed may have been applied
 
     def incr(i: int) -> None:
         r = rclient(c.nodes[i])
@@ -40,8 +40,12 @@ def test_three_nodes_of_a_thousand_incrs_count_three_thousand_across_a_kill(make
     for t in threads[:2]:
         t.join(60)
     assert acked == [1000, 1000, 1000], (acked, errors[:3])
-    wait_until(lambda: all(rclient(n).get("hits") == b"3000" for n in c.nodes), 20,
-               what="3000 on every node")
+    unsure = len(errors)  # (its client saw no reply: applied and logged, or not)
+
+    def counted() -> bool:
+        values = {rclient(n).get("hits") for n in c.nodes}
+        return len(values) == 1 and 3000 <= int(values.pop() or 0) <= 3000 + unsure
+    wait_until(counted, 30, what=f"3000 (+ at most {unsure} unanswered) on every node")
     # a SET concurrent with increments elsewhere: the same outcome on every node
     r0, r1 = rclient(c.nodes[0]), rclient(c.nodes[1])
     r0.set("mixed", "100")

@@ -31,14 +31,14 @@ def differing_buckets(mine: list[int], theirs: object) -> list[int]:
     return [i for i in range(BUCKETS) if theirs[i] != mine[i]][:MAX_DIFF_BUCKETS]
 
 
-def entries_reply(ks: Keyspace, buckets: list[int],
-                  max_bytes: int = REPAIR_BYTES) -> tuple[list[int], list[Entry]]:
+def entries_reply(ks: Keyspace, buckets: list[int], max_bytes: int = REPAIR_BYTES,
+                  horizon: int = 0) -> tuple[list[int], list[Entry]]:
     """The entries (tombstones included) of ``buckets``, in order, until about ``max_bytes``
     of keys and values, and at least one entry; returns the buckets begun and the entries.
     What does not fit is compared again in a later round (a partial bucket only merges)."""
     buckets = list(dict.fromkeys(buckets))[:MAX_DIFF_BUCKETS]  # no more than a peer asks
     by_bucket: dict[int, list[Entry]] = {b: [] for b in buckets}
-    for e in ks.bucket_entries(buckets):  # one pass over the keyspace for all of them
+    for e in ks.bucket_entries(buckets, horizon):  # one pass over the keyspace for all of them
         by_bucket[bucket_of(e[0])].append(e)
     sent: list[int] = []
     out: list[Entry] = []

@@ -307,7 +307,7 @@ class World:
         """A full transfer: the state as it is now, in chunks, then its meta (as a forked
         snapshot would hold it)."""
         ks, vv, hlc, horizon = r.snapshot_state()
-        entries = list(ks.entries())
+        entries = list(ks.entries(horizon))
         for i in range(0, len(entries), 50):
             self._send(node.id, peer, REP, [wire.SNAPCHUNK, tag, encode_chunk(entries[i:i + 50])])
         meta = {"id": node.id, "vv": dict(vv), "hlc": hlc, "gc_horizon": horizon, "segment": 0}

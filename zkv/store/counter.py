@@ -46,6 +46,24 @@ def as_int(value: bytes | None) -> int | None:
     return n if MIN_INT <= n <= MAX_INT else None
 
 
+def as_number(value: bytes | None) -> int | None:
+    """``as_int`` without the 64-bit bound: how a counter's value is read to add increments to
+    it.  Increments from several nodes may add up past 64 bits (each was checked against its
+    own node's value only); the sum stays a number on every node - GET shows its digits, and
+    an INCR of it answers 'out of range' - so replicas that counted it at different moments
+    agree."""
+    if value is None:
+        return 0
+    if not value or len(value) > 64 or value[:1] == b"+" or value != value.strip():
+        return None
+    if (value[:1] == b"0" and len(value) > 1) or value[:2] == b"-0":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
 @dataclass(slots=True)
 class Counter:
     base: Stamp  # version of the SET/DEL the value starts from (NONE: none)
@@ -55,13 +73,33 @@ class Counter:
     total: int = 0  # the sum of ``incs``' steps (kept, not summed per write: a hot key has many)
 
     @classmethod
-    def start(cls, base: Stamp, value: bytes | None) -> Counter:
-        """The state of a key whose last write was ``value`` at ``base``."""
-        return cls(base, value, base)
+    def start(cls, base: Stamp, value: bytes | None, floor: int = 0) -> Counter:
+        """The state of a key whose last write was ``value`` at ``base`` (NONE: none), on a
+        store whose tombstone horizon is ``floor``: every event below it is settled here (a
+        key with no entry was deleted and collected), so the mark starts there at least."""
+        return cls(base, value, max(base, (floor - 1, HIGH)) if floor else base)
+
+    def compacted(self, horizon: int) -> Counter:
+        """A copy compacted to ``horizon`` (this one unchanged): what goes to a peer."""
+        c = Counter(self.base, self.value, self.mark, dict(self.incs), self.total)
+        if horizon:
+            c.compact(horizon)
+        return c
+
+    def forget_below(self, horizon: int) -> None:
+        """A full transfer from a peer that holds every event below ``horizon`` lacks this key:
+        whatever of it lies below the horizon was deleted there and collected.  What remains is
+        the increments at or after it, from nothing."""
+        mark = (horizon - 1, HIGH)
+        if mark <= self.mark:
+            return
+        self.base, self.value, self.mark = NONE, None, mark
+        self.incs = {s: d for s, d in self.incs.items() if s > mark}
+        self.total = sum(self.incs.values())
 
     def render(self) -> bytes | None:
         """The key's value; None: deleted, and no increment since."""
-        n = as_int(self.value)
+        n = as_number(self.value)
         if n is None:
             return self.value  # not an integer: increments wait for a SET
         if self.value is None and not self.incs:
@@ -99,7 +137,7 @@ class Counter:
         if mark <= self.mark:
             return
         old = [s for s in self.incs if s < mark]
-        n = as_int(self.value)
+        n = as_number(self.value)
         folded = sum(self.incs[s] for s in old)
         if n is not None and old:
             self.value = b"%d" % (n + folded)
@@ -151,6 +189,8 @@ class Counter:
         if incs.__class__ not in (list, tuple):
             raise ValueError("bad counter increments")
         c = cls((bh, bo), value, (mh, mo))
+        if c.base > c.mark:
+            raise ValueError("counter base after its mark")
         for inc in incs:
             if inc.__class__ not in (list, tuple) or len(inc) != 3:
                 raise ValueError("bad counter increment")
@@ -158,6 +198,8 @@ class Counter:
             _check_stamp(h, o)
             if step.__class__ is not int or not MIN_INT <= step <= MAX_INT:
                 raise ValueError("bad counter step")
+            if (h, o) <= c.mark:
+                raise ValueError("counter increment at or before its mark")
             c.increment((h, o), step)
         return c
 

@@ -341,7 +341,7 @@ class Durability:
                 on_chunk = progress.add
                 if _TEST_HOLD_DIR is not None:
                     on_chunk = _hold_once(Path(_TEST_HOLD_DIR) / f"held.{self._forks}", on_chunk)
-                write_snapshot(self.dir / SNAPSHOT, ks.entries(), meta, on_chunk)
+                write_snapshot(self.dir / SNAPSHOT, ks.entries(horizon), meta, on_chunk)
             except BaseException:  # noqa: BLE001 - report through the exit code
                 code = 1
             os._exit(code)
@@ -383,7 +383,7 @@ class Durability:
                       "writes the log does not; the next start replays the log instead")
             return
         self._open_segment(self._segment + 1)
-        write_snapshot(self.dir / SNAPSHOT, ks.entries(), self._meta(vv, hlc, horizon, self._segment))
+        write_snapshot(self.dir / SNAPSHOT, ks.entries(horizon), self._meta(vv, hlc, horizon, self._segment))
         for n, path in self._segments():
             if n < self._segment:
                 path.unlink()

@@ -101,7 +101,9 @@ class Keyspace:
         # keys with increments not yet compacted: their state (zkv.store.counter); the entry in
         # _data holds the value it renders, under the latest version in it, flagged _CTR
         self._counters: dict[bytes, Counter] = {}
-        self._compact_queue: deque[bytes] = deque()  # counter keys, in the order they got increments
+        # counter keys (with their state: a key set and incremented again is queued anew, and
+        # its old place is skipped), in the order they got increments
+        self._compact_queue: deque[tuple[bytes, Counter]] = deque()
 
     def _index(self, origin: str) -> int:
         i = self._origin_index.get(origin)
@@ -154,15 +156,17 @@ class Keyspace:
         tomb = self._tombstones
         return [k for k in self._data if k not in tomb and test(k)]
 
-    def entries(self) -> Iterator[tuple[bytes, int, str, bytes | list | None]]:
+    def entries(self, horizon: int = 0) -> Iterator[tuple[bytes, int, str, bytes | list | None]]:
         """Every entry, tombstones included, as flat tuples (snapshot/transfer format); a key
-        with a counter state has that state (``Counter.encode``) for its value."""
+        with a counter state has that state (``Counter.encode``) for its value, compacted to
+        ``horizon`` (the store's tombstone horizon: a peer that takes the state then ignores
+        whatever it holds of the key below it, which is settled here)."""
         decode = self._decode
         counters = self._counters
         for k, e in self._data.items():
             h, o, v = decode(e)
             if e[8] & 0x40:
-                yield k, h, o, counters[k].encode()
+                yield k, h, o, counters[k].compacted(horizon).encode()
             else:
                 yield k, h, o, v
 
@@ -209,7 +213,7 @@ class Keyspace:
             if cur is None and hlc < floor:
                 continue  # deleted since, and its tombstone collected (see above)
             if (value.__class__ is not bytes and value is not None) or (cur is not None and cur[8] & 0x40):
-                changed += self._counter_write(key, hlc, origin, value, cur)  # (zkv.store.counter)
+                changed += self._counter_write(key, hlc, origin, value, cur, floor)  # (zkv.store.counter)
                 continue
             kc = _crc32(key)
             if cur is not None:
@@ -238,18 +242,18 @@ class Keyspace:
         return changed, top
 
     def _counter_write(self, key: bytes, hlc: int, origin: str, value: object,
-                       cur: bytes | None) -> int:
+                       cur: bytes | None, floor: int = 0) -> int:
         """A write to a key with a counter state, or an increment (``value``: an int step), or
         a replica's counter state (a list, from a snapshot, transfer or repair; ``(hlc,
         origin)``: its latest version); returns 1 if the key changed."""
         c = self._counters.get(key)
         if c is None:
             if cur is None:
-                c, was = Counter.start(NONE, None), NONE
+                c, was = Counter.start(NONE, None, floor), NONE
             else:
                 chlc, coi, _h = _unpack_header(cur)
                 was = (chlc, self._origins[coi & ~_FLAGS])
-                c = Counter.start(was, None if coi & _TOMB else cur[_HDR:])
+                c = Counter.start(was, None if coi & _TOMB else cur[_HDR:], floor)
         else:
             chlc, coi, _h = _unpack_header(cur)  # type: ignore[arg-type]
             was = (chlc, self._origins[coi & ~_FLAGS])
@@ -285,7 +289,7 @@ class Keyspace:
         if flag:
             if self._counters.get(key) is not c:
                 self._counters[key] = c
-                self._compact_queue.append(key)
+                self._compact_queue.append((key, c))
         else:
             self._counters.pop(key, None)
         value = c.render()
@@ -297,6 +301,22 @@ class Keyspace:
             self._data[key] = _pack_header(thlc, oi | flag, h) + value
             self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
 
+    def forget_counters_below(self, kept: set[bytes], horizon: int) -> int:
+        """After a full transfer from a peer that holds every event below ``horizon``: the
+        counter keys it did not send (``kept``: those it sent) were deleted there and collected
+        below the horizon, so only their increments at or after it remain (``Counter.
+        forget_below``).  Returns how many changed."""
+        n = 0
+        for key, c in list(self._counters.items()):
+            if key in kept:
+                continue
+            c.forget_below(horizon)
+            cur = self._data[key]
+            chlc, coi, _h = _unpack_header(cur)
+            self._store_counter(key, c, (chlc, self._origins[coi & ~_FLAGS]), cur)
+            n += 1
+        return n
+
     def compact_counters(self, horizon: int, budget: int = COMPACT_BUDGET) -> int:
         """Count, in their keys' values, the increments stamped below ``horizon`` (every node
         holds every event below it); keys left with none become plain entries.  Keys are taken
@@ -305,13 +325,12 @@ class Keyspace:
         over every counter.  Returns how many keys have a counter state still."""
         queue, counters = self._compact_queue, self._counters
         for _ in range(min(budget, len(queue))):
-            key = queue.popleft()
-            c = counters.get(key)
-            if c is None:
-                continue  # (gone: set, deleted, compacted, dropped)
+            key, c = queue.popleft()
+            if counters.get(key) is not c:
+                continue  # (gone: set, deleted, compacted, dropped, or queued anew)
             c.compact(horizon)
             if c.incs:
-                queue.append(key)  # (its newer increments wait for a later horizon)
+                queue.append((key, c))  # (its newer increments wait for a later horizon)
                 continue
             cur = self._data[key]
             chlc, coi, _h = _unpack_header(cur)
@@ -386,9 +405,10 @@ class Keyspace:
     def bucket_hashes(self) -> list[int]:
         return list(self._buckets)
 
-    def bucket_entries(self, buckets: Iterable[int]) -> list[tuple[bytes, int, str, bytes | None]]:
-        """Every entry (tombstones included) whose key falls in one of ``buckets``."""
+    def bucket_entries(self, buckets: Iterable[int], horizon: int = 0) -> list[tuple[bytes, int, str, bytes | None]]:
+        """Every entry (tombstones included) whose key falls in one of ``buckets`` (counter
+        states compacted to ``horizon``, as ``entries``)."""
         wanted = set(buckets)
-        return [(k, h, o, self._counters[k].encode() if e[8] & 0x40 else v)
+        return [(k, h, o, self._counters[k].compacted(horizon).encode() if e[8] & 0x40 else v)
                 for k, e in self._data.items() if bucket_of(k) in wanted
                 for h, o, v in (self._decode(e),)]

@@ -385,8 +385,9 @@ class Replica:
                         results.append(random.choice(live) if live else None)
                     elif code == "in":  # INCRBY: the new value, or why not (str)
                         key, step = op[1], op[2]
-                        if key.__class__ is not bytes or step.__class__ is not int:
-                            raise TypeError("INCRBY needs a key and an integer")
+                        if (key.__class__ is not bytes or step.__class__ is not int
+                                or not MIN_INT <= step <= MAX_INT):
+                            raise TypeError("INCRBY needs a key and a 64-bit integer")
                         n = as_int(ks.get(key))
                         if n is None:
                             results.append("value is not an integer or out of range")
@@ -1060,6 +1061,7 @@ class Replica:
         # no more of a live node's events than it announced
         self.claims.cap(vv, mine, mine.get(self.origin, 0), self.now)
         dropped = self.ks.drop(stale_keys(self.ks, self.sync.keys, horizon, self.origin), horizon)
+        self.ks.forget_counters_below(self.sync.keys, horizon)  # (zkv.store.counter)
         self.tracking.forget()
         self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
         self.inbox.advance(vv)

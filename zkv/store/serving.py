@@ -84,7 +84,7 @@ class Serving:
         if verb == wire.ENTRIES:
             buckets = [check_int(b, "bucket", BUCKETS - 1)
                        for b in msgpack.unpackb(args[0], raw=False)][:BUCKETS]
-            sent, entries = entries_reply(r.ks, buckets)
+            sent, entries = entries_reply(r.ks, buckets, horizon=r.gc_horizon)
             return [wire.ENTRIES, pack([r.gc_horizon, sent, entries])]
         if verb == wire.FOLDS:
             page, more = r.folds.page(args[0].decode() if args else "")

@@ -146,9 +146,13 @@ def check_entries(entries: list[Entry]) -> None:
             )
         if type(value) in (list, tuple):  # a counter's state (zkv.store.counter)
             try:
-                Counter.decode(value)
+                c = Counter.decode(value)
             except (ValueError, TypeError) as exc:
                 raise TypeError(f"snapshot entry holds a bad counter state: {exc}") from None
+            if c.base > (hlc, origin) or (c.incs and max(c.incs) > (hlc, origin)):
+                # (the entry's version is the latest in its state: _within_clock and _not_ours
+                # judge the state by it)
+                raise TypeError("snapshot entry holds a counter state newer than its version")
 
 
 def _packed_chunks(entries: list[Entry]) -> Iterator[bytes]:
