@@ -181,3 +181,12 @@ def test_a_state_with_its_base_after_its_mark_is_refused() -> None:
     c = Counter.decode(state)
     c.set((7, "b"), b"1")                        # an older SET replaces the newer base
     assert c.render() == b"5", c.render()
+
+
+def test_an_old_increment_delivered_again_after_its_key_was_collected_and_recreated() -> None:
+    """At the store itself: k deleted and collected below the horizon, re-created by a new
+    increment, then an old increment of it arrives again (a peer pulled anew): the floor says
+    everything below the horizon is settled."""
+    s = _sender()
+    s.apply_many("x", [(3, K, 1)], 10)
+    assert s.get(K) == b"1", s.get(K)
