@@ -3,6 +3,7 @@ the store does with it (zkv.store.replica), on one node; replication is the usua
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import msgpack
@@ -14,9 +15,10 @@ from zkv.protocol import resp as r
 from zkv.store.outputs import CLIENT
 
 
-def run(tmp: Path, *commands: list[bytes], resp3: bool = False) -> list[bytes]:
+def run(tmp: Path, *commands: list[bytes], resp3: bool = False, counters: bool = True) -> list[bytes]:
     """Each command through dispatch, the store (one turn per command) and the encoder."""
     rep, _clock = replica(tmp, peers=())
+    rep.cfg = dataclasses.replace(rep.cfg, counters=counters)
     out = []
     for args in commands:
         d = dispatch(args, True, resp3)
@@ -120,3 +122,8 @@ def test_incr_family(tmp_path: Path) -> None:
         b"-ERR value is not an integer or out of range\r\n", b"-ERR decrement would overflow\r\n",
         b"-ERR INCRBYFLOAT is not supported: counters here are integers (INCRBY)\r\n",
         r.OK, b":101\r\n", b":1\r\n", b":1\r\n", b"+string\r\n"]
+
+
+def test_incr_is_refused_with_a_reason_while_counters_are_off(tmp_path: Path) -> None:
+    out = run(tmp_path, [b"INCR", b"c"], [b"GET", b"c"], counters=False)
+    assert out[0].startswith(b"-ERR INCR, DECR, INCRBY and DECRBY are off on this node") and out[1] == r.NULL_BULK

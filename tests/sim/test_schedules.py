@@ -89,7 +89,23 @@ def test_seeds_that_long_runs_found() -> None:
         assert r.ok, f"seed {seed}: {r.violations[:1]}"
     # with counters: a wiped node that took a compacted counter in a transfer, then pulled old
     # events, applied an old SET over it
-    assert run(136, {0, 1, 3}).ok
+    assert run(136, {0, 1, 3}, counters=True).ok
+
+
+@pytest.mark.xfail(strict=True, reason="counters diverge: a known bug, why counters are off by "
+                   "default (docs/data-model.md); strict, so fixing it makes this test fail")
+def test_the_known_counter_divergence() -> None:
+    """Two nodes that each wrote alone past a lost snapshot, a crash-looping node, a liar and a
+    skewed restart: one node ends with a counter 10 short of the others under the same version,
+    which anti-entropy cannot repair."""
+    import subprocess
+    import sys
+    # (the core iterates some sets of names, whose order follows the process's hash seed: the
+    # schedule was found, and fails, with PYTHONHASHSEED=0)
+    code = "from zkv.sim.run import run; import sys; sys.exit(0 if run(80001815, counters=True).ok else 1)"
+    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "0"},
+                         timeout=120)
+    assert res.returncode == 0
 
 
 def test_checker_fixes_that_long_runs_found() -> None:

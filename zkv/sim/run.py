@@ -16,6 +16,7 @@ shows it and a one-line command that replays it.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -189,7 +190,7 @@ def _lose_snapshot(w: World, n: str, others: list[str]) -> None:
 
 def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float = 8.0,
         faults: int = 4, root: Path | None = None, heartbeat_ms: int = 0,
-        counters: bool = True) -> Result:
+        counters: bool = False) -> Result:
     """One schedule; ``keep``: indices of the seed's faults to apply (all if None); ``nodes``
     0: three, or five for every third seed; ``heartbeat_ms`` 0: drawn per seed, 100 or the
     default 200 (every timer but anti-entropy's follows it)."""
@@ -361,7 +362,9 @@ def replay_command(seed: int, result: Result, kw: dict) -> str:
     keep = result.trace[0].split("kept faults ")[-1] if result.trace and result.trace[0].startswith("kept") else ""
     extra = "".join(f" --{k} {v}" for k, v in kw.items())
     keep_arg = f" --keep '{keep.strip('[]')}'" if keep else ""
-    return f"zkv sim --seed {seed}{keep_arg}{extra}"
+    hashseed = os.environ.get("PYTHONHASHSEED")
+    prefix = f"PYTHONHASHSEED={hashseed} " if hashseed else ""
+    return f"{prefix}zkv sim --seed {seed}{keep_arg}{extra}"
 
 
 def _scratch() -> str | None:

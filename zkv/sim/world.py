@@ -114,6 +114,7 @@ class World:
                 fsync=fsync, snapshot_records=snapshot_records, backlog=backlog,
                 heartbeat_ms=heartbeat_ms, anti_entropy_ms=anti_entropy_ms,
                 max_clock_offset_ms=max_clock_offset_ms, read_cache_mb=0, publish_interval_ms=2,
+                counters=True,
             )
             self.nodes[i] = SimNode(i, cfg, SimDisk(root / i, i, fsync))
         logging.getLogger("zkv").setLevel(logging.CRITICAL)

@@ -83,6 +83,8 @@ HB_BURST = 5.0
 # Pulls one heartbeat may start: a store behind on many origins asks for more at each heartbeat
 # and as each reply comes, and one that lacks most of them gets a full transfer at the first.
 PULLS_PER_HEARTBEAT = 64
+COUNTERS_OFF = ("INCR, DECR, INCRBY and DECRBY are off on this node (config key counters = "
+                "false): see docs/data-model.md")
 # Heartbeats between two requests for one peer's folds (zkv.replication.folds), while its
 # digest differs from ours.
 FOLDS_ASK_EVERY = 5
@@ -388,6 +390,9 @@ class Replica:
                         if (key.__class__ is not bytes or step.__class__ is not int
                                 or not MIN_INT <= step <= MAX_INT):
                             raise TypeError("INCRBY needs a key and a 64-bit integer")
+                        if not self.cfg.counters:
+                            results.append(COUNTERS_OFF)
+                            continue
                         n = as_int(ks.get(key))
                         if n is None:
                             results.append("value is not an integer or out of range")
