@@ -316,7 +316,10 @@ class Cluster:
         if self.curve:
             lines.append(f'secret_key = "{self.key_path(node)}.secret"')
         for k, v in {**self.settings, **overrides}.items():
-            lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
+            if isinstance(v, bool):
+                lines.append(f"{k} = {str(v).lower()}")
+            else:
+                lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
         for i, p in enumerate(peers):
             lines += ["", "[[peers]]", f'id = "{p.id}"', f'bus = "{p.bus}"']
             if self.curve:  # both spellings: a certificate file, and the Z85 key inline
