@@ -33,17 +33,8 @@ MIN_INT = -(1 << 63)
 def as_int(value: bytes | None) -> int | None:
     """A value as Redis reads it for INCR - a decimal integer within 64 bits, no '+', no
     spaces, no leading zeros - or None; a missing value reads 0."""
-    if value is None:
-        return 0
-    if not value or len(value) > 20 or value[:1] == b"+" or value != value.strip():
-        return None
-    if (value[:1] == b"0" and len(value) > 1) or value[:2] == b"-0":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        return None
-    return n if MIN_INT <= n <= MAX_INT else None
+    n = as_number(value)
+    return n if n is not None and MIN_INT <= n <= MAX_INT else None
 
 
 def as_number(value: bytes | None) -> int | None:
