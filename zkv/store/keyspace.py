@@ -246,17 +246,10 @@ class Keyspace:
         """A write to a key with a counter state, or an increment (``value``: an int step), or
         a replica's counter state (a list, from a snapshot, transfer or repair; ``(hlc,
         origin)``: its latest version); returns 1 if the key changed."""
+        was = NONE if cur is None else self._version(cur)
         c = self._counters.get(key)
         if c is None:
-            if cur is None:
-                c, was = Counter.start(NONE, None, floor), NONE
-            else:
-                chlc, coi, _h = _unpack_header(cur)
-                was = (chlc, self._origins[coi & ~_FLAGS])
-                c = Counter.start(was, None if coi & _TOMB else cur[_HDR:], floor)
-        else:
-            chlc, coi, _h = _unpack_header(cur)  # type: ignore[arg-type]
-            was = (chlc, self._origins[coi & ~_FLAGS])
+            c = Counter.start(was, None if cur is None or cur[8] & 0x80 else cur[_HDR:], floor)
         vc = value.__class__
         if vc is int:
             if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
@@ -273,6 +266,11 @@ class Keyspace:
         top = max(was, (hlc, origin))  # (every version in the state is at most one of these)
         self._store_counter(key, c, top, cur)
         return 1
+
+    def _version(self, e: bytes) -> tuple[int, str]:
+        """An entry's version: ``(hlc, origin)`` from its header."""
+        hlc, oi, _h = _unpack_header(e)
+        return hlc, self._origins[oi & ~_FLAGS]
 
     def _store_counter(self, key: bytes, c: Counter, top: tuple[int, str], cur: bytes | None) -> None:
         """Write ``key``'s entry for counter state ``c`` under version ``top``: flagged while it
@@ -312,8 +310,7 @@ class Keyspace:
                 continue
             c.forget_below(horizon)
             cur = self._data[key]
-            chlc, coi, _h = _unpack_header(cur)
-            self._store_counter(key, c, (chlc, self._origins[coi & ~_FLAGS]), cur)
+            self._store_counter(key, c, self._version(cur), cur)
             n += 1
         return n
 
@@ -333,8 +330,7 @@ class Keyspace:
                 queue.append((key, c))  # (its newer increments wait for a later horizon)
                 continue
             cur = self._data[key]
-            chlc, coi, _h = _unpack_header(cur)
-            self._store_counter(key, c, (chlc, self._origins[coi & ~_FLAGS]), cur)
+            self._store_counter(key, c, self._version(cur), cur)
         return len(counters)
 
     def apply_entries(self, entries: Iterable[tuple[bytes, int, str, bytes | None]]) -> int:
