@@ -210,6 +210,22 @@ def test_wins_function() -> None:
     assert wins(2, "b", (2, "a", None))
     assert not wins(2, "a", (2, "b", b"v"))
     assert not wins(2, "a", (2, "a", b"v"))
+    assert wins(2, "a", (2, "a", b"9"), b"10"), "the same version: the greater number"
+    assert not wins(2, "a", (2, "a", b"10"), b"9")
+    assert wins(2, "a", (2, "a", None), b"v"), "the same version: a value beats a deletion"
+
+
+@given(st.permutations([None, b"", b"abc", b"ab", b"7", b"10", b"-3", b"10"]), st.integers(1, 3))
+def test_two_values_under_one_version_settle_the_same_in_any_order(values, times) -> None:
+    """A replica that lost events can hold a compacted counter under the same version as its
+    peers but another value; whatever order the copies meet in, every replica keeps one."""
+    ks = Keyspace()
+    for v in values * times:
+        ks.apply(b"k", 5, "n1", v)
+    assert ks.get(b"k") == b"10"
+    want = Keyspace()
+    want.apply(b"k", 5, "n1", b"10")
+    assert ks.digest() == want.digest()
 
 
 def test_tombstone_blocks_older_set() -> None:

@@ -92,12 +92,11 @@ def test_seeds_that_long_runs_found() -> None:
     assert run(136, {0, 1, 3}, counters=True).ok
 
 
-@pytest.mark.xfail(strict=True, reason="counters diverge: a known bug, why counters are off by "
-                   "default (docs/data-model.md); strict, so fixing it makes this test fail")
-def test_the_known_counter_divergence() -> None:
+def test_a_counter_that_lost_a_set_on_one_node_settles_the_same_everywhere() -> None:
     """Two nodes that each wrote alone past a lost snapshot, a crash-looping node, a liar and a
-    skewed restart: one node ends with a counter 10 short of the others under the same version,
-    which anti-entropy cannot repair."""
+    skewed restart: one node lost a SET of a counter that its peers hold, and after compaction
+    held the counter 10 short of the others under the same version, which anti-entropy could
+    not settle until equal versions were ranked by value (zkv.store.counter.tie_rank)."""
     import subprocess
     import sys
     # (the core iterates some sets of names, whose order follows the process's hash seed: the

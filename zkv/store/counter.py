@@ -55,6 +55,20 @@ def as_number(value: bytes | None) -> int | None:
         return None
 
 
+def tie_rank(value: bytes | None) -> tuple:
+    """The order that settles two values held under the same version - which no two correct
+    replicas do, except after a fault that lost events on one of them (a hole given up as
+    lost, a snapshot gone): both then believe their state counts everything up to that
+    version, and neither can be shown wrong.  So that every node still ends with the same
+    value, the greater wins, as Cassandra settles equal timestamps: a deletion is least, an
+    integer is above any other value and greater integers above smaller ones (a replica that
+    missed increments holds less), other values by their bytes."""
+    if value is None:
+        return (0, 0, b"")
+    n = as_number(value)
+    return (1, 0, value) if n is None else (2, n, value)
+
+
 @dataclass(slots=True)
 class Counter:
     base: Stamp  # version of the SET/DEL the value starts from (NONE: none)
@@ -114,6 +128,10 @@ class Counter:
         or before the mark is counted already: the value stands for every event up to the mark
         (a node that took a transfer of this state, then pulls old events, meets such SETs)."""
         if stamp <= self.mark:
+            if (stamp == self.mark == self.base and value != self.value
+                    and tie_rank(value) > tie_rank(self.value)):
+                self.value = value  # (the same version, another value: see ``tie_rank``)
+                return True
             return False
         self.base, self.value = stamp, value
         if stamp > self.mark:
@@ -144,10 +162,14 @@ class Counter:
         reached it - a SET's mark supersedes what came before, a compaction's mark is a horizon
         every event below which had reached every node - so its value stands for all of them
         (the other's base included, which is older, or it would have a later mark); the other
-        adds its increments after that mark.  Bases do not decide: a key whose increments were
+        adds its increments after that mark.  States at the same mark with different values are
+        settled by ``tie_rank``.  Bases do not decide: a key whose increments were
         compacted into a plain entry starts again from that entry's latest version, which is
         an increment's, not a SET's."""
         before = (self.base, self.value, self.mark, len(self.incs))
+        if (other.mark == self.mark and other.value != self.value
+                and tie_rank(other.value) > tie_rank(self.value)):
+            self.base, self.value = other.base, other.value  # (see ``tie_rank``)
         if other.mark > self.mark:
             mine = self.incs
             self.base, self.value, self.mark = other.base, other.value, other.mark

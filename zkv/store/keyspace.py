@@ -3,7 +3,8 @@
 Every entry carries the version of the write that produced it, ``(hlc, origin)``.  A write is
 applied only if its version is greater than the entry's current one, so applying the same set of
 writes in any order, any number of times, ends in the same map (the rule is commutative,
-associative and idempotent).  A delete leaves a *tombstone* (value ``None``) carrying its
+associative and idempotent).  Two values under one version - only after a fault lost events on
+one replica, whose compacted counter then differs - are settled by ``counter.tie_rank``.  A delete leaves a *tombstone* (value ``None``) carrying its
 version, so an older SET that arrives later cannot bring the key back; tombstones are collected
 only once every node has passed their timestamp (``collect_tombstones``).
 
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from collections import deque
 from hashlib import blake2b
 
-from zkv.store.counter import MAX_INT, MIN_INT, NONE, Counter
+from zkv.store.counter import MAX_INT, MIN_INT, NONE, Counter, tie_rank
 
 # key -> (hlc, origin, value or None for a tombstone)
 Entry = tuple[int, str, bytes | None]
@@ -55,11 +56,14 @@ def entry_hash(key: bytes, hlc: int, origin: str, value: bytes | memoryview,
     return h ^ (h >> 29)
 
 
-def wins(hlc: int, origin: str, current: Entry | None) -> bool:
-    """The conflict rule: does a write stamped (hlc, origin) beat the current entry?"""
+def wins(hlc: int, origin: str, current: Entry | None, value: bytes | None = None) -> bool:
+    """The conflict rule: does a write of ``value`` stamped (hlc, origin) beat the current
+    entry?  (``apply_many`` inlines it.)"""
     if current is None:
         return True
-    return hlc > current[0] or (hlc == current[0] and origin > current[1])
+    if (hlc, origin) != (current[0], current[1]):
+        return (hlc, origin) > (current[0], current[1])
+    return value != current[2] and tie_rank(value) > tie_rank(current[2])
 
 
 # hlc, origin index (high bit set: tombstone), the entry's hash (0 for a tombstone)
@@ -223,8 +227,10 @@ class Keyspace:
                 tomb = coi & _TOMB
                 if tomb:
                     coi ^= _TOMB
-                if hlc == chlc and origin <= origins[coi]:
-                    continue
+                if hlc == chlc and (origin < origins[coi] or origin == origins[coi] and (
+                        value == (None if tomb else cur[_HDR:])
+                        or tie_rank(value) <= tie_rank(None if tomb else cur[_HDR:]))):
+                    continue  # (older; or the same write again; or a tie, see tie_rank)
                 if tomb:
                     del tombstones[key]
                 else:
