@@ -2,7 +2,8 @@
 
 An event is ``(origin, seq, hlc, key, value)``: the node that accepted the write, that node's
 sequence number for it (1, 2, 3 ... with no gaps), its hybrid-logical-clock timestamp, the key,
-and the value (``None`` for a delete, an integer for an increment: zkv.store.counter).  Events of one origin travel in *batches* of consecutive
+and the value (``None`` for a delete, an integer for an increment: zkv.store.counter;
+``[value, expiry]`` for a SET with an expiry, ``[expiry]`` for an EXPIRE, 0 for PERSIST).  Events of one origin travel in *batches* of consecutive
 sequence numbers, encoded as ``[origin, first_seq, [[hlc, key, value], ...]]`` so that a burst of
 writes costs one message and one log record.  Heartbeats (``Heartbeat``) share the bus.
 
@@ -182,7 +183,8 @@ def decode_batch(payload: bytes) -> Batch:
             # latest: the store checks the clock bound on it alone.
             if hlc.__class__ is not int or not prev < hlc <= MAX_TS or key.__class__ is not bytes or (
                     value is not None and value.__class__ is not bytes and (
-                        value.__class__ is not int or not -MAX_SEQ - 1 <= value <= MAX_SEQ)):
+                        value.__class__ is not int or not -MAX_SEQ - 1 <= value <= MAX_SEQ)
+                    and not _expiry_item(value)):
                 raise DecodeError("bad batch item")  # (an int: an increment, zkv.store.counter)
             prev = hlc
         return Batch(origin, first_seq, items)
@@ -190,6 +192,20 @@ def decode_batch(payload: bytes) -> Batch:
         raise
     except Exception as exc:  # msgpack raises several types for garbage
         raise DecodeError(f"undecodable batch: {exc}") from None
+
+
+MAX_EXPIRY = 1 << 62  # ms: an expiry time in an event is below it
+
+
+def _expiry_item(value: Any) -> bool:
+    """An item value that sets an expiry: ``(value, when)`` (SET ... PX) or ``(when,)``
+    (EXPIRE; 0: PERSIST), times in ms since the epoch (zkv.store.counter)."""
+    if value.__class__ is not tuple:
+        return False
+    if len(value) == 2:
+        v, when = value
+        return v.__class__ is bytes and when.__class__ is int and 0 < when < MAX_EXPIRY
+    return len(value) == 1 and value[0].__class__ is int and 0 <= value[0] < MAX_EXPIRY
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""A counter key's state, and the rule that makes concurrent INCRs and SETs converge.
+"""A key's full state - a counter's increments, an expiry set apart from the value - and the
+rules that make concurrent INCRs, SETs and EXPIREs converge.
 
 A key that has been incremented keeps, beside its value, what merging needs: the **base** - the
 last SET or DEL by the conflict rule, its version ``(hlc, origin)`` and value - and each
@@ -15,7 +16,14 @@ the value already counts (or supersedes) increments.  Two replicas' states merge
 whatever either was compacted to: the one with the later ``mark`` has counted (or dropped)
 everything the other holds up to it, and the other's later increments are added.
 A base that is not an integer (``SET k abc`` concurrent with an INCR elsewhere) reads as itself;
-increments after it wait for a SET that makes them count, or are dropped by it.  Pure: no I/O.
+increments after it wait for a SET that makes them count, or are dropped by it.
+
+The **expiry** is a register of its own beside the value: ``(exp_at, exp)``, the version of the
+last write that set it and the absolute time (ms; 0: none).  A SET or DEL writes both the value
+and the expiry (a SET without EX clears it, as in Redis); an EXPIRE or PERSIST writes the expiry
+alone; an INCR writes neither, so a counter keeps its time to live.  Each register takes its
+latest write, so a concurrent EXPIRE and SET on two nodes keep the SET's value and whichever
+expiry is later, and an EXPIRE never brings back an older value.  Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -76,17 +84,24 @@ class Counter:
     mark: Stamp  # increments at or before it are counted in ``value`` or superseded by ``base``
     incs: dict[Stamp, int] = field(default_factory=dict)  # increments after mark: version -> step
     total: int = 0  # the sum of ``incs``' steps (kept, not summed per write: a hot key has many)
+    exp_at: Stamp = NONE  # version of the write that set the expiry (at least ``base``)
+    exp: int = 0  # when the value expires (ms since the epoch); 0: never
+
+    def __post_init__(self) -> None:
+        if self.exp_at < self.base:  # (the base's own write set the expiry, at least)
+            self.exp_at = self.base
 
     @classmethod
-    def start(cls, base: Stamp, value: bytes | None, floor: int = 0) -> Counter:
-        """The state of a key whose last write was ``value`` at ``base`` (NONE: none), on a
-        store whose tombstone horizon is ``floor``: every event below it is settled here (a
-        key with no entry was deleted and collected), so the mark starts there at least."""
-        return cls(base, value, max(base, (floor - 1, HIGH)) if floor else base)
+    def start(cls, base: Stamp, value: bytes | None, floor: int = 0, exp: int = 0) -> Counter:
+        """The state of a key whose last write was ``value`` (expiring at ``exp``) at ``base``
+        (NONE: none), on a store whose tombstone horizon is ``floor``: every event below it is
+        settled here (a key with no entry was deleted and collected), so the mark starts there
+        at least."""
+        return cls(base, value, max(base, (floor - 1, HIGH)) if floor else base, exp_at=base, exp=exp)
 
     def compacted(self, horizon: int) -> Counter:
         """A copy compacted to ``horizon`` (this one unchanged): what goes to a peer."""
-        c = Counter(self.base, self.value, self.mark, dict(self.incs), self.total)
+        c = Counter(self.base, self.value, self.mark, dict(self.incs), self.total, self.exp_at, self.exp)
         if horizon:
             c.compact(horizon)
         return c
@@ -101,6 +116,8 @@ class Counter:
         self.base, self.value, self.mark = NONE, None, mark
         self.incs = {s: d for s, d in self.incs.items() if s > mark}
         self.total = sum(self.incs.values())
+        if self.exp_at <= mark:
+            self.exp_at, self.exp = NONE, 0
 
     def render(self) -> bytes | None:
         """The key's value; None: deleted, and no increment since."""
@@ -113,7 +130,14 @@ class Counter:
 
     def top(self) -> Stamp:
         """The latest version in the state (the entry's: its digest, its age)."""
-        return max(self.base, max(self.incs)) if self.incs else self.base
+        top = max(self.base, self.exp_at)
+        return max(top, max(self.incs)) if self.incs else top
+
+    def plain(self) -> bool:
+        """Whether the state says no more than one write at ``top`` would: no increments, and
+        the expiry set by the value's own write or settled (at or before the mark), so a plain
+        entry (version, value, expiry) stands for it."""
+        return not self.incs and self.exp_at <= self.mark
 
     def increment(self, stamp: Stamp, step: int) -> bool:
         """An INCR event; True if it changed the state (not a duplicate, not superseded)."""
@@ -123,21 +147,34 @@ class Counter:
         self.total += step
         return True
 
-    def set(self, stamp: Stamp, value: bytes | None) -> bool:
-        """A SET or DEL; True if it is newer than the mark (increments before it drop).  One at
-        or before the mark is counted already: the value stands for every event up to the mark
-        (a node that took a transfer of this state, then pulls old events, meets such SETs)."""
+    def set(self, stamp: Stamp, value: bytes | None, exp: int = 0) -> bool:
+        """A SET or DEL (``exp``: its expiry, 0: none); True if it is newer than the mark
+        (increments before it drop).  One at or before the mark is counted already: the value
+        stands for every event up to the mark (a node that took a transfer of this state, then
+        pulls old events, meets such SETs).  Its expiry is taken unless an EXPIRE after it
+        set one."""
         if stamp <= self.mark:
             if (stamp == self.mark == self.base and value != self.value
                     and tie_rank(value) > tie_rank(self.value)):
                 self.value = value  # (the same version, another value: see ``tie_rank``)
                 return True
             return False
-        self.base, self.value = stamp, value
-        if stamp > self.mark:
-            self.mark = stamp
-            self.incs = {s: d for s, d in self.incs.items() if s > stamp}
-            self.total = sum(self.incs.values())
+        self.base, self.value, self.mark = stamp, value, stamp
+        self.incs = {s: d for s, d in self.incs.items() if s > stamp}
+        self.total = sum(self.incs.values())
+        if stamp > self.exp_at:
+            self.exp_at, self.exp = stamp, exp
+        return True
+
+    def expire(self, stamp: Stamp, exp: int) -> bool:
+        """An EXPIRE (``exp``: when) or PERSIST (0); True if it changed the expiry: it is the
+        expiry's latest write, and not settled already (at or before the mark)."""
+        if stamp <= self.mark or stamp < self.exp_at:
+            return False
+        if stamp == self.exp_at:  # (the same write again, or a tie: the later time wins)
+            if exp <= self.exp:
+                return False
+        self.exp_at, self.exp = stamp, exp
         return True
 
     def compact(self, horizon: int) -> None:
@@ -166,7 +203,9 @@ class Counter:
         settled by ``tie_rank``.  Bases do not decide: a key whose increments were
         compacted into a plain entry starts again from that entry's latest version, which is
         an increment's, not a SET's."""
-        before = (self.base, self.value, self.mark, len(self.incs))
+        before = (self.base, self.value, self.mark, len(self.incs), self.exp_at, self.exp)
+        if (other.exp_at, other.exp) > (self.exp_at, self.exp):
+            self.exp_at, self.exp = other.exp_at, other.exp  # (the expiry: its latest write)
         if (other.mark == self.mark and other.value != self.value
                 and tie_rank(other.value) > tie_rank(self.value)):
             self.base, self.value = other.base, other.value  # (see ``tie_rank``)
@@ -182,26 +221,33 @@ class Counter:
             if s > self.mark and s not in self.incs:
                 self.incs[s] = d
                 self.total += d
-        return (self.base, self.value, self.mark, len(self.incs)) != before
+        return (self.base, self.value, self.mark, len(self.incs), self.exp_at, self.exp) != before
 
     # --- wire form (snapshots, transfers, anti-entropy) ---------------------------------------
     def encode(self) -> list:
-        return [self.base[0], self.base[1], self.value, self.mark[0], self.mark[1],
-                [[h, o, d] for (h, o), d in sorted(self.incs.items())]]
+        out = [self.base[0], self.base[1], self.value, self.mark[0], self.mark[1],
+               [[h, o, d] for (h, o), d in sorted(self.incs.items())]]
+        if self.exp_at != self.base or self.exp:
+            out += [self.exp_at[0], self.exp_at[1], self.exp]
+        return out
 
     @classmethod
     def decode(cls, d: object) -> Counter:
         """From ``encode``'s form, checked (it may come from a peer): ValueError if malformed."""
-        if d.__class__ not in (list, tuple) or len(d) != 6:  # type: ignore[arg-type]
+        if d.__class__ not in (list, tuple) or len(d) not in (6, 9):  # type: ignore[arg-type]
             raise ValueError("bad counter state")
-        bh, bo, value, mh, mo, incs = d  # type: ignore[misc]
+        bh, bo, value, mh, mo, incs = d[:6]  # type: ignore[index]
+        eh, eo, exp = d[6:] if len(d) == 9 else (bh, bo, 0)  # type: ignore[index, arg-type]
         _check_stamp(bh, bo)
         _check_stamp(mh, mo)
+        _check_stamp(eh, eo)
+        if exp.__class__ is not int or not 0 <= exp < 1 << 63 or (eh, eo) < (bh, bo):
+            raise ValueError("bad expiry")
         if value is not None and value.__class__ is not bytes:
             raise ValueError("bad counter value")
         if incs.__class__ not in (list, tuple):
             raise ValueError("bad counter increments")
-        c = cls((bh, bo), value, (mh, mo))
+        c = cls((bh, bo), value, (mh, mo), exp_at=(eh, eo), exp=exp)
         if c.base > c.mark:
             raise ValueError("counter base after its mark")
         for inc in incs:

@@ -15,12 +15,14 @@ a difference costs one bucket exchange.  Pure: no I/O.
 
 from __future__ import annotations
 
+import heapq
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from collections import deque
 from hashlib import blake2b
 
+from zkv.clock import physical
 from zkv.store.counter import MAX_INT, MIN_INT, NONE, Counter, tie_rank
 
 # key -> (hlc, origin, value or None for a tombstone)
@@ -71,7 +73,12 @@ _HEADER = struct.Struct(">QIQ")
 _HDR = _HEADER.size
 _TOMB = 0x8000_0000  # (in the origin index: 2**30 origins, far beyond what restarts make)
 _CTR = 0x4000_0000  # (in the origin index: the key has a counter state, zkv.store.counter)
-_FLAGS = _TOMB | _CTR
+_EXP = 0x2000_0000  # (in the origin index: an expiry time, 8 bytes, comes before the value)
+_FLAGS = _TOMB | _CTR | _EXP
+_EXP_STRUCT = struct.Struct(">Q")
+_pack_exp = _EXP_STRUCT.pack
+_unpack_exp = _EXP_STRUCT.unpack_from
+_VAL = _HEADER.size + _EXP_STRUCT.size  # where the value starts in an entry with an expiry
 _GOLDEN = 0x9E3779B97F4A7C15
 _BUCKET_MASK = BUCKETS - 1
 _crc32 = zlib.crc32
@@ -93,7 +100,7 @@ class Keyspace:
     """
 
     __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index", "_origin_crcs",
-                 "_counters", "_compact_queue")
+                 "_counters", "_compact_queue", "_expiring", "_expiry_heap", "now_ms")
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
@@ -108,6 +115,13 @@ class Keyspace:
         # counter keys (with their state: a key set and incremented again is queued anew, and
         # its old place is skipped), in the order they got increments
         self._compact_queue: deque[tuple[bytes, Counter]] = deque()
+        # keys whose value has an expiry -> when (ms); and (when, key) in time order, some
+        # stale, for reclaiming them (``reclaim_expired``)
+        self._expiring: dict[bytes, int] = {}
+        self._expiry_heap: list[tuple[int, bytes]] = []
+        # the wall-clock time (ms) reads judge expiry by: the store sets it as time passes
+        # (0: nothing has expired)
+        self.now_ms = 0
 
     def _index(self, origin: str) -> int:
         i = self._origin_index.get(origin)
@@ -125,14 +139,34 @@ class Keyspace:
 
     def _decode(self, e: bytes) -> Entry:
         hlc, oi, _h = _HEADER.unpack_from(e)
-        return hlc, self._origins[oi & ~_FLAGS], None if oi & _TOMB else e[_HDR:]
+        return hlc, self._origins[oi & ~_FLAGS], None if oi & _TOMB else e[_VAL if oi & _EXP else _HDR:]
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
+        """The key's value; None if it has none, or its expiry is not after ``now_ms``."""
         e = self._data.get(key)
-        if e is None or e[8] & 0x80:
+        if e is None:
             return None
+        if e[8] & 0xA0:
+            if e[8] & 0x80 or _unpack_exp(e, _HDR)[0] <= self.now_ms:
+                return None
+            return e[_VAL:]
         return e[_HDR:]
+
+    def expiry(self, key: bytes) -> int:
+        """When the key's value expires (ms since the epoch); 0: never, or no value."""
+        return self._expiring.get(key, 0)
+
+    def live(self) -> int:
+        """Keys with a value that has not expired at ``now_ms`` (DBSIZE): one pass over the
+        keys with an expiry."""
+        now = self.now_ms
+        return len(self) - sum(1 for t in self._expiring.values() if t <= now)
+
+    @property
+    def expiring(self) -> int:
+        """Keys with an expiry, expired or not (reclaimed ones excluded)."""
+        return len(self._expiring)
 
     def entry(self, key: bytes) -> Entry | None:
         e = self._data.get(key)
@@ -157,22 +191,27 @@ class Keyspace:
 
     def keys_matching(self, test) -> list[bytes]:  # noqa: ANN001 - a compiled pattern's fullmatch
         """Every live key ``test`` accepts (KEYS: one pass over the whole keyspace)."""
-        tomb = self._tombstones
-        return [k for k in self._data if k not in tomb and test(k)]
+        tomb, expiring, now = self._tombstones, self._expiring, self.now_ms
+        return [k for k in self._data if k not in tomb and test(k)
+                and (k not in expiring or expiring[k] > now)]
 
     def entries(self, horizon: int = 0) -> Iterator[tuple[bytes, int, str, bytes | list | None]]:
         """Every entry, tombstones included, as flat tuples (snapshot/transfer format); a key
         with a counter state has that state (``Counter.encode``) for its value, compacted to
         ``horizon`` (the store's tombstone horizon: a peer that takes the state then ignores
-        whatever it holds of the key below it, which is settled here)."""
-        decode = self._decode
-        counters = self._counters
+        whatever it holds of the key below it, which is settled here); a value with an expiry
+        is ``[value, expiry]``."""
+        export = self._export
         for k, e in self._data.items():
-            h, o, v = decode(e)
-            if e[8] & 0x40:
-                yield k, h, o, counters[k].compacted(horizon).encode()
-            else:
-                yield k, h, o, v
+            yield k, *export(k, e, horizon)
+
+    def _export(self, k: bytes, e: bytes, horizon: int) -> tuple[int, str, bytes | list | None]:
+        h, o, v = self._decode(e)
+        if e[8] & 0x40:
+            return h, o, self._counters[k].compacted(horizon).encode()
+        if e[8] & 0x20:
+            return h, o, [v, _unpack_exp(e, _HDR)[0]]
+        return h, o, v
 
     @property
     def counters(self) -> int:
@@ -216,7 +255,8 @@ class Keyspace:
             cur = get(key)
             if cur is None and hlc < floor:
                 continue  # deleted since, and its tombstone collected (see above)
-            if (value.__class__ is not bytes and value is not None) or (cur is not None and cur[8] & 0x40):
+            if (value.__class__ is not bytes and value is not None) or (cur is not None and cur[8] & 0x60):
+                # an increment, an expiry, a state; or a key with a counter state or an expiry
                 changed += self._counter_write(key, hlc, origin, value, cur, floor)  # (zkv.store.counter)
                 continue
             kc = _crc32(key)
@@ -249,24 +289,43 @@ class Keyspace:
 
     def _counter_write(self, key: bytes, hlc: int, origin: str, value: object,
                        cur: bytes | None, floor: int = 0) -> int:
-        """A write to a key with a counter state, or an increment (``value``: an int step), or
-        a replica's counter state (a list, from a snapshot, transfer or repair; ``(hlc,
-        origin)``: its latest version); returns 1 if the key changed."""
+        """A write to a key with a counter state or an expiry, or one that is not a plain SET
+        or DEL: an increment (``value``: an int step), an expiring SET (``[value, expiry]``),
+        an EXPIRE or PERSIST (``[expiry]``, 0: none), or a replica's counter state (a longer
+        list, from a snapshot, transfer or repair; ``(hlc, origin)``: its latest version).
+        Returns 1 if the key changed."""
         was = NONE if cur is None else self._version(cur)
         c = self._counters.get(key)
         if c is None:
-            c = Counter.start(was, None if cur is None or cur[8] & 0x80 else cur[_HDR:], floor)
+            if cur is None or cur[8] & 0x80:
+                c = Counter.start(was, None, floor)
+            elif cur[8] & 0x20:
+                c = Counter.start(was, cur[_VAL:], floor, _unpack_exp(cur, _HDR)[0])
+            else:
+                c = Counter.start(was, cur[_HDR:], floor)
         vc = value.__class__
         if vc is int:
             if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
                 raise ValueError("increment out of range")
             changed = c.increment((hlc, origin), value)  # type: ignore[arg-type]
         elif vc is list or vc is tuple:  # (a snapshot's decoder gives tuples)
-            changed = c.merge(Counter.decode(value))
+            n = len(value)  # type: ignore[arg-type]
+            if n == 2:
+                v, exp = value  # type: ignore[misc]
+                _check_expiry(exp)
+                if v.__class__ is not bytes:
+                    raise TypeError("an expiring value must be bytes")
+                changed = c.set((hlc, origin), v, exp)
+            elif n == 1:
+                exp = value[0]  # type: ignore[index]
+                _check_expiry(exp)
+                changed = c.expire((hlc, origin), exp)
+            else:
+                changed = c.merge(Counter.decode(value))
         elif value is None or vc is bytes:
             changed = c.set((hlc, origin), value)  # type: ignore[arg-type]
         else:
-            raise TypeError(f"a write's value must be bytes, None, an int or a counter state, not {vc.__name__}")
+            raise TypeError(f"a write's value must be bytes, None, an int, a list or a counter state, not {vc.__name__}")
         if not changed:
             return 0
         top = max(was, (hlc, origin))  # (every version in the state is at most one of these)
@@ -279,8 +338,9 @@ class Keyspace:
         return hlc, self._origins[oi & ~_FLAGS]
 
     def _store_counter(self, key: bytes, c: Counter, top: tuple[int, str], cur: bytes | None) -> None:
-        """Write ``key``'s entry for counter state ``c`` under version ``top``: flagged while it
-        has increments, a plain entry (or tombstone) once it has none."""
+        """Write ``key``'s entry for state ``c`` under version ``top``: flagged while the state
+        says more than one write would (``Counter.plain``), a plain entry (or tombstone) once
+        it does not; a value's expiry goes in the entry, and into its hash."""
         if cur is not None:
             _chlc, coi, ch = _unpack_header(cur)
             if coi & _TOMB:
@@ -289,7 +349,7 @@ class Keyspace:
                 self._buckets[_crc32(key) & _BUCKET_MASK] ^= ch
         thlc, torigin = top
         oi = self._index(torigin)
-        flag = _CTR if c.incs else 0
+        flag = 0 if c.plain() else _CTR
         if flag:
             if self._counters.get(key) is not c:
                 self._counters[key] = c
@@ -300,10 +360,24 @@ class Keyspace:
         if value is None:
             self._data[key] = _pack_header(thlc, oi | _TOMB | flag, 0)
             self._tombstones[key] = thlc
+            self._expiring.pop(key, None)
+            return
+        if c.exp:
+            flag |= _EXP
+            payload = _pack_exp(c.exp) + value
+            if self._expiring.get(key) != c.exp:
+                self._expiring[key] = c.exp
+                heap = self._expiry_heap
+                heapq.heappush(heap, (c.exp, key))
+                if len(heap) > 2 * len(self._expiring) + 4096:  # mostly rewritten keys' old times
+                    heap[:] = [(t, k) for k, t in self._expiring.items()]
+                    heapq.heapify(heap)
         else:
-            h = entry_hash(key, thlc, torigin, value)
-            self._data[key] = _pack_header(thlc, oi | flag, h) + value
-            self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
+            payload = value
+            self._expiring.pop(key, None)
+        h = entry_hash(key, thlc, torigin, payload)
+        self._data[key] = _pack_header(thlc, oi | flag, h) + payload
+        self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
 
     def forget_counters_below(self, kept: set[bytes], horizon: int) -> int:
         """After a full transfer from a peer that holds every event below ``horizon``: the
@@ -372,6 +446,38 @@ class Keyspace:
             self._counters.pop(k, None)
         return len(old)
 
+    def reclaim_expired(self, horizon: int, margin_ms: int, budget: int = COMPACT_BUDGET) -> int:
+        """Forget keys whose value expired before ``now_ms`` and ``margin_ms`` before the
+        horizon, written (and their expiry set) before it; returns how many.
+
+        Like collecting a tombstone: every node holds every write stamped below the horizon,
+        so no older write of such a key is still on its way (one that arrives again finds no
+        entry and is skipped, zkv.store.keyspace ``apply_many``'s floor).  The margin - twice
+        the clock offset nodes may have - keeps any EXPIRE made while the key was alive on its
+        node (so stamped near or before its expiry) below the horizon, so it has arrived.  A
+        key whose state is not plain waits for its compaction.  No event is written: every
+        node reclaims by its own horizon, reads hid the key from the moment it expired."""
+        limit = min(self.now_ms, physical(horizon) - margin_ms)
+        heap, expiring, data = self._expiry_heap, self._expiring, self._data
+        later = []
+        n = 0
+        while heap and heap[0][0] <= limit and budget > 0:
+            exp, key = heapq.heappop(heap)
+            budget -= 1
+            if expiring.get(key) != exp:
+                continue  # (stale: rewritten since)
+            e = data[key]
+            hlc, oi, h = _unpack_header(e)
+            if oi & _CTR or hlc >= horizon:
+                later.append((exp, key))
+                continue
+            del data[key], expiring[key]
+            self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
+            n += 1
+        for item in later:
+            heapq.heappush(heap, item)
+        return n
+
     def absent(self, present: set[bytes], horizon: int, buckets: set[int] | None = None) -> list[bytes]:
         """Local keys a peer's state lacks (``present``: the keys it sent, all of them or those of
         ``buckets``) that are stamped before the peer's GC horizon: the peer deleted them and
@@ -389,6 +495,7 @@ class Keyspace:
                 continue
             _hlc, oi, h = _HEADER.unpack_from(self._data.pop(k))
             self._counters.pop(k, None)
+            self._expiring.pop(k, None)
             if oi & _TOMB:
                 del self._tombstones[k]
             else:
@@ -411,6 +518,10 @@ class Keyspace:
         """Every entry (tombstones included) whose key falls in one of ``buckets`` (counter
         states compacted to ``horizon``, as ``entries``)."""
         wanted = set(buckets)
-        return [(k, h, o, self._counters[k].compacted(horizon).encode() if e[8] & 0x40 else v)
-                for k, e in self._data.items() if bucket_of(k) in wanted
-                for h, o, v in (self._decode(e),)]
+        export = self._export
+        return [(k, *export(k, e, horizon)) for k, e in self._data.items() if bucket_of(k) in wanted]
+
+
+def _check_expiry(exp: object) -> None:
+    if exp.__class__ is not int or not 0 <= exp < 1 << 62:  # type: ignore[operator]
+        raise ValueError("bad expiry time")

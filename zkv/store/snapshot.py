@@ -144,12 +144,16 @@ def check_entries(entries: list[Entry]) -> None:
             raise TypeError(
                 f"snapshot entry must be (bytes, int, str, bytes | list | None), got {entry!r:.200}"
             )
-        if type(value) in (list, tuple):  # a counter's state (zkv.store.counter)
+        if type(value) in (list, tuple) and len(value) == 2:  # a value with its expiry
+            v, exp = value
+            if type(v) is not bytes or type(exp) is not int or not 0 < exp < 1 << 62:
+                raise TypeError(f"snapshot entry holds a bad expiring value: {entry!r:.200}")
+        elif type(value) in (list, tuple):  # a counter's state (zkv.store.counter)
             try:
                 c = Counter.decode(value)
             except (ValueError, TypeError) as exc:
                 raise TypeError(f"snapshot entry holds a bad counter state: {exc}") from None
-            if c.base > (hlc, origin) or (c.incs and max(c.incs) > (hlc, origin)):
+            if c.top() > (hlc, origin):
                 # (the entry's version is the latest in its state: _within_clock and _not_ours
                 # judge the state by it)
                 raise TypeError("snapshot entry holds a counter state newer than its version")
