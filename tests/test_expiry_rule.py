@@ -1,0 +1,196 @@
+"""The expiry rule (zkv.store.counter, zkv.store.keyspace): a key's expiry is a register of its
+own, written by SET/DEL (a SET without EX clears it) and by EXPIRE/PERSIST, never by INCR.  Any
+order and any duplication of the same events, compaction and exchanges of entries between
+replicas give the same value, expiry and digest - the reference rule's; expired keys read as
+missing; reclaiming them below the horizon changes no read."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zkv.clock import make
+from zkv.store.counter import Counter
+from zkv.store.keyspace import Keyspace
+from tests.test_counter import ORIGINS, reference
+
+# event values: an increment (int), a SET (bytes), a DEL (None), a SET with an expiry
+# ((value, when)), an EXPIRE ((when,)) or a PERSIST ((0,))
+_value = st.one_of(
+    st.integers(-5, 5), st.just(None), st.sampled_from([b"10", b"-3", b"x"]),
+    st.tuples(st.sampled_from([b"7", b"y"]), st.sampled_from([1000, 2000, 3000])),
+    st.tuples(st.sampled_from([0, 1500, 2500])),
+)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[int, str, object]]:
+    events, used = [], set()
+    for _ in range(draw(st.integers(1, 30))):
+        h, o = draw(st.integers(1, 60)), draw(st.sampled_from(ORIGINS))
+        if (h, o) not in used:
+            used.add((h, o))
+            events.append((h, o, draw(_value)))
+    return events
+
+
+def reference_state(events: list) -> tuple[bytes | None, int]:
+    """The rule stated directly: the value by the counter rule, where an expiring SET is a SET
+    and an EXPIRE writes no value; the expiry is the latest of the SETs, DELs and EXPIREs (a
+    plain SET or DEL: none).  A key with no value has no expiry."""
+    values = []
+    for h, o, v in events:
+        if isinstance(v, tuple) and len(v) == 2:
+            values.append((h, o, v[0]))
+        elif not (isinstance(v, tuple) and len(v) == 1):
+            values.append((h, o, v))
+    value = reference(values)
+    setters = [(h, o, v) for h, o, v in events if not isinstance(v, int)]
+    last = max(setters, default=None, key=lambda e: (e[0], e[1]))
+    exp = 0
+    if last is not None and isinstance(last[2], tuple):
+        exp = last[2][-1]
+    return value, 0 if value is None else exp
+
+
+def _apply(ks: Keyspace, events: list, rng: random.Random) -> None:
+    for h, o, v in rng.sample(events, k=len(events)):
+        ks.apply_many(o, [(h, b"k", list(v) if isinstance(v, tuple) else v)])
+
+
+def _state(ks: Keyspace) -> tuple[bytes | None, int]:
+    return ks.get(b"k"), ks.expiry(b"k")
+
+
+@given(histories(), st.integers(0, 2**32))
+@settings(max_examples=400, deadline=None)
+def test_any_order_and_duplication_give_the_reference_value_and_expiry(events: list, seed: int) -> None:
+    rng = random.Random(seed)
+    a, b = Keyspace(), Keyspace()
+    _apply(a, events, rng)
+    _apply(b, events + events[: len(events) // 2], rng)
+    want = reference_state(events)
+    assert _state(a) == _state(b) == want
+    assert a.digest() == b.digest()
+    b.compact_counters(61)
+    assert _state(b) == want and b.digest() == a.digest() and b.counters == 0
+    c = Keyspace()  # a snapshot's entries rebuild the same keyspace
+    c.apply_entries(list(a.entries()))
+    assert _state(c) == want and c.digest() == a.digest()
+    a.apply_entries(list(b.entries()))  # and merging another replica's changes nothing
+    assert _state(a) == want and a.digest() == b.digest()
+
+
+@given(histories(), st.integers(0, 2**32))
+@settings(max_examples=400, deadline=None)
+def test_replicas_that_compact_and_exchange_entries_midway_converge(events: list, seed: int) -> None:
+    """Below a cut every replica has every event (a horizon); each compacts there at its own
+    moments and swaps entries with another before and after (anti-entropy, a transfer)."""
+    rng = random.Random(seed)
+    cut = rng.randint(0, 61)
+    early = [e for e in events if e[0] < cut]
+    late = [e for e in events if e[0] >= cut]
+    reps = [Keyspace() for _ in range(3)]
+    for ks in reps:
+        _apply(ks, early, rng)
+    pending = {i: rng.sample(late, k=len(late)) for i in range(3)}
+    while any(pending.values()):
+        i = rng.randrange(3)
+        r = rng.random()
+        if r < 0.15:
+            reps[i].compact_counters(rng.randint(0, cut))
+        elif r < 0.3:
+            reps[i].apply_entries(list(reps[rng.randrange(3)].entries()))
+        elif pending[i]:
+            h, o, v = pending[i].pop()
+            reps[i].apply_many(o, [(h, b"k", list(v) if isinstance(v, tuple) else v)])
+    for i in range(3):
+        reps[i].apply_entries(list(reps[(i + 1) % 3].entries()))
+    want = reference_state(events)
+    assert [_state(ks) for ks in reps] == [want] * 3
+    assert len({ks.digest() for ks in reps}) == 1
+
+
+def test_an_expired_key_reads_as_missing_from_its_expiry_on() -> None:
+    ks = Keyspace()
+    ks.apply_many("n1", [(make(100), b"k", [b"v", 5000]), (make(101), b"j", b"w")])
+    ks.now_ms = 4999
+    assert ks.get(b"k") == b"v" and ks.live() == 2 and sorted(ks.keys_matching(bool)) == [b"j", b"k"]
+    ks.now_ms = 5000
+    assert ks.get(b"k") is None and ks.live() == 1 and ks.keys_matching(bool) == [b"j"]
+    assert len(ks) == 2, "still held: reads hide it; reclaiming waits for the horizon"
+
+
+def test_an_older_write_arriving_late_does_not_bring_an_expired_key_back() -> None:
+    ks = Keyspace()
+    ks.apply_many("n1", [(make(200), b"k", [b"v", 5000])])
+    ks.now_ms = 6000
+    ks.apply_many("n2", [(make(150), b"k", b"old")])       # older: loses to the expiring SET
+    ks.apply_many("n2", [(make(160), b"k", [7000])])       # an older EXPIRE: loses too
+    assert ks.get(b"k") is None
+    ks.apply_many("n2", [(make(300), b"k", b"new")])       # a newer SET: a new value, no expiry
+    assert ks.get(b"k") == b"new" and ks.expiry(b"k") == 0
+
+
+def test_expire_keeps_a_concurrent_sets_value_and_incr_keeps_the_expiry() -> None:
+    for order in (0, 1):
+        ks = Keyspace()
+        ks.apply_many("n1", [(make(100), b"k", b"1")])
+        writes = [("n2", make(300), b"k", [9000]), ("n3", make(200), b"k", b"2")]
+        for origin, h, k, v in (writes if order else writes[::-1]):
+            ks.apply_many(origin, [(h, k, v)])
+        assert (ks.get(b"k"), ks.expiry(b"k")) == (b"2", 9000)
+        ks.apply_many("n1", [(make(400), b"k", 5)])             # INCR: the expiry stays
+        assert (ks.get(b"k"), ks.expiry(b"k")) == (b"7", 9000)
+        ks.apply_many("n1", [(make(500), b"k", [0])])           # PERSIST
+        assert (ks.get(b"k"), ks.expiry(b"k")) == (b"7", 0)
+
+
+def test_an_expire_that_arrives_before_the_set_it_followed_still_applies() -> None:
+    """Events of two origins arrive in any order: the EXPIRE made on a node that had the SET
+    may reach a third node first."""
+    ks = Keyspace()
+    ks.apply_many("n2", [(make(300), b"k", [9000])])
+    assert ks.get(b"k") is None
+    ks.apply_many("n1", [(make(100), b"k", b"v")])
+    assert (ks.get(b"k"), ks.expiry(b"k")) == (b"v", 9000)
+
+
+def test_reclaiming_waits_for_the_horizon_and_the_margin_and_changes_no_read() -> None:
+    ks = Keyspace()
+    ks.apply_many("n1", [(make(1000), b"k", [b"v", 2000]), (make(1001), b"j", [b"w", 50_000])])
+    ks.now_ms = 10_000
+    assert ks.reclaim_expired(make(1500), margin_ms=0) == 0, "the horizon is before its expiry"
+    assert ks.reclaim_expired(make(3000), margin_ms=1001) == 0, "within the margin"
+    assert ks.reclaim_expired(make(3000), margin_ms=1000) == 1
+    assert len(ks) == 1 and ks.get(b"k") is None and ks.expiry(b"k") == 0 and ks.get(b"j") == b"w"
+    # an old write of it arriving again (pulled anew) is below the floor: skipped
+    ks.apply_many("n1", [(make(1000), b"k", [b"v", 2000])], floor=make(3000))
+    assert len(ks) == 1
+
+
+def test_a_key_expiring_with_an_unsettled_expire_waits_for_compaction() -> None:
+    ks = Keyspace()
+    ks.apply_many("n1", [(make(1000), b"k", b"v")])
+    ks.apply_many("n2", [(make(1100), b"k", [2000])])     # EXPIRE: a state apart from the value
+    ks.now_ms = 10_000
+    assert ks.counters == 1 and ks.reclaim_expired(make(5000), margin_ms=0) == 0
+    ks.compact_counters(make(5000))
+    assert ks.counters == 0 and ks.reclaim_expired(make(5000), margin_ms=0) == 1 and len(ks) == 0
+
+
+def test_a_state_with_an_expiry_round_trips_and_an_expiry_before_its_base_is_refused() -> None:
+    c = Counter.start((5, "a"), b"3", exp=7000)
+    c.expire((9, "b"), 8000)
+    d = Counter.decode(c.encode())
+    assert (d.exp_at, d.exp, d.base, d.value) == ((9, "b"), 8000, (5, "a"), b"3")
+    bad = c.encode()
+    bad[6:8] = [1, "a"]
+    try:
+        Counter.decode(bad)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an expiry set before the value's own write was accepted")
