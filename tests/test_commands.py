@@ -154,8 +154,17 @@ def test_resp_set() -> None:
     assert d.encode([None]) == b"+OK\r\n"
 
 
-def test_resp_set_expiry_options_say_so_and_bad_options_are_syntax_errors() -> None:
-    assert resp(b"SET", b"k", b"v", b"EX", b"10").startswith(b"-ERR expiry options")
+def test_resp_set_expiry_options_and_bad_options() -> None:
+    assert deferred(resp(b"SET", b"k", b"v", b"EX", b"10")).ops == [("se", b"k", b"v", 0, False, 1, 10_000)]
+    assert deferred(resp(b"SET", b"k", b"v", b"NX", b"PXAT", b"1700000000000", b"GET")).ops == [
+        ("se", b"k", b"v", 1, True, 2, 1_700_000_000_000)]
+    assert deferred(resp(b"SET", b"k", b"v", b"keepttl")).ops == [("se", b"k", b"v", 0, False, 3, 0)]
+    assert resp(b"SET", b"k", b"v", b"EX", b"0") == b"-ERR invalid expire time in 'set' command\r\n"
+    assert resp(b"SET", b"k", b"v", b"PX", b"-5") == b"-ERR invalid expire time in 'set' command\r\n"
+    assert resp(b"SET", b"k", b"v", b"EX", b"ten") == b"-ERR value is not an integer or out of range\r\n"
+    assert resp(b"SET", b"k", b"v", b"EX") == b"-ERR syntax error\r\n"
+    assert resp(b"SET", b"k", b"v", b"EX", b"1", b"PX", b"1") == b"-ERR syntax error\r\n"
+    assert resp(b"SET", b"k", b"v", b"EX", b"1", b"KEEPTTL") == b"-ERR syntax error\r\n"
     assert resp(b"SET", b"k", b"v", b"NX", b"XX") == b"-ERR syntax error\r\n"
     assert resp(b"SET", b"k", b"v", b"GET", b"GET") == b"-ERR syntax error\r\n"
     assert resp(b"SET", b"k", b"v", b"BOGUS") == b"-ERR syntax error\r\n"
@@ -427,3 +436,38 @@ def test_format_info_listeners_section() -> None:
     text = format_info({"id": "x", "keys": 0, "listeners": {
         "bus": {"accepted": 3, "open": 1}, "store_open_files_limit": 1024}})
     assert "# Listeners\r\nbus:accepted=3,open=1\r\nstore_open_files_limit:1024\r\n" in text
+
+
+def test_expire_family_and_its_options() -> None:
+    assert deferred(resp(b"EXPIRE", b"k", b"10")).ops == [("ex", b"k", 1, 10_000, 0)]
+    assert deferred(resp(b"PEXPIRE", b"k", b"-1", b"gt")).ops == [("ex", b"k", 1, -1, 3)]
+    assert deferred(resp(b"EXPIREAT", b"k", b"1700000000", b"NX")).ops == [("ex", b"k", 2, 1_700_000_000_000, 1)]
+    assert deferred(resp(b"PEXPIREAT", b"k", b"5", b"XX", b"XX")).ops == [("ex", b"k", 2, 5, 2)]
+    assert resp(b"EXPIRE", b"k", b"1", b"NX", b"GT") == (
+        b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n")
+    assert resp(b"EXPIRE", b"k", b"1", b"GT", b"LT") == b"-ERR GT and LT options at the same time are not compatible\r\n"
+    assert resp(b"EXPIRE", b"k", b"1", b"SOON") == b"-ERR Unsupported option SOON\r\n"
+    assert resp(b"EXPIRE", b"k", b"x") == b"-ERR value is not an integer or out of range\r\n"
+    assert resp(b"EXPIRE", b"k", b"%d" % (1 << 60)) == b"-ERR invalid expire time in 'expire' command\r\n"
+    assert deferred(resp(b"EXPIRE", b"k", b"1")).encode([1]) == b":1\r\n"
+
+
+def test_ttl_and_its_kin_from_the_stores_expiry_and_clock() -> None:
+    for name, want in ((b"TTL", b":3\r\n"), (b"PTTL", b":2500\r\n"),
+                       (b"EXPIRETIME", b":10\r\n"), (b"PEXPIRETIME", b":10000\r\n")):
+        d = deferred(resp(name, b"k"))
+        assert d.ops == [("tt", b"k")]
+        assert d.encode([[10_000, 7_500]]) == want, name
+        assert d.encode([-2]) == b":-2\r\n" and d.encode([-1]) == b":-1\r\n"
+
+
+def test_setex_psetex_persist_getex() -> None:
+    assert deferred(resp(b"SETEX", b"k", b"2", b"v")).ops == [("se", b"k", b"v", 0, False, 1, 2000)]
+    assert deferred(resp(b"PSETEX", b"k", b"2", b"v")).ops == [("se", b"k", b"v", 0, False, 1, 2)]
+    assert resp(b"SETEX", b"k", b"0", b"v") == b"-ERR invalid expire time in 'setex' command\r\n"
+    assert deferred(resp(b"PERSIST", b"k")).ops == [("pe", b"k")]
+    assert deferred(resp(b"GETEX", b"k")).ops == [("g", b"k")]
+    assert deferred(resp(b"GETEX", b"k", b"PERSIST")).ops == [("gx", b"k", 4, 0)]
+    assert deferred(resp(b"GETEX", b"k", b"EX", b"3")).ops == [("gx", b"k", 1, 3000)]
+    assert resp(b"GETEX", b"k", b"EX") == b"-ERR syntax error\r\n"
+    assert resp(b"GETEX", b"k", b"PX", b"0") == b"-ERR invalid expire time in 'getex' command\r\n"

@@ -178,7 +178,7 @@ class Refused(list):
         self.reason = reason
 
 
-WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn", "in"})
+WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx"})
 MAX_VALUE = 512 * 1024 * 1024  # bytes in a value (RESP's bulk limit, as Redis's default)
 
 
@@ -322,25 +322,143 @@ _SYNTAX = resp.error("ERR syntax error")
 _NOT_INT = resp.error("ERR value is not an integer or out of range")
 
 
+# An expiry option's kind, as the store takes it: ms from now, at a time (ms), the key's own
+_IN, _AT, _KEEP, _PERSIST = 1, 2, 3, 4
+_EXPIRY_OPTS = {b"EX": (_IN, 1000), b"PX": (_IN, 1), b"EXAT": (_AT, 1000), b"PXAT": (_AT, 1)}
+MAX_EXPIRY_MS = 1 << 61  # ms: an expiry time or span beyond it is refused (Redis: overflow)
+
+
+def _expiry_ms(raw: bytes, scale: int, command: str) -> int | Reply:
+    """An EX/PX/EXAT/PXAT argument in ms, or the error Redis gives: not an integer, or not
+    positive (or too large)."""
+    n = _signed(raw)
+    if n is None:
+        return _NOT_INT
+    if n <= 0 or n * scale >= MAX_EXPIRY_MS:
+        return resp.error(f"ERR invalid expire time in '{command}' command")
+    return n * scale
+
+
 @_cmd("SET", -3)
 def _set(a: list[bytes]) -> Reply:
-    """SET key value [NX | XX] [GET]"""
+    """SET key value [NX | XX] [GET] [EX s | PX ms | EXAT unix-s | PXAT unix-ms | KEEPTTL]"""
     if len(a) == 3:
         return Deferred([("s", a[1], a[2])], _r_ok)
-    cond, old = 0, False
-    for opt in a[3:]:
-        o = opt.upper()
+    cond, old, kind, amount = 0, False, 0, 0
+    i = 3
+    while i < len(a):
+        o = a[i].upper()
         if o == b"NX" and cond == 0:
             cond = 1
         elif o == b"XX" and cond == 0:
             cond = 2
         elif o == b"GET" and not old:
             old = True
-        elif o in (b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL"):
-            return resp.error("ERR expiry options (EX, PX, EXAT, PXAT, KEEPTTL) are not supported")
+        elif o == b"KEEPTTL" and kind == 0:
+            kind = _KEEP
+        elif o in _EXPIRY_OPTS and kind == 0 and i + 1 < len(a):
+            kind, scale = _EXPIRY_OPTS[o]
+            ms = _expiry_ms(a[i + 1], scale, "set")
+            if ms.__class__ is not int:
+                return ms  # type: ignore[return-value]
+            amount = ms  # type: ignore[assignment]
+            i += 1
         else:
             return _SYNTAX
+        i += 1
+    if kind:
+        return Deferred([("se", a[1], a[2], cond, old, kind, amount)], _r_set_old if old else _r_set_cond)
     return Deferred([("sx", a[1], a[2], cond, old)], _r_set_old if old else _r_set_cond)
+
+
+@_cmd("SETEX", 4)
+def _setex(a: list[bytes]) -> Reply:
+    ms = _expiry_ms(a[2], 1000, "setex")
+    return ms if ms.__class__ is not int else Deferred([("se", a[1], a[3], 0, False, _IN, ms)], _r_ok)  # type: ignore[return-value]
+
+
+@_cmd("PSETEX", 4)
+def _psetex(a: list[bytes]) -> Reply:
+    ms = _expiry_ms(a[2], 1, "psetex")
+    return ms if ms.__class__ is not int else Deferred([("se", a[1], a[3], 0, False, _IN, ms)], _r_ok)  # type: ignore[return-value]
+
+
+def _expire(a: list[bytes], kind: int, scale: int) -> Reply:
+    """EXPIRE key seconds [NX | XX | GT | LT] and its kin: a time not in the future deletes the
+    key (as in Redis)."""
+    n = _signed(a[2])
+    if n is None:
+        return _NOT_INT
+    if abs(n) * scale >= MAX_EXPIRY_MS:
+        return resp.error(f"ERR invalid expire time in '{a[0].decode('utf-8', 'replace').lower()}' command")
+    flag = 0
+    for opt in a[3:]:
+        f = {b"NX": 1, b"XX": 2, b"GT": 3, b"LT": 4}.get(opt.upper())
+        if f is None:
+            return resp.error(f"ERR Unsupported option {opt.decode('utf-8', 'replace')}")
+        if flag and flag != f:
+            if {flag, f} == {3, 4}:
+                return resp.error("ERR GT and LT options at the same time are not compatible")
+            return resp.error("ERR NX and XX, GT or LT options at the same time are not compatible")
+        flag = f
+    return Deferred([("ex", a[1], kind, n * scale, flag)], _r_int)
+
+
+@_cmd("EXPIRE", -3)
+def _expire_s(a: list[bytes]) -> Reply:
+    return _expire(a, _IN, 1000)
+
+
+@_cmd("PEXPIRE", -3)
+def _pexpire(a: list[bytes]) -> Reply:
+    return _expire(a, _IN, 1)
+
+
+@_cmd("EXPIREAT", -3)
+def _expireat(a: list[bytes]) -> Reply:
+    return _expire(a, _AT, 1000)
+
+
+@_cmd("PEXPIREAT", -3)
+def _pexpireat(a: list[bytes]) -> Reply:
+    return _expire(a, _AT, 1)
+
+
+@_cmd("PERSIST", 2)
+def _persist(a: list[bytes]) -> Reply:
+    return Deferred([("pe", a[1])], _r_int)
+
+
+def _ttl(ms: bool, absolute: bool) -> Callable[[list[bytes]], Reply]:
+    def encode(results: list[Any]) -> bytes:
+        r = results[0]
+        if r.__class__ is int:
+            return resp.integer(r)  # -2: no such key; -1: no expiry
+        exp, now = r
+        t = max(0, exp if absolute else exp - now)
+        return resp.integer(t if ms else (t + 500) // 1000)
+    return lambda a: Deferred([("tt", a[1])], encode)
+
+
+_RESP[b"TTL"] = (2, _ttl(False, False))
+_RESP[b"PTTL"] = (2, _ttl(True, False))
+_RESP[b"EXPIRETIME"] = (2, _ttl(False, True))
+_RESP[b"PEXPIRETIME"] = (2, _ttl(True, True))
+
+
+@_cmd("GETEX", -2)
+def _getex(a: list[bytes]) -> Reply:
+    """GETEX key [EX s | PX ms | EXAT unix-s | PXAT unix-ms | PERSIST]"""
+    if len(a) == 2:
+        return Deferred([("g", a[1])], _r_get)
+    o = a[2].upper()
+    if o == b"PERSIST" and len(a) == 3:
+        return Deferred([("gx", a[1], _PERSIST, 0)], _r_get)
+    if o not in _EXPIRY_OPTS or len(a) != 4:
+        return _SYNTAX
+    kind, scale = _EXPIRY_OPTS[o]
+    ms = _expiry_ms(a[3], scale, "getex")
+    return ms if ms.__class__ is not int else Deferred([("gx", a[1], kind, ms)], _r_get)  # type: ignore[return-value]
 
 
 def _r_set_cond(results: list[Any]) -> bytes:  # SET ... NX|XX: OK, or null if not written

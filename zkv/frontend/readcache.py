@@ -28,7 +28,7 @@ ENTRY_OVERHEAD = 180  # bytes of Python objects per entry beyond key and value (
 MISS = object()  # what lookup() returns for a key it knows nothing about
 
 
-_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn", "in"})  # (zkv.commands)
+_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx"})  # (zkv.commands)
 
 class ReadCache:
     """Key -> last known value (None: known to be absent), at most ``budget`` bytes (estimated).
@@ -67,9 +67,10 @@ class ReadCache:
             k, v = d.popitem(last=False)
             self.size -= len(k) + (0 if v is None else len(v)) + ENTRY_OVERHEAD
 
-    def learn(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
+    def learn(self, ops: Sequence[Any], results: list[Any]) -> None:
         """What the store answered to a batch of operations (``zkv.commands``), before any
-        client hears of it: a value read enters the cache; a value written (applied and
+        client hears of it: a value read enters the cache, unless it has an expiry (the store
+        sends it as ``[value, expiry]``, which is unwrapped here in ``results``); a value written (applied and
         logged) or a delete replaces the cached entry if there is one (kept in its place in the
         eviction order).  Writes do not add keys:
         a write-heavy load costs the cache nothing, and the store need only track what was
@@ -80,11 +81,17 @@ class ReadCache:
         get = d.get
         budget = self.budget
         size = self.size
-        for op, result in zip(ops, results):
+        for i, (op, result) in enumerate(zip(ops, results)):
             code = op[0]
             if code == "g":
                 key, value = op[1], result
                 old = get(key, MISS)
+                if value.__class__ is list:  # [value, expiry]: a value that expires is not kept
+                    results[i] = value[0]  # type: ignore[index]
+                    if old is not MISS:
+                        del d[key]
+                        size -= len(key) + (0 if old is None else len(old)) + ENTRY_OVERHEAD  # type: ignore[arg-type]
+                    continue
             elif code == "i" and result.__class__ is dict:
                 # INFO shows this node's cache too, beside what the store says of it
                 result["read_cache"] = {**self.stats(), **(result.get("read_cache") or {})}

@@ -123,8 +123,11 @@ class StoreLink:
                 cb(None)
             return
         if self.cache is not None:
-            kept = [(op, r) for op, r in zip(ops, results) if op[0] not in WRITE_OPS]
-            self.cache.learn([op for op, _r in kept], [r for _op, r in kept])
+            kept = [i for i, op in enumerate(ops) if op[0] not in WRITE_OPS]
+            learnt = [results[i] for i in kept]
+            self.cache.learn([ops[i] for i in kept], learnt)
+            for i, r in zip(kept, learnt):  # (learn unwraps values that expire)
+                results[i] = r
         i = 0
         for cb, n in cbs:
             cb(Refused(results[i:i + n], reason))

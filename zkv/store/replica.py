@@ -184,7 +184,7 @@ class Replica:
         self.frontend_stats: dict[str, int] = {}  # what the frontend reports once a second
         self.behind_since: dict[str, float] = {}  # peer -> since when it has events we lack
         self.stats = {"gaps": 0, "pulled_events": 0, "full_syncs": 0, "repaired_keys": 0,
-                      "tombstones_collected": 0, "local_writes": 0, "remote_events": 0,
+                      "tombstones_collected": 0, "expired_reclaimed": 0, "local_writes": 0, "remote_events": 0,
                       "loop_turns": 0, "frontend_batches": 0, "bus_batches": 0,
                       "bad_messages": 0, "clock_held_events": 0, "writes_refused": 0,
                       "lost_events": 0, "heartbeats_dropped": 0}
@@ -277,6 +277,7 @@ class Replica:
         self.now = now
         self.stats["frontend_batches"] += len(msgs)
         ks, clock, me = self.ks, self.clock, self.origin
+        ks.now_ms = now_ms = clock.wall()  # (what expiry is judged by, for this turn's reads)
         refuse = self.refuse_writes
         # One clock reading per turn: its writes take that stamp and the ones after it, each
         # above everything issued or observed before, and the clock then passes the last.
@@ -322,9 +323,14 @@ class Replica:
                         applied = len(items)
                     if code == "g":
                         key = op[1]
-                        results.append(ks.get(key))
+                        value = ks.get(key)
                         if track is not None and key.__class__ is bytes:
                             track(key)
+                            if value is not None and ks.expiring and ks.expiry(key):
+                                # (the read cache must not keep it past its expiry: the
+                                # frontend answers with the value and does not cache it)
+                                value = [value, ks.expiry(key)]
+                        results.append(value)
                     elif code == "d":
                         key = op[1]
                         if key.__class__ is not bytes:
@@ -333,7 +339,7 @@ class Replica:
                         items.append((stamp, key, None))
                         stamp += 1
                     elif code == "n":
-                        results.append(len(ks))
+                        results.append(ks.live())
                     elif code == "i":
                         results.append(self.info())
                     elif code == "c":  # the frontend's own figures, once a second
@@ -368,11 +374,13 @@ class Replica:
                         key, more = op[1], op[2]
                         if key.__class__ is not bytes or more.__class__ is not bytes:
                             raise TypeError("APPEND needs bytes")
-                        value = (ks.get(key) or b"") + more
+                        old = ks.get(key)
+                        value = (old or b"") + more
                         if len(value) > MAX_VALUE:
                             results.append(-1)
                             continue
-                        items.append((stamp, key, value))
+                        exp = ks.expiry(key) if old is not None else 0  # (APPEND keeps it)
+                        items.append((stamp, key, [value, exp] if exp else value))
                         stamp += 1
                         results.append(len(value))
                     elif code == "sc":  # SCAN cursor count match: [next cursor, keys] (str: error)
@@ -393,7 +401,8 @@ class Replica:
                         if not self.cfg.counters:
                             results.append(COUNTERS_OFF)
                             continue
-                        n = as_int(ks.get(key))
+                        old = ks.get(key)
+                        n = as_int(old)
                         if n is None:
                             results.append("value is not an integer or out of range")
                             continue
@@ -401,9 +410,67 @@ class Replica:
                         if not MIN_INT <= n <= MAX_INT:
                             results.append("increment or decrement would overflow")
                             continue
-                        items.append((stamp, key, step))
+                        # An INCR of an expired key starts it anew, as a SET of the step: an
+                        # increment would add to a value that stays expired.
+                        items.append((stamp, key, b"%d" % n if old is None and ks.expiry(key) else step))
                         stamp += 1
                         results.append(n)
+                    elif code == "se":  # SET with an expiry option (and NX|XX|GET), SETEX, PSETEX
+                        key, value, cond, kind, amount = op[1], op[2], op[3], op[5], op[6]
+                        if (key.__class__ is not bytes or value.__class__ is not bytes or cond not in (0, 1, 2)
+                                or kind not in (1, 2, 3) or amount.__class__ is not int):
+                            raise TypeError("bad SET with an expiry")
+                        old = ks.get(key)
+                        written = cond == 0 or (cond == 1) == (old is None)
+                        if written:
+                            exp = _expiry(kind, amount, now_ms, ks.expiry(key) if old is not None else 0)
+                            items.append((stamp, key, None if exp < 0 else [value, exp] if exp else value))
+                            stamp += 1
+                        results.append([int(written), old if op[4] else None])
+                    elif code == "ex":  # EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT [NX|XX|GT|LT]: 0 or 1
+                        key, kind, amount, flag = op[1], op[2], op[3], op[4]
+                        if key.__class__ is not bytes or kind not in (1, 2) or amount.__class__ is not int:
+                            raise TypeError("bad EXPIRE")
+                        if ks.get(key) is None:
+                            results.append(0)
+                            continue
+                        cur = ks.expiry(key)
+                        exp = _expiry(kind, amount, now_ms, 0)
+                        if ((flag == 1 and cur) or (flag == 2 and not cur) or (flag == 3 and not (cur and exp > cur))
+                                or (flag == 4 and cur and not exp < cur)):
+                            results.append(0)
+                            continue
+                        items.append((stamp, key, None if exp < 0 else [exp]))  # (past: deleted now)
+                        stamp += 1
+                        results.append(1)
+                    elif code == "pe":  # PERSIST: 1 if it had an expiry
+                        key = op[1]
+                        if key.__class__ is not bytes:
+                            raise TypeError("PERSIST needs bytes")
+                        if ks.get(key) is None or not ks.expiry(key):
+                            results.append(0)
+                            continue
+                        items.append((stamp, key, [0]))
+                        stamp += 1
+                        results.append(1)
+                    elif code == "gx":  # GETEX with EX|PX|EXAT|PXAT (kind 1, 2) or PERSIST (4)
+                        key, kind, amount = op[1], op[2], op[3]
+                        if key.__class__ is not bytes or kind not in (1, 2, 4) or amount.__class__ is not int:
+                            raise TypeError("bad GETEX")
+                        old = ks.get(key)
+                        results.append(old)
+                        if old is None or (kind == 4 and not ks.expiry(key)):
+                            continue
+                        exp = 0 if kind == 4 else _expiry(kind, amount, now_ms, 0)
+                        items.append((stamp, key, None if exp < 0 else [exp]))
+                        stamp += 1
+                    elif code == "tt":  # TTL and its kin: [expiry, now] ms, or -2 (no key), -1 (none)
+                        key = op[1]
+                        if ks.get(key) is None:
+                            results.append(-2)
+                        else:
+                            exp = ks.expiry(key)
+                            results.append([exp, now_ms] if exp else -1)
                     elif code == "mn":  # MSETNX: every key or none
                         flat = op[1]
                         if (flat.__class__ is not list or not flat or len(flat) % 2
@@ -1220,7 +1287,7 @@ class Replica:
     def _collect_tombstones(self) -> None:
         """Below the horizon every node holds every event: tombstones there go, and counters'
         increments there are counted in their values (zkv.store.counter)."""
-        if not self.ks.tombstones and not self.ks.counters:
+        if not self.ks.tombstones and not self.ks.counters and not self.ks.expiring:
             return
         horizon = min(self.horizon.collectable(self.clock.now(), self.inbox.vv),
                       self._stable(self.clock.now()))
@@ -1230,6 +1297,10 @@ class Replica:
             self.stats["tombstones_collected"] += n
         if self.ks.counters:
             self.ks.compact_counters(self.gc_horizon)
+        if self.ks.expiring:
+            self.ks.now_ms = self.clock.wall()
+            self.stats["expired_reclaimed"] += self.ks.reclaim_expired(
+                self.gc_horizon, 2 * self.cfg.max_clock_offset_ms)
 
     def _anti_entropy(self) -> None:
         """Compare digests with one peer per round; on a mismatch at equal vectors, ask for buckets.
@@ -1268,7 +1339,7 @@ class Replica:
         now = self.now
         return {**self.info_extra(),
             "id": self.id, "origin": self.origin, "keys": len(self.ks), "tombstones": self.ks.tombstones,
-            "counter_keys": self.ks.counters,
+            "counter_keys": self.ks.counters, "expiring_keys": self.ks.expiring,
             "uptime_s": int(now - self.started), "clients": self.frontend_stats.get("clients", 0),
             "seq": self.inbox.vv.get(self.origin, 0), "vv": self.wire_vv(),
             "folded_origins": len(self.folds.final), "origins": len(self.inbox.vv),
@@ -1287,6 +1358,16 @@ class Replica:
             "read_cache": {"tracked": len(self.tracking.keys), "tracked_max": self.tracking.max_keys}
             if self.cfg.read_cache_mb else {},
         }
+
+
+def _expiry(kind: int, amount: int, now_ms: int, kept: int) -> int:
+    """The absolute expiry (ms) an option asks for: ``amount`` ms from now (kind 1), at
+    ``amount`` (2), or the key's own ``kept`` (3: KEEPTTL); -1 if that is not in the future
+    (the key is deleted at once, as Redis does), 0 for none."""
+    if kind == 3:
+        return kept
+    exp = now_ms + amount if kind == 1 else amount
+    return exp if exp > now_ms else -1
 
 
 def _any(_key: bytes) -> bool:
