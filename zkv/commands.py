@@ -284,8 +284,9 @@ def format_info(info: dict[str, Any], section: bytes | None = None) -> str:
                                                  *info.get("recovery", {}).items(),
                                                  *(("snapshot_" + a, b) for a, b in info.get("snapshots", {}).items()),
                                                  *(("fsync_" + a, b) for a, b in info.get("background_fsync", {}).items())]],
-        "keyspace": [f"db0:keys={info['keys']},expires=0,avg_ttl=0", f"tombstones:{info.get('tombstones', 0)}",
-                     f"counter_keys:{info.get('counter_keys', 0)}"],
+        "keyspace": [f"db0:keys={info['keys']},expires={info.get('expiring_keys', 0)},avg_ttl=0",
+                     f"tombstones:{info.get('tombstones', 0)}", f"counter_keys:{info.get('counter_keys', 0)}",
+                     f"expiring_keys:{info.get('expiring_keys', 0)}"],
         "frontend": [f"read_cache_{k}:{v}" for k, v in info.get("read_cache", {}).items()],
         # each listening port: connections as ZeroMQ / the frontend saw them (zkv.store.listeners)
         "listeners": [f"{k}:" + ",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict)

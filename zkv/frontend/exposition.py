@@ -56,6 +56,8 @@ STORE_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("stats", "repaired_keys")),
     ("zkv_tombstones_collected", "Tombstones dropped once every node had seen them",
      ("stats", "tombstones_collected")),
+    ("zkv_expired_reclaimed", "Expired keys dropped from memory once the horizon passed them",
+     ("stats", "expired_reclaimed")),
     ("zkv_writes_refused", "Frontend batches whose writes the store refused (clock too far off)",
      ("stats", "writes_refused")),
     ("zkv_bad_messages", "Messages from peers or strangers dropped as malformed or not theirs to "
@@ -79,6 +81,8 @@ STORE_GAUGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("zkv_keys", "Live keys", ("keys",)),
     ("zkv_tombstones", "Deleted keys kept as tombstones until every node has seen the delete",
      ("tombstones",)),
+    ("zkv_expiring_keys", "Keys with an expiry, expired ones included until they are reclaimed",
+     ("expiring_keys",)),
     ("zkv_store_resident_memory_bytes", "Resident memory of the store process",
      ("memory", "store_rss")),
     ("zkv_log_bytes", "Bytes of write-ahead log segments on disk", ("disk", "log_bytes")),
