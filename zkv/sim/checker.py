@@ -13,7 +13,11 @@ the highest version - the one the conflict rule must pick - bounds the final sta
 * ``divergent``: two replicas hold different data (live entries and version vectors);
 * ``miscounted``: a counter (a key that had INCRs) whose final value is not what the rule
   gives for every write of it that was stamped (zkv.store.counter: the last SET or DEL plus
-  every increment after it) - checked exactly when none of its writes was excused.
+  every increment after it) - checked exactly when none of its writes was excused;
+* ``misexpired``: a key that had expiries whose final value or expiry is not what the rule gives
+  for every write of it that was stamped (the value of the last SET or DEL; the expiry of the
+  last SET, DEL, EXPIRE or PERSIST), or that is served though that expiry has passed -
+  checked exactly when none of its writes was excused.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class Violation:
 
 
 def check(ops: list[Op], finals: dict[str, dict[bytes, Entry]],
-          vvs: dict[str, dict[str, int]]) -> list[Violation]:
+          vvs: dict[str, dict[str, int]], now_ms: int = 0) -> list[Violation]:
     out: list[Violation] = []
     names = sorted(finals)
     live = {n: {k: e for k, e in finals[n].items() if e[2] is not None} for n in names}
@@ -53,8 +57,10 @@ def check(ops: list[Op], finals: dict[str, dict[bytes, Entry]],
     whole = finals[first]  # tombstones included
     counters = {op.key for op in ops if op.kind == "incr"}
     out += _check_counters(ops, counters, whole)
-    final = {k: e for k, e in final.items() if k not in counters}
-    ops = [op for op in ops if op.key not in counters]
+    expiring = {op.key for op in ops if op.kind in ("setpx", "pexpire", "persist")} - counters
+    out += _check_expiring(ops, expiring, whole, now_ms)
+    final = {k: e for k, e in final.items() if k not in counters and k not in expiring}
+    ops = [op for op in ops if op.key not in counters and op.key not in expiring]
     deletes: dict[bytes, list[tuple[int, str]]] = {}  # every stamped DELETE, acknowledged or not
     for op in ops:
         if op.kind == "del" and op.version is not None:
@@ -116,5 +122,43 @@ def _check_counters(ops: list[Op], counters: set[bytes], whole: dict[bytes, Entr
         got = e[2] if e is not None else None
         if got != want:
             out.append(Violation("miscounted", key, f"final {got!r}, the rule gives {want!r} "
+                                                    f"for its {len(mine)} stamped writes"))
+    return out
+
+
+def expiring_state(writes: list[tuple[tuple[int, str], object]]) -> tuple[bytes | None, int]:
+    """The expiry rule stated directly (zkv.store.counter): the value of the last write of a
+    value (a SET - with an expiry or not - or a DEL), and the expiry of the last write of any
+    kind (a plain SET or a DEL: none; ``(when,)``: an EXPIRE, 0 a PERSIST)."""
+    value: bytes | None = None
+    exp = 0
+    for _v, x in sorted(writes, key=lambda w: w[0]):
+        if isinstance(x, (tuple, list)):
+            if len(x) == 2:
+                value, exp = x[0], x[1]
+            else:
+                exp = x[0]
+        else:
+            value, exp = x, 0  # type: ignore[assignment]
+    return value, exp if value is not None else 0
+
+
+def _check_expiring(ops: list[Op], keys: set[bytes], whole: dict[bytes, Entry],
+                    now_ms: int) -> list[Violation]:
+    out = []
+    for key in sorted(keys):
+        mine = [op for op in ops if op.key == key and op.kind != "get" and op.version is not None]
+        if any(op.excused for op in mine):
+            continue
+        value, exp = expiring_state([(op.version, op.written) for op in mine])  # type: ignore[misc]
+        e = whole.get(key)
+        got = e[2] if e is not None else None
+        if value is None or (exp and exp <= now_ms):
+            # deleted, or expired: no value, or the expired one not yet reclaimed
+            if got is not None and got != (value, exp):
+                out.append(Violation("misexpired", key, f"final {got!r}; the rule gives "
+                                     f"{(value, exp)!r} (gone at {now_ms})"))
+        elif got != ((value, exp) if exp else value):
+            out.append(Violation("misexpired", key, f"final {got!r}, the rule gives {(value, exp)!r} "
                                                     f"for its {len(mine)} stamped writes"))
     return out

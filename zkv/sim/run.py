@@ -190,10 +190,11 @@ def _lose_snapshot(w: World, n: str, others: list[str]) -> None:
 
 def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float = 8.0,
         faults: int = 4, root: Path | None = None, heartbeat_ms: int = 0,
-        counters: bool = False) -> Result:
+        counters: bool = True, expiry: bool = True) -> Result:
     """One schedule; ``keep``: indices of the seed's faults to apply (all if None); ``nodes``
     0: three, or five for every third seed; ``heartbeat_ms`` 0: drawn per seed, 100 or the
-    default 200 (every timer but anti-entropy's follows it)."""
+    default 200 (every timer but anti-entropy's follows it); ``counters``, ``expiry``: the
+    workload also has counters, and keys that expire (older regressions replay without)."""
     if nodes == 0:
         nodes = 5 if seed % 3 == 0 else 3
     rng = random.Random(seed)
@@ -209,6 +210,7 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
     heartbeat_ms = heartbeat_ms or hb_draw
     loop = random.Random(rng.getrandbits(64))  # drawn after the others: they stay as they were
     counting = random.Random(rng.getrandbits(64))  # (likewise)
+    expiring = random.Random(rng.getrandbits(64))  # (likewise)
     if loop.random() < CRASH_LOOP_SHARE:
         drawn.append(Fault(round(loop.uniform(0.3, active - 2.0), 3), "crash_loop", loop.choice(ids),
                            round(loop.uniform(0.1, 0.5), 3), float(loop.randint(3, 12))))
@@ -233,6 +235,11 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
             while t < active:  # INCRs of two counters, now and then a SET or DEL of one
                 _schedule_counter_op(w, counting, t, counting.choice(ids))
                 t += counting.uniform(0.01, 0.12)
+        if expiry:
+            t = 0.1
+            while t < active:  # SETs with and without PX, EXPIREs, PERSISTs, DELs of two keys
+                _schedule_expiry_op(w, expiring, t, expiring.choice(ids))
+                t += expiring.uniform(0.02, 0.2)
         for f in chosen:
             w.at(f.at, _apply, w, f)
             if f.kind in ("behind_alone", "alone_lost_snapshot"):  # the node works alone
@@ -249,7 +256,7 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
                                          + _state_line(w))
             result.converged_after = w.t - t0
             if not result.violations:
-                result.violations += [str(v) for v in check(w.ops, *w.final_state())]
+                result.violations += [str(v) for v in check(w.ops, *w.final_state(), now_ms=w.true_wall())]
         except SimError as exc:
             result.violations.append(str(exc))
         result.ops = len(w.ops)
@@ -288,6 +295,28 @@ def _schedule_counter_op(w: World, rng: random.Random, t: float, node: str) -> N
         w.at(t, _op, w, node, "set", key, b"%d" % rng.randint(-5, 100))
     else:
         w.at(t, _op, w, node, "del", key, None)
+
+
+EXPIRY_KEYS = [b"e0", b"e1"]
+
+
+def _schedule_expiry_op(w: World, rng: random.Random, t: float, node: str) -> None:
+    """A SET with PX (short or long), a plain SET, a PEXPIRE (some already past), a PERSIST, a
+    DEL or a GET of a key that expires."""
+    r = rng.random()
+    key = rng.choice(EXPIRY_KEYS)
+    if r < 0.3:
+        w.at(t, _op, w, node, "setpx", key, (b"x%d" % rng.getrandbits(32), rng.choice([50, 300, 1000, 4000])))
+    elif r < 0.45:
+        w.at(t, _op, w, node, "set", key, b"p%d" % rng.getrandbits(32))
+    elif r < 0.65:
+        w.at(t, _op, w, node, "pexpire", key, rng.choice([-1, 100, 500, 2000, 60_000]))
+    elif r < 0.75:
+        w.at(t, _op, w, node, "persist", key, None)
+    elif r < 0.85:
+        w.at(t, _op, w, node, "del", key, None)
+    else:
+        w.at(t, _op, w, node, "get", key, None)
 
 
 def _op(w: World, node: str, kind: str, key: bytes, value: bytes | int | None) -> None:

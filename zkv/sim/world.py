@@ -50,9 +50,9 @@ class Op:
 
     id: int
     node: str
-    kind: str  # "set", "del", "get"
+    kind: str  # "set", "del", "get", "incr", "setpx", "pexpire", "persist"
     key: bytes
-    value: bytes | None
+    value: bytes | int | tuple[bytes, int] | None  # (setpx: the value and ms; pexpire: ms)
     invoked: float
     completed: float | None = None
     result: str = "pending"  # "ok", "refused", "unknown" (the node died first)
@@ -60,6 +60,7 @@ class Op:
     version: tuple[int, str] | None = None  # (hlc, origin) a write was stamped with
     event: tuple[str, int] | None = None  # (origin, seq)
     excused: str = ""  # why losing it is fair (its only copies were destroyed)
+    written: object = None  # the value its event carries (the store decides an expiry's time)
 
 
 @dataclass
@@ -142,11 +143,20 @@ class World:
         return False
 
     def final_state(self) -> tuple[dict[str, dict[bytes, tuple]], dict[str, dict[str, int]]]:
-        """Every replica's entries (tombstones included) and version vector: the checker's input."""
+        """Every replica's entries (tombstones included; a value with an expiry as ``(value,
+        expiry)``) and version vector: the checker's input."""
         reps = {i: n.replica for i, n in self.nodes.items()}
         assert all(r is not None for r in reps.values()), "a node is down"
-        return ({i: dict(r.ks.items()) for i, r in reps.items()},  # type: ignore[union-attr]
-                {i: dict(r.inbox.vv) for i, r in reps.items()})  # type: ignore[union-attr]
+        finals = {}
+        for i, r in reps.items():
+            ks = r.ks  # type: ignore[union-attr]
+            finals[i] = {k: (h, o, (v, ks.expiry(k))) if v is not None and ks.expiry(k) else (h, o, v)
+                         for k, (h, o, v) in ks.items()}
+        return finals, {i: dict(r.inbox.vv) for i, r in reps.items()}  # type: ignore[union-attr]
+
+    def true_wall(self) -> int:
+        """The wall clock (ms) of a node whose clock is right, now."""
+        return int(EPOCH_MS + self.t * 1000)
 
     def note(self, text: str) -> None:
         self.trace.append(f"{self.t:8.3f} {text}")
@@ -371,8 +381,14 @@ class World:
             if self.t < node.paused_until:
                 self.at(node.paused_until, self._release_queue, node.id, node.incarnation)
             return
-        code = {"set": "s", "del": "d", "get": "g", "incr": "in"}[op.kind]
-        wire_op = [code, op.key, op.value] if op.kind in ("set", "incr") else [code, op.key]
+        if op.kind == "setpx":
+            value, ms = op.value  # type: ignore[misc]
+            wire_op = ["se", op.key, value, 0, False, 1, ms]
+        elif op.kind == "pexpire":
+            wire_op = ["ex", op.key, 1, op.value, 0]
+        else:
+            code = {"set": "s", "del": "d", "get": "g", "incr": "in", "persist": "pe"}[op.kind]
+            wire_op = [code, op.key, op.value] if op.kind in ("set", "incr") else [code, op.key]
         ident = b"c%d" % op.id
         node.pending_ops[ident] = op
         payload = msgpack.packb([wire_op], use_bin_type=True)
@@ -404,6 +420,7 @@ class World:
                     hlc = b.items[0][0]
                     op.version = (hlc, b.origin)
                     op.event = (b.origin, b.first_seq)
+                    op.written = b.items[0][2]
                     return
 
     def _client_reply(self, node: SimNode, frames: list[bytes]) -> None:

@@ -406,8 +406,8 @@ class Keyspace:
             if counters.get(key) is not c:
                 continue  # (gone: set, deleted, compacted, dropped, or queued anew)
             c.compact(horizon)
-            if c.incs:
-                queue.append((key, c))  # (its newer increments wait for a later horizon)
+            if not c.plain():
+                queue.append((key, c))  # (its newer increments or expiry wait for a later horizon)
                 continue
             cur = self._data[key]
             self._store_counter(key, c, self._version(cur), cur)
