@@ -179,8 +179,6 @@ def zkv_config_text(node_id: str, port: int, bus_ports: dict[str, int], data_dir
         f'bus = "tcp://{procs.LOOPBACK}:{bus_ports[node_id]}"',
         f'data_dir = "{data_dir}"',
         'fsync = "everysec"',
-        # INCR is measured beside SET and GET (bench.throughput): counters served, unless set
-        *([] if any(s.split("=")[0].strip() == "counters" for s in settings) else ["counters = true"]),
         *settings,
     ]
     for peer, bport in bus_ports.items():

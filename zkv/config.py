@@ -82,9 +82,8 @@ class Config:
     tls_key_file: Path | None = None
     tls_ca_file: Path | None = None  # clients must present a certificate signed by this CA
     min_acks: int = 0  # every write waits until this many peers have applied it
-    # INCR and its family (zkv.store.counter): off until a divergence the simulator found in a
-    # compound-fault schedule is fixed (docs/data-model.md)
-    counters: bool = False
+    # INCR and its family (zkv.store.counter); false: refused with a reason
+    counters: bool = True
     catchup_port: int = 0  # the catch-up ROUTER's port on the bus host (0: any free one)
     ack_timeout_ms: int = DEFAULT_ACK_TIMEOUT_MS  # ... or this long, then -ERR not enough ...
     metrics_listen: tuple[str, int] | None = None  # (host, port) of /metrics (port 0: any free)
@@ -272,14 +271,14 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         min_acks=min_acks,
         catchup_port=_optional_int(raw, "catchup_port", 0, 0, where),
         ack_timeout_ms=_optional_int(raw, "ack_timeout_ms", DEFAULT_ACK_TIMEOUT_MS, 1, where),
-        counters=_flag(raw, "counters", where),
+        counters=_flag(raw, "counters", where, default=True),
         metrics_listen=metrics_listen,
         source=where,
     )
 
 
-def _flag(raw: dict[str, Any], key: str, where: str) -> bool:
-    value = raw.get(key, False)
+def _flag(raw: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+    value = raw.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: key '{key}' must be true or false, got {value!r}")
     return value

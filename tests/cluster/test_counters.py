@@ -11,7 +11,7 @@ from tests.cluster.test_redis_clients import rclient
 
 
 def test_three_nodes_of_a_thousand_incrs_count_three_thousand_across_a_kill(make_cluster) -> None:
-    c: Cluster = make_cluster(n=3, fsync="always", counters=True).start()
+    c: Cluster = make_cluster(n=3, fsync="always").start()
     acked = [0, 0, 0]
     errors: list[str] = []  # node2's client: the INCR in flight when it was killed may have been applied
 

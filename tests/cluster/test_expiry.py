@@ -51,7 +51,7 @@ def test_an_expiring_key_is_seen_on_every_node_then_gone_from_every_read(make_cl
 
 
 def test_expire_against_a_concurrent_set_keeps_the_sets_value_on_every_node(make_cluster) -> None:
-    c: Cluster = make_cluster(n=3, counters=True).start()
+    c: Cluster = make_cluster(n=3).start()
     r0, r1 = rclient(c.nodes[0]), rclient(c.nodes[1])
     for i in range(20):
         key = f"k{i}"
