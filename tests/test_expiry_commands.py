@@ -109,3 +109,33 @@ def test_expired_keys_are_left_out_of_keys_scan_randomkey_mget(tmp_path: Path) -
                [b"STRLEN", b"a"], [b"SETNX", b"a", b"x"], [b"GET", b"a"]) == [
         r.OK, r.OK, b"*1\r\n$1\r\nb\r\n", b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\nb\r\n", b"$1\r\nb\r\n",
         b"*2\r\n$-1\r\n$1\r\n2\r\n", b"+none\r\n", b":0\r\n", b":1\r\n", b"$1\r\nx\r\n"]
+
+
+def test_rename_moves_the_value_and_its_expiry_in_one_batch(tmp_path: Path) -> None:
+    run.events.clear()  # type: ignore[attr-defined]
+    assert run(tmp_path,
+               [b"RENAME", b"none", b"x"],
+               [b"SET", b"a", b"1", b"PX", b"5000"], [b"SET", b"b", b"2"],
+               [b"RENAMENX", b"a", b"b"], [b"RENAME", b"a", b"c"], [b"GET", b"a"], [b"GET", b"c"],
+               [b"PTTL", b"c"], [b"RENAME", b"c", b"c"], [b"RENAMENX", b"b", b"b"],
+               [b"INCRBY", b"n", b"5"], [b"RENAME", b"n", b"m"], [b"INCR", b"m"]) == [
+        b"-ERR no such key\r\n", r.OK, r.OK, b":0\r\n", r.OK, r.NULL_BULK, b"$1\r\n1\r\n",
+        b":5000\r\n", r.OK, b":0\r\n", b":5\r\n", r.OK, b":6\r\n"]
+    # a copy (the value and its expiry) then a delete; a renamed counter is a value
+    assert run.events[2:4] == [(b"1", T0 + 5000), None]  # type: ignore[attr-defined]
+    assert run.events[-3:-1] == [b"5", None]  # type: ignore[attr-defined]
+
+
+def test_flushall_is_refused_unless_allowed_then_deletes_every_key(tmp_path: Path) -> None:
+    import dataclasses
+
+    assert run(tmp_path, [b"SET", b"a", b"1"], [b"FLUSHALL"], [b"DBSIZE"], [b"FLUSHDB", b"LATER"]) == [
+        r.OK, b"-ERR FLUSHALL and FLUSHDB are off on this node (config key allow_flushall = false): "
+              b"see docs/data-model.md\r\n", b":1\r\n", b"-ERR syntax error\r\n"]
+    rep, _clock = replica(tmp_path / "on", peers=())
+    rep.cfg = dataclasses.replace(rep.cfg, allow_flushall=True)
+    for ops in ([("s", b"a", b"1"), ("se", b"b", b"2", 0, False, 1, 100), ("d", b"c")], [("fa",)], [("n",)]):
+        rep.client([[b"c", msgpack.packb(ops, use_bin_type=True)]], 1.0)
+    replies = [msgpack.unpackb(o[1][1], raw=False) for o in rep.take() if o[0] == CLIENT]
+    assert replies[-2:] == [[1], [0]]
+    assert rep.ks.tombstones == 3, "every key is deleted with a tombstone, replicated as DELs"

@@ -123,3 +123,24 @@ def test_learn_caches_only_the_last_word_on_each_key_within_budget() -> None:
         assert c.size <= budget
 
     check()
+
+
+def test_writes_the_store_decides_forget_their_keys_and_keep_the_size_true() -> None:
+    c = ReadCache(1 << 20)
+    for k in (b"a", b"b", b"c", b"d"):
+        c.put(k, b"vv")
+    c.learn([("ap", b"a", b"x"), ("rn", b"b", b"c"), ("g", b"e")], [3, 1, b"new"])
+    assert [c.lookup(k) is MISS for k in (b"a", b"b", b"c", b"d", b"e")] == [True, True, True, False, False]
+    assert c.size == 2 * ENTRY_OVERHEAD + 1 + 2 + 1 + 3, "the size counts what is cached, no more"
+    c.learn([("fa",)], [1])
+    assert len(c) == 0 and c.size == 0
+
+
+def test_a_value_that_expires_is_answered_but_never_kept() -> None:
+    c = ReadCache(1 << 20)
+    c.put(b"k", b"old")
+    results = [[b"v", 1_780_000_000_000], b"w"]
+    c.learn([("g", b"k"), ("g", b"j")], results)
+    assert results == [b"v", b"w"], "the client gets the bare value"
+    assert c.lookup(b"k") is MISS and c.lookup(b"j") == b"w"
+    assert c.size == 1 + 1 + ENTRY_OVERHEAD

@@ -178,7 +178,7 @@ class Refused(list):
         self.reason = reason
 
 
-WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx"})
+WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx", "rn", "fa"})
 MAX_VALUE = 512 * 1024 * 1024  # bytes in a value (RESP's bulk limit, as Redis's default)
 
 
@@ -370,6 +370,36 @@ def _set(a: list[bytes]) -> Reply:
     if kind:
         return Deferred([("se", a[1], a[2], cond, old, kind, amount)], _r_set_old if old else _r_set_cond)
     return Deferred([("sx", a[1], a[2], cond, old)], _r_set_old if old else _r_set_cond)
+
+
+def _r_rename(results: list[Any]) -> bytes:
+    r = results[0]
+    return resp.error(f"ERR {r}") if r.__class__ is str else resp.OK
+
+
+def _r_renamenx(results: list[Any]) -> bytes:
+    r = results[0]
+    return resp.error(f"ERR {r}") if r.__class__ is str else resp.integer(r)
+
+
+@_cmd("RENAME", 3)
+def _rename(a: list[bytes]) -> Reply:
+    return Deferred([("rn", a[1], a[2], False)], _r_rename)
+
+
+@_cmd("RENAMENX", 3)
+def _renamenx(a: list[bytes]) -> Reply:
+    return Deferred([("rn", a[1], a[2], True)], _r_renamenx)
+
+
+@_cmd("FLUSHALL", -1)
+def _flushall(a: list[bytes]) -> Reply:
+    if len(a) > 2 or (len(a) == 2 and a[1].upper() not in (b"ASYNC", b"SYNC")):
+        return _SYNTAX
+    return Deferred([("fa",)], _r_rename)
+
+
+_RESP[b"FLUSHDB"] = _RESP[b"FLUSHALL"]
 
 
 @_cmd("SETEX", 4)

@@ -84,6 +84,8 @@ class Config:
     min_acks: int = 0  # every write waits until this many peers have applied it
     # INCR and its family (zkv.store.counter); false: refused with a reason
     counters: bool = True
+    # FLUSHALL / FLUSHDB: a delete of every key, replicated; refused unless true
+    allow_flushall: bool = False
     catchup_port: int = 0  # the catch-up ROUTER's port on the bus host (0: any free one)
     ack_timeout_ms: int = DEFAULT_ACK_TIMEOUT_MS  # ... or this long, then -ERR not enough ...
     metrics_listen: tuple[str, int] | None = None  # (host, port) of /metrics (port 0: any free)
@@ -150,7 +152,7 @@ _KNOWN_KEYS = {
     "snapshot_records", "backlog", "heartbeat_ms", "anti_entropy_ms", "hwm",
     "publish_interval_ms", "read_cache_mb", "max_clock_offset_ms", "backlog_mb", "pending_mb",
     "secret_key", "password", "idle_timeout", "tls_cert_file", "tls_key_file", "tls_ca_file",
-    "min_acks", "ack_timeout_ms", "catchup_port", "metrics_listen", "counters",
+    "min_acks", "ack_timeout_ms", "catchup_port", "metrics_listen", "counters", "allow_flushall",
 }
 
 
@@ -272,6 +274,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base_dir: Path 
         catchup_port=_optional_int(raw, "catchup_port", 0, 0, where),
         ack_timeout_ms=_optional_int(raw, "ack_timeout_ms", DEFAULT_ACK_TIMEOUT_MS, 1, where),
         counters=_flag(raw, "counters", where, default=True),
+        allow_flushall=_flag(raw, "allow_flushall", where),
         metrics_listen=metrics_listen,
         source=where,
     )

@@ -28,7 +28,7 @@ ENTRY_OVERHEAD = 180  # bytes of Python objects per entry beyond key and value (
 MISS = object()  # what lookup() returns for a key it knows nothing about
 
 
-_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx"})  # (zkv.commands)
+_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx", "rn"})  # (zkv.commands)
 
 class ReadCache:
     """Key -> last known value (None: known to be absent), at most ``budget`` bytes (estimated).
@@ -102,8 +102,14 @@ class ReadCache:
                 if old is MISS:
                     continue
                 value = op[2] if code == "s" else None
-            elif code in _OTHER_WRITES:  # what they wrote depends on the store: forget the keys
-                self.invalidate(op[1][0::2] if code == "mn" else [op[1]])
+            elif code in _OTHER_WRITES or code == "fa":
+                # what they wrote depends on the store: forget the keys (FLUSHALL: every key)
+                self.size = size  # (invalidate and clear keep ``self.size``: carry it across)
+                if code == "fa":
+                    self.clear()
+                else:
+                    self.invalidate(op[1][0::2] if code == "mn" else op[1:3] if code == "rn" else [op[1]])
+                size = self.size
                 continue
             else:
                 continue

@@ -85,6 +85,8 @@ HB_BURST = 5.0
 PULLS_PER_HEARTBEAT = 64
 COUNTERS_OFF = ("INCR, DECR, INCRBY and DECRBY are off on this node (config key counters = "
                 "false): see docs/data-model.md")
+FLUSHALL_OFF = ("FLUSHALL and FLUSHDB are off on this node (config key allow_flushall = "
+                "false): see docs/data-model.md")
 # Heartbeats between two requests for one peer's folds (zkv.replication.folds), while its
 # digest differs from ours.
 FOLDS_ASK_EVERY = 5
@@ -471,6 +473,31 @@ class Replica:
                         else:
                             exp = ks.expiry(key)
                             results.append([exp, now_ms] if exp else -1)
+                    elif code == "rn":  # RENAME, RENAMENX: a copy and a delete, in one batch
+                        src, dst, nx = op[1], op[2], op[3]
+                        if src.__class__ is not bytes or dst.__class__ is not bytes:
+                            raise TypeError("RENAME needs bytes")
+                        value = ks.get(src)
+                        if value is None:
+                            results.append("no such key")
+                        elif nx and ks.get(dst) is not None:
+                            results.append(0)
+                        elif src == dst:
+                            results.append(0 if nx else 1)
+                        else:
+                            exp = ks.expiry(src)
+                            items.append((stamp, dst, [value, exp] if exp else value))
+                            items.append((stamp + 1, src, None))
+                            stamp += 2
+                            results.append(1)
+                    elif code == "fa":  # FLUSHALL, FLUSHDB: a DEL of every key this node holds
+                        if not self.cfg.allow_flushall:
+                            results.append(FLUSHALL_OFF)
+                            continue
+                        for key in ks.keys_matching(_any):
+                            items.append((stamp, key, None))
+                            stamp += 1
+                        results.append(1)
                     elif code == "mn":  # MSETNX: every key or none
                         flat = op[1]
                         if (flat.__class__ is not list or not flat or len(flat) % 2
