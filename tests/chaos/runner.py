@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.chaos import tallies
 from tests.chaos.checker import DEFAULT_SLACK, Verdict, Violation, check_finals, check_reads, scan_logs
 from tests.chaos.history import FAIL, GET, OK, UNKNOWN, History
 from tests.chaos.nemesis import Nemesis, NemesisConfig, NemesisError
@@ -167,10 +168,10 @@ def _heal(cluster: Cluster, history: History, nemesis: Nemesis, aborted: bool) -
 
 
 def _chaos(cfg: RunConfig, cluster: Cluster, history: History, gate: Gate,
-           net: Partitions | None) -> list[Violation]:
+           net: Partitions | None, tally: tallies.Tally) -> list[Violation]:
     rnd = random.Random(f"{cfg.seed}-nemesis")
     nemesis = Nemesis(cluster, gate, history, rnd, cfg.nemesis, net)
-    workload = Workload(cluster, gate, history, cfg.workload, cfg.seed, cfg.seconds + 60)
+    workload = Workload(cluster, gate, history, cfg.workload, cfg.seed, cfg.seconds + 60, tally)
     problems: list[Violation] = []
     aborted = False
     history.start()
@@ -215,11 +216,12 @@ def run(cfg: RunConfig, root: Path, keep_root: Path | None = None, keep_always: 
     conv, verify_out, finals = None, "", {}
     if net is not None:
         net.place(cluster)
+    tally = tallies.Tally()
     try:
         cluster.start()
         gate = Gate([n.id for n in cluster.nodes])
-        problems += _chaos(cfg, cluster, history, gate, net)
-        keys = all_keys(cfg.workload, gate.phase)
+        problems += _chaos(cfg, cluster, history, gate, net, tally)
+        keys = all_keys(cfg.workload, gate.phase) + tally.keys
         conv, verify_out = converge(cluster, keys, cfg.converge_timeout,
                                     net.verify_prefix if net is not None else None)
         if conv is None:
@@ -236,7 +238,7 @@ def run(cfg: RunConfig, root: Path, keep_root: Path | None = None, keep_always: 
         cluster.stop()
     logs = {n.id: n.log_path.read_text(errors="replace") if n.log_path.exists() else "" for n in cluster.nodes}
     violations = problems + scan_logs(logs) + check_finals(history.ops, finals, cfg.slack, history.faults) \
-        + check_reads(history.ops)
+        + check_reads(history.ops) + tallies.check(tally, finals, tallies.now())
     result = RunResult(cfg, history, Verdict(violations), conv, verify_out, time.monotonic() - t_start, root)
     history.dump(root / "history.jsonl")
     (root / "violations.txt").write_text("\n".join(map(str, violations)) + "\n")

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from tests.chaos import tallies
 from tests.chaos.history import DELETE, FAIL, GET, OK, SET, UNKNOWN, History, Op
 from tests.cluster.harness import Cluster, LineClient
 
@@ -101,6 +102,10 @@ class WorkloadConfig:
     op_timeout: float = 5.0  # longer than any SIGSTOP the nemesis holds
     set_share: float = 0.6
     delete_share: float = 0.15  # the rest are GETs
+    # of operations, apart from those: an INCR of a counter; a SET PX of a key that expires
+    # (tests.chaos.tallies)
+    incr_share: float = 0.1
+    expiring_share: float = 0.05
 
 
 def all_keys(cfg: WorkloadConfig, phases: int) -> list[str]:
@@ -130,9 +135,10 @@ def classify(reply: bytes, kind: str) -> tuple[str, str | None, str]:
 
 class Writer(threading.Thread):
     def __init__(self, wid: int, cluster: Cluster, gate: Gate, history: History, cfg: WorkloadConfig,
-                 seed: int, stop: threading.Event, deadline: float) -> None:
+                 seed: int, stop: threading.Event, deadline: float, tally: tallies.Tally) -> None:
         super().__init__(name=f"chaos-writer-{wid}", daemon=True)
         self.wid, self.cluster, self.gate, self.history, self.cfg = wid, cluster, gate, history, cfg
+        self.tally = tally
         self.rnd = random.Random(f"{seed}-writer-{wid}")
         self.stop_event, self.deadline = stop, deadline
         self.nodes = {n.id: n for n in cluster.nodes}
@@ -181,6 +187,10 @@ class Writer(threading.Thread):
         c = self._conn(node_id)
         if c is None:
             return
+        r = self.rnd.random()
+        if r < self.cfg.incr_share + self.cfg.expiring_share:
+            self._tallied(node_id, c, r < self.cfg.incr_share)
+            return
         key = pick_key(self.rnd, self.cfg, self.gate.phase)
         r = self.rnd.random()
         if r < self.cfg.set_share:
@@ -206,14 +216,39 @@ class Writer(threading.Thread):
                                self.history.now(), result, detail))
 
 
+    def _tallied(self, node_id: str, c: LineClient, incr: bool) -> None:
+        """An INCR, or a SET PX of a new key, as an inline command (a RESP reply line)."""
+        self.count += 1
+        if incr:
+            key = self.rnd.choice(tallies.COUNTERS)
+            line = f"INCR {key}\r"
+        else:
+            px = self.rnd.choice([tallies.SHORT_PX, tallies.LONG_PX])
+            key, value = f"e{self.wid}.{self.count}", f"x{self.wid}.{self.count}"
+            line = f"SET {key} {value} PX {px}\r"
+        sent_at = tallies.now()
+        try:
+            result = tallies.classify_resp(c.cmd(line))
+        except (OSError, ConnectionError, socket.timeout):
+            result = UNKNOWN
+        if result != OK:
+            self._drop(node_id)
+        if incr:
+            self.tally.incr(key, result)
+        else:
+            self.tally.add(tallies.Expiring(key, value, px, sent_at, result))
+
+
 class Workload:
     """Start ``cfg.writers`` writers; ``finish`` stops them and checks that every one ended."""
 
     def __init__(self, cluster: Cluster, gate: Gate, history: History, cfg: WorkloadConfig, seed: int,
-                 seconds: float) -> None:
+                 seconds: float, tally: tallies.Tally | None = None) -> None:
         self.stop = threading.Event()
         deadline = time.monotonic() + seconds
-        self.writers = [Writer(w, cluster, gate, history, cfg, seed, self.stop, deadline) for w in range(cfg.writers)]
+        self.tally = tally if tally is not None else tallies.Tally()
+        self.writers = [Writer(w, cluster, gate, history, cfg, seed, self.stop, deadline, self.tally)
+                        for w in range(cfg.writers)]
 
     def start(self) -> None:
         for w in self.writers:

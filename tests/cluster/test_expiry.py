@@ -51,7 +51,7 @@ def test_an_expiring_key_is_seen_on_every_node_then_gone_from_every_read(make_cl
 
 
 def test_expire_against_a_concurrent_set_keeps_the_sets_value_on_every_node(make_cluster) -> None:
-    c: Cluster = make_cluster(n=3).start()
+    c: Cluster = make_cluster(n=3, allow_flushall=True).start()
     r0, r1 = rclient(c.nodes[0]), rclient(c.nodes[1])
     for i in range(20):
         key = f"k{i}"
@@ -78,8 +78,17 @@ def test_expire_against_a_concurrent_set_keeps_the_sets_value_on_every_node(make
     r0.set("window", "41", px=300)
     wait_until(lambda: r0.get("window") is None, 5, what="the window to expire")
     assert r0.incr("window") == 1 and r0.ttl("window") == -1
+    # RENAME: the value and its expiry move, on every node
+    r1.set("from", "v", ex=300)
+    assert r1.rename("from", "to") is True
+    wait_until(lambda: _everywhere(c, lambda r: (r.get("from"), r.get("to"))) == [(None, b"v")] * 3, 10,
+               what="the rename on every node")
+    assert all(290 <= t <= 300 for t in _everywhere(c, lambda r: r.ttl("to")))
     res = c.verify(timeout=20)
     assert res.returncode == 0, res.stdout + res.stderr
+    # FLUSHALL (allowed here): every node ends empty
+    assert r1.flushall() is True
+    wait_until(lambda: _everywhere(c, lambda r: r.dbsize()) == [0, 0, 0], 10, what="empty everywhere")
 
 
 def test_expiry_survives_a_kill_and_a_full_transfer_and_a_key_that_expired_meanwhile_is_not_served(
