@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from zkv.clock import make
 from zkv.store.counter import Counter
 from zkv.store.keyspace import Keyspace
-from tests.test_counter import ORIGINS, reference
+from tests.test_counter import ORIGINS, _exchanging_replicas, reference
 
 # event values: an increment (int), a SET (bytes), a DEL (None), a SET with an expiry
 # ((value, when)), an EXPIRE ((when,)) or a PERSIST ((0,))
@@ -89,25 +89,7 @@ def test_replicas_that_compact_and_exchange_entries_midway_converge(events: list
     """Below a cut every replica has every event (a horizon); each compacts there at its own
     moments and swaps entries with another before and after (anti-entropy, a transfer)."""
     rng = random.Random(seed)
-    cut = rng.randint(0, 61)
-    early = [e for e in events if e[0] < cut]
-    late = [e for e in events if e[0] >= cut]
-    reps = [Keyspace() for _ in range(3)]
-    for ks in reps:
-        _apply(ks, early, rng)
-    pending = {i: rng.sample(late, k=len(late)) for i in range(3)}
-    while any(pending.values()):
-        i = rng.randrange(3)
-        r = rng.random()
-        if r < 0.15:
-            reps[i].compact_counters(rng.randint(0, cut))
-        elif r < 0.3:
-            reps[i].apply_entries(list(reps[rng.randrange(3)].entries()))
-        elif pending[i]:
-            h, o, v = pending[i].pop()
-            reps[i].apply_many(o, [(h, b"k", list(v) if isinstance(v, tuple) else v)])
-    for i in range(3):
-        reps[i].apply_entries(list(reps[(i + 1) % 3].entries()))
+    reps = _exchanging_replicas([(h, o, list(v) if isinstance(v, tuple) else v) for h, o, v in events], rng)
     want = reference_state(events)
     assert [_state(ks) for ks in reps] == [want] * 3
     assert len({ks.digest() for ks in reps}) == 1
