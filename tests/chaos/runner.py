@@ -195,6 +195,13 @@ def _chaos(cfg: RunConfig, cluster: Cluster, history: History, gate: Gate,
     return problems
 
 
+def _largest_skew(cfg: RunConfig) -> float:
+    """Seconds: the largest clock offset the run's nemesis may set (its ``skews``, if used)."""
+    if "skew" not in cfg.nemesis.kinds:
+        return 0.0
+    return max(abs(float(s.rstrip("s"))) for s in cfg.nemesis.skews)
+
+
 def _keep(result: RunResult, keep_root: Path | None) -> Path:
     if keep_root is None:
         return result.root
@@ -238,7 +245,7 @@ def run(cfg: RunConfig, root: Path, keep_root: Path | None = None, keep_always: 
         cluster.stop()
     logs = {n.id: n.log_path.read_text(errors="replace") if n.log_path.exists() else "" for n in cluster.nodes}
     violations = problems + scan_logs(logs) + check_finals(history.ops, finals, cfg.slack, history.faults) \
-        + check_reads(history.ops) + tallies.check(tally, finals, tallies.now())
+        + check_reads(history.ops) + tallies.check(tally, finals, tallies.now(), _largest_skew(cfg))
     result = RunResult(cfg, history, Verdict(violations), conv, verify_out, time.monotonic() - t_start, root)
     history.dump(root / "history.jsonl")
     (root / "violations.txt").write_text("\n".join(map(str, violations)) + "\n")
