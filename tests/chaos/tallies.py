@@ -2,8 +2,8 @@
 
 The writers (tests.chaos.workload) send a share of their operations here instead of the SET /
 DELETE / GET history: ``INCR`` of a few counter keys, and ``SET ... PX`` of keys unique in the
-run, some expiring soon and some in a day.  Both go as inline commands ending in CR LF, so the
-node answers in RESP (``:5``, ``+OK``, ``-ERR ...``) on one line.  ``Tally`` counts what each
+run, some expiring soon and some in a day.  Both go in RESP, so the node answers in RESP
+(``:5``, ``+OK``, ``-ERR ...``) on one line.  ``Tally`` counts what each
 got: an increment acknowledged, refused for certain, or unanswered (it may have happened).
 
 Once healed, every node must hold each counter at its acknowledged increments at least and at
@@ -54,6 +54,15 @@ class Tally:
     @property
     def keys(self) -> list[str]:
         return COUNTERS + [e.key for e in self.expiring]
+
+
+def resp(*args: str) -> bytes:
+    """A RESP request (an array of bulk strings)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
 
 
 def classify_resp(reply: bytes) -> str:

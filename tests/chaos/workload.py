@@ -217,18 +217,19 @@ class Writer(threading.Thread):
 
 
     def _tallied(self, node_id: str, c: LineClient, incr: bool) -> None:
-        """An INCR, or a SET PX of a new key, as an inline command (a RESP reply line)."""
+        """An INCR, or a SET PX of a new key, in RESP (its reply is one line)."""
         self.count += 1
         if incr:
             key = self.rnd.choice(tallies.COUNTERS)
-            line = f"INCR {key}\r"
+            request = tallies.resp("INCR", key)
         else:
             px = self.rnd.choice([tallies.SHORT_PX, tallies.LONG_PX])
             key, value = f"e{self.wid}.{self.count}", f"x{self.wid}.{self.count}"
-            line = f"SET {key} {value} PX {px}\r"
+            request = tallies.resp("SET", key, value, "PX", str(px))
         sent_at = tallies.now()
         try:
-            result = tallies.classify_resp(c.cmd(line))
+            c.send(request)
+            result = tallies.classify_resp(c.read_line())
         except (OSError, ConnectionError, socket.timeout):
             result = UNKNOWN
         if result != OK:
