@@ -86,6 +86,10 @@ class Counter:
     total: int = 0  # the sum of ``incs``' steps (kept, not summed per write: a hot key has many)
     exp_at: Stamp = NONE  # version of the write that set the expiry (at least ``base``)
     exp: int = 0  # when the value expires (ms since the epoch); 0: never
+    # ``value`` read as a number, and the value object it was read from (a hot counter renders
+    # on every increment: its base is parsed once per SET or compaction, not per INCR)
+    _num: int | None = field(default=0, init=False, repr=False, compare=False)
+    _num_of: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.exp_at < self.base:  # (the base's own write set the expiry, at least)
@@ -121,7 +125,9 @@ class Counter:
 
     def render(self) -> bytes | None:
         """The key's value; None: deleted, and no increment since."""
-        n = as_number(self.value)
+        if self._num_of is not self.value or self.value is None:
+            self._num, self._num_of = as_number(self.value), self.value
+        n = self._num
         if n is None:
             return self.value  # not an integer: increments wait for a SET
         if self.value is None and not self.incs:
