@@ -1,8 +1,9 @@
 """Expiry through real processes: an expiry is data carried in the write's event, so every
 node hides the key from the same moment (GET, EXISTS, MGET, DBSIZE, SCAN, KEYS, TTL agree);
 EXPIRE and a concurrent SET keep the SET's value; INCR keeps a counter's expiry; log replay,
-a SIGKILL and a full transfer keep expiry times, and a node that was down while a key expired
-does not serve it; expired keys are reclaimed without a replication event."""
+a SIGKILL and a full transfer keep expiry times (and a counter's total), and a node that was
+down while a key expired does not serve it; expired keys are reclaimed without a replication
+event; RENAME and FLUSHALL replicate."""
 
 from __future__ import annotations
 
@@ -110,15 +111,20 @@ def test_expiry_survives_a_kill_and_a_full_transfer_and_a_key_that_expired_meanw
     assert rn.get("soon") is None, "a key that expired while its node was down is served"
     assert (rn.pexpiretime("later"), rn.pexpiretime("mid")) == want
     # now it loses its disk, and the others write more than their backlogs hold: it gets
-    # everything in a full transfer, expiry times included
+    # everything in a full transfer, expiry times and counters included
     n.kill()
     shutil.rmtree(n.data_dir)
+    rb = rclient(b)
     for i in range(300):
         ra.set(f"fill{i}", "x")
+        (ra if i % 2 else rb).incr("hits")
     n.start()
     wait_until(lambda: rclient(n).exists("fill299") == 1, 30, what="the transfer")
+    assert int(n.info()["full_syncs"]) >= 1, "it caught up without a full transfer"
     rn = rclient(n)
     assert (rn.pexpiretime("later"), rn.pexpiretime("mid")) == want
     assert rn.get("soon") is None and rn.get("later") == b"l"
+    wait_until(lambda: rclient(n).get("hits") == b"300", 10, what="the counter, whole, on the new node")
+    assert rn.incr("hits") == 301
     res = c.verify(timeout=30)
     assert res.returncode == 0, res.stdout + res.stderr
