@@ -157,24 +157,27 @@ def test_keyspaces_that_compact_and_exchange_entries_midway_converge(events: lis
     assert len({ks.digest() for ks in reps}) == 1
 
 
-def _exchanging_replicas(events: list, rng: random.Random) -> list[Keyspace]:
+def _exchanging_replicas(events: list, rng: random.Random, hlc=lambda h: h) -> list[Keyspace]:  # noqa: ANN001
+    """``hlc``: the timestamp an event's ``h`` stands for (the expiry tests spread them over
+    seconds of wall-clock time)."""
     cut = rng.randint(0, 61)
     early = [e for e in events if e[0] < cut]
     late = [e for e in events if e[0] >= cut]
     reps = [Keyspace() for _ in range(3)]
     for ks in reps:
-        _apply_all(ks, early, rng)
+        for h, o, v in rng.sample(early, k=len(early)):
+            ks.apply_many(o, [(hlc(h), b"k", v)])
     pending = {i: rng.sample(late, k=len(late)) for i in range(3)}
     while any(pending.values()):
         i = rng.randrange(3)
         r = rng.random()
         if r < 0.15:
-            reps[i].compact_counters(rng.randint(0, cut))
+            reps[i].compact_counters(hlc(rng.randint(0, cut)))
         elif r < 0.3:
             reps[i].apply_entries(list(reps[rng.randrange(3)].entries()))
         elif pending[i]:
             h, o, v = pending[i].pop()
-            reps[i].apply_many(o, [(h, b"k", v)])
+            reps[i].apply_many(o, [(hlc(h), b"k", v)])
     for i in range(3):
         reps[i].apply_entries(list(reps[(i + 1) % 3].entries()))
     return reps

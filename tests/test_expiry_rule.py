@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zkv.clock import make
-from zkv.store.counter import Counter
+from zkv.store.counter import Counter, as_int
 from zkv.store.keyspace import Keyspace
-from tests.test_counter import ORIGINS, _exchanging_replicas, reference
+from tests.test_counter import ORIGINS, _exchanging_replicas
 
 # event values: an increment (int), a SET (bytes), a DEL (None), a SET with an expiry
 # ((value, when)), an EXPIRE ((when,)) or a PERSIST ((0,))
@@ -36,28 +36,40 @@ def histories(draw: st.DrawFn) -> list[tuple[int, str, object]]:
     return events
 
 
+def ms(h: int) -> int:
+    """The timestamp event ``h`` stands for: ``h`` x 60 ms of wall-clock time, so that values
+    expire (at 1,000-3,000 ms) between events."""
+    return make(h * 60)
+
+
 def reference_state(events: list) -> tuple[bytes | None, int]:
-    """The rule stated directly: the value by the counter rule, where an expiring SET is a SET
-    and an EXPIRE writes no value; the expiry is the latest of the SETs, DELs and EXPIREs (a
-    plain SET or DEL: none).  A key with no value has no expiry."""
-    values = []
-    for h, o, v in events:
-        if isinstance(v, tuple) and len(v) == 2:
-            values.append((h, o, v[0]))
-        elif not (isinstance(v, tuple) and len(v) == 1):
-            values.append((h, o, v))
-    value = reference(values)
-    setters = [(h, o, v) for h, o, v in events if not isinstance(v, int)]
-    last = max(setters, default=None, key=lambda e: (e[0], e[1]))
+    """The rule stated directly: the events in version order; a value whose expiry has come by
+    an event's time is gone before that event; a SET (with an expiry or not) or DEL writes the
+    value and its expiry, an increment adds to a number (or starts one where there is no
+    value), an EXPIRE or PERSIST sets the expiry of a value that is there."""
+    value: bytes | None = None
     exp = 0
-    if last is not None and isinstance(last[2], tuple):
-        exp = last[2][-1]
-    return value, 0 if value is None else exp
+    for h, _o, v in sorted(events, key=lambda e: (e[0], e[1])):
+        if exp and exp <= h * 60:
+            value, exp = None, 0
+        if isinstance(v, tuple) and len(v) == 2:
+            value, exp = v
+        elif isinstance(v, tuple):
+            if value is not None:
+                exp = v[0]
+        elif isinstance(v, int):
+            if value is None:
+                value = b"%d" % v
+            elif as_int(value) is not None:
+                value = b"%d" % (as_int(value) + v)
+        else:
+            value, exp = v, 0
+    return value, exp if value is not None else 0
 
 
 def _apply(ks: Keyspace, events: list, rng: random.Random) -> None:
     for h, o, v in rng.sample(events, k=len(events)):
-        ks.apply_many(o, [(h, b"k", list(v) if isinstance(v, tuple) else v)])
+        ks.apply_many(o, [(ms(h), b"k", list(v) if isinstance(v, tuple) else v)])
 
 
 def _state(ks: Keyspace) -> tuple[bytes | None, int]:
@@ -74,7 +86,7 @@ def test_any_order_and_duplication_give_the_reference_value_and_expiry(events: l
     want = reference_state(events)
     assert _state(a) == _state(b) == want
     assert a.digest() == b.digest()
-    b.compact_counters(61)
+    b.compact_counters(ms(61))
     assert _state(b) == want and b.digest() == a.digest() and b.counters == 0
     c = Keyspace()  # a snapshot's entries rebuild the same keyspace
     c.apply_entries(list(a.entries()))
@@ -89,7 +101,7 @@ def test_replicas_that_compact_and_exchange_entries_midway_converge(events: list
     """Below a cut every replica has every event (a horizon); each compacts there at its own
     moments and swaps entries with another before and after (anti-entropy, a transfer)."""
     rng = random.Random(seed)
-    reps = _exchanging_replicas([(h, o, list(v) if isinstance(v, tuple) else v) for h, o, v in events], rng)
+    reps = _exchanging_replicas([(h, o, list(v) if isinstance(v, tuple) else v) for h, o, v in events], rng, ms)
     want = reference_state(events)
     assert [_state(ks) for ks in reps] == [want] * 3
     assert len({ks.digest() for ks in reps}) == 1
@@ -169,16 +181,32 @@ def test_a_key_expiring_with_an_unsettled_expire_waits_for_compaction() -> None:
     assert ks.counters == 0 and ks.reclaim_expired(make(5000), margin_ms=0) == 1 and len(ks) == 0
 
 
-def test_a_state_with_an_expiry_round_trips_and_an_expiry_before_its_base_is_refused() -> None:
+def test_a_state_with_an_expiry_round_trips_and_a_malformed_one_is_refused() -> None:
     c = Counter.start((5, "a"), b"3", exp=7000)
     c.expire((9, "b"), 8000)
     d = Counter.decode(c.encode())
-    assert (d.exp_at, d.exp, d.base, d.value) == ((9, "b"), 8000, (5, "a"), b"3")
-    bad = c.encode()
-    bad[6:8] = [1, "a"]
-    try:
-        Counter.decode(bad)
-    except ValueError:
-        pass
-    else:
-        raise AssertionError("an expiry set before the value's own write was accepted")
+    assert (d.exps, d.exp, d.base, d.value, d.view()) == ({(9, "b"): 8000}, 7000, (5, "a"), b"3", (b"3", 8000))
+    for bad in ([*c.encode()[:6], 7000, [[1, "a", 8000]]],      # an EXPIRE at or before its mark
+                [*c.encode()[:6], -1, []], [*c.encode()[:6], 7000]):
+        try:
+            Counter.decode(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad}")
+
+
+def test_an_incr_or_expire_after_the_expiry_finds_no_key_on_every_node_whatever_it_holds() -> None:
+    """One node dropped the expired key (reclaimed), another still holds it: an INCR stamped
+    after the expiry counts from nothing on both, an EXPIRE after it finds no key on both."""
+    for late in ([(make(5000), b"k", 1)], [(make(5000), b"k", [60_000])]):
+        held, dropped = Keyspace(), Keyspace()
+        for ks in (held, dropped):
+            ks.apply_many("n1", [(make(1000), b"k", [b"7", 2000])])
+        dropped.now_ms = 10_000
+        assert dropped.reclaim_expired(make(4000), margin_ms=1000) == 1
+        for ks in (held, dropped):
+            ks.apply_many("n2", late)
+            ks.now_ms = 6000
+        assert held.get(b"k") == dropped.get(b"k") == (b"1" if late[0][2] == 1 else None)
+        assert held.expiry(b"k") == dropped.expiry(b"k") == 0
+        assert held.digest() == dropped.digest()

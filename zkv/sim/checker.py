@@ -15,15 +15,15 @@ the highest version - the one the conflict rule must pick - bounds the final sta
   gives for every write of it that was stamped (zkv.store.counter: the last SET or DEL plus
   every increment after it) - checked exactly when none of its writes was excused;
 * ``misexpired``: a key that had expiries whose final value or expiry is not what the rule gives
-  for every write of it that was stamped (the value of the last SET or DEL; the expiry of the
-  last SET, DEL, EXPIRE or PERSIST), or that is served though that expiry has passed -
-  checked exactly when none of its writes was excused.
+  for every write of it that was stamped (``expiring_state``), or that is served though that
+  expiry has passed - checked exactly when none of its writes was excused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zkv.clock import physical
 from zkv.sim.world import Op
 from zkv.store.counter import as_int
 
@@ -55,9 +55,9 @@ def check(ops: list[Op], finals: dict[str, dict[bytes, Entry]],
                                                      f"{vvs[first]} / {vvs[n]}"))
     final = live[first]
     whole = finals[first]  # tombstones included
-    counters = {op.key for op in ops if op.kind == "incr"}
+    expiring = {op.key for op in ops if op.kind in ("setpx", "pexpire", "persist")}
+    counters = {op.key for op in ops if op.kind == "incr"} - expiring
     out += _check_counters(ops, counters, whole)
-    expiring = {op.key for op in ops if op.kind in ("setpx", "pexpire", "persist")} - counters
     out += _check_expiring(ops, expiring, whole, now_ms)
     final = {k: e for k, e in final.items() if k not in counters and k not in expiring}
     ops = [op for op in ops if op.key not in counters and op.key not in expiring]
@@ -127,17 +127,25 @@ def _check_counters(ops: list[Op], counters: set[bytes], whole: dict[bytes, Entr
 
 
 def expiring_state(writes: list[tuple[tuple[int, str], object]]) -> tuple[bytes | None, int]:
-    """The expiry rule stated directly (zkv.store.counter): the value of the last write of a
-    value (a SET - with an expiry or not - or a DEL), and the expiry of the last write of any
-    kind (a plain SET or a DEL: none; ``(when,)``: an EXPIRE, 0 a PERSIST)."""
+    """The expiry rule stated directly (zkv.store.counter): the writes in version order; a value
+    whose expiry has come by a write's time (its timestamp's wall-clock part) is gone before
+    that write; a SET (``(value, when)`` with an expiry) or DEL writes the value and its
+    expiry, an EXPIRE (``(when,)``; 0: PERSIST) sets the expiry of a value that is there."""
     value: bytes | None = None
     exp = 0
-    for _v, x in sorted(writes, key=lambda w: w[0]):
+    for (hlc, _o), x in sorted(writes, key=lambda w: w[0]):
+        if exp and exp <= physical(hlc):
+            value, exp = None, 0
         if isinstance(x, (tuple, list)):
             if len(x) == 2:
                 value, exp = x[0], x[1]
-            else:
+            elif value is not None:
                 exp = x[0]
+        elif isinstance(x, int):  # an increment: to a number, or from nothing
+            if value is None:
+                value = b"%d" % x
+            elif as_int(value) is not None:
+                value = b"%d" % (as_int(value) + x)  # type: ignore[operator]
         else:
             value, exp = x, 0  # type: ignore[assignment]
     return value, exp if value is not None else 0

@@ -240,6 +240,11 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
             while t < active:  # SETs with and without PX, EXPIREs, PERSISTs, DELs of two keys
                 _schedule_expiry_op(w, expiring, t, expiring.choice(ids))
                 t += expiring.uniform(0.02, 0.2)
+            for i in range(3):  # and a key set to expire, then left alone: reclaimed, then INCRs
+                node = expiring.choice(ids)
+                w.at(0.2 + i * 0.1, _op, w, node, "setpx", b"r%d" % i, (b"5", expiring.choice([100, 600])))
+                for k in range(4):
+                    w.at(expiring.uniform(1.0, active), _op, w, expiring.choice(ids), "incr", b"r%d" % i, 1)
         for f in chosen:
             w.at(f.at, _apply, w, f)
             if f.kind in ("behind_alone", "alone_lost_snapshot"):  # the node works alone
@@ -302,9 +307,13 @@ EXPIRY_KEYS = [b"e0", b"e1"]
 
 def _schedule_expiry_op(w: World, rng: random.Random, t: float, node: str) -> None:
     """A SET with PX (short or long), a plain SET, a PEXPIRE (some already past), a PERSIST, a
-    DEL or a GET of a key that expires."""
+    DEL, an INCR (a counter that expires) or a GET of a key that expires."""
     r = rng.random()
     key = rng.choice(EXPIRY_KEYS)
+    if r < 0.12:
+        w.at(t, _op, w, node, "incr", key, rng.choice([1, 1, 2]))
+        return
+    r = rng.random()
     if r < 0.3:
         w.at(t, _op, w, node, "setpx", key, (b"x%d" % rng.getrandbits(32), rng.choice([50, 300, 1000, 4000])))
     elif r < 0.45:

@@ -296,6 +296,25 @@ class Keyspace:
         Returns 1 if the key changed."""
         was = NONE if cur is None else self._version(cur)
         c = self._counters.get(key)
+        vc = value.__class__
+        if c is None and cur is not None and (value is None or vc is bytes or (
+                (vc is list or vc is tuple) and len(value) == 2)):  # type: ignore[arg-type]
+            # A whole write (SET, DEL, SET with an expiry) on a plain entry: the last writer
+            # wins, as on apply_many's fast path - with no floor (the entry holds what it holds,
+            # and anti-entropy repairs it by version).
+            v, exp = (value, 0) if vc is not list and vc is not tuple else value  # type: ignore[misc]
+            if exp:
+                _check_expiry(exp)
+                if v.__class__ is not bytes:
+                    raise TypeError("an expiring value must be bytes")
+            stamp = (hlc, origin)
+            cur_value, cur_exp = (None, 0) if cur[8] & 0x80 else (
+                (cur[_VAL:], _unpack_exp(cur, _HDR)[0]) if cur[8] & 0x20 else (cur[_HDR:], 0))
+            if stamp < was or (stamp == was and ((v, exp) == (cur_value, cur_exp)
+                                                 or tie_rank(v, exp) <= tie_rank(cur_value, cur_exp))):
+                return 0
+            self._store_counter(key, Counter.start(stamp, v, 0, exp), stamp, cur)
+            return 1
         if c is None:
             if cur is None or cur[8] & 0x80:
                 c = Counter.start(was, None, floor)
@@ -303,7 +322,6 @@ class Keyspace:
                 c = Counter.start(was, cur[_VAL:], floor, _unpack_exp(cur, _HDR)[0])
             else:
                 c = Counter.start(was, cur[_HDR:], floor)
-        vc = value.__class__
         if vc is int:
             if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
                 raise ValueError("increment out of range")
@@ -356,19 +374,19 @@ class Keyspace:
                 self._compact_queue.append((key, c))
         else:
             self._counters.pop(key, None)
-        value = c.render()
+        value, exp = c.view()
         if value is None:
             self._data[key] = _pack_header(thlc, oi | _TOMB | flag, 0)
             self._tombstones[key] = thlc
             self._expiring.pop(key, None)
             return
-        if c.exp:
+        if exp:
             flag |= _EXP
-            payload = _pack_exp(c.exp) + value
-            if self._expiring.get(key) != c.exp:
-                self._expiring[key] = c.exp
+            payload = _pack_exp(exp) + value
+            if self._expiring.get(key) != exp:
+                self._expiring[key] = exp
                 heap = self._expiry_heap
-                heapq.heappush(heap, (c.exp, key))
+                heapq.heappush(heap, (exp, key))
                 if len(heap) > 2 * len(self._expiring) + 4096:  # mostly rewritten keys' old times
                     heap[:] = [(t, k) for k, t in self._expiring.items()]
                     heapq.heapify(heap)
@@ -379,20 +397,25 @@ class Keyspace:
         self._data[key] = _pack_header(thlc, oi | flag, h) + payload
         self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
 
-    def forget_counters_below(self, kept: set[bytes], horizon: int) -> int:
+    def forget_counters_below(self, kept: set[bytes], horizon: int) -> tuple[list, list[bytes]]:
         """After a full transfer from a peer that holds every event below ``horizon``: the
         counter keys it did not send (``kept``: those it sent) were deleted there and collected
-        below the horizon, so only their increments at or after it remain (``Counter.
-        forget_below``).  Returns how many changed."""
-        n = 0
+        below the horizon, so only their events at or after it remain (``Counter.
+        forget_below``).  A key left with none is dropped.  Returns what the log needs to
+        replay it: the entries of the keys that kept some (their states, whose mark is the
+        horizon, win over the older events a replay applies first), and the keys dropped."""
+        states, dropped = [], []
         for key, c in list(self._counters.items()):
             if key in kept:
                 continue
             c.forget_below(horizon)
             cur = self._data[key]
             self._store_counter(key, c, self._version(cur), cur)
-            n += 1
-        return n
+            if c.plain():  # (nothing at or after the horizon: deleted, as on the peer)
+                dropped += self.drop([key], horizon)
+            else:
+                states.append((key, *self._export(key, self._data[key], 0)))
+        return states, dropped
 
     def compact_counters(self, horizon: int, budget: int = COMPACT_BUDGET) -> int:
         """Count, in their keys' values, the increments stamped below ``horizon`` (every node

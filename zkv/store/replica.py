@@ -256,6 +256,7 @@ class Replica:
             self._resolve_holes()
             self._check_clock_skew()
             self._pause_clients_until_heard()
+            self._reclaim_expired()
             self._next_hb = now + self._hb_every
         if now >= self._next_ae:
             self._anti_entropy()
@@ -1160,11 +1161,12 @@ class Replica:
         # no more of a live node's events than it announced
         self.claims.cap(vv, mine, mine.get(self.origin, 0), self.now)
         dropped = self.ks.drop(stale_keys(self.ks, self.sync.keys, horizon, self.origin), horizon)
-        self.ks.forget_counters_below(self.sync.keys, horizon)  # (zkv.store.counter)
+        states, forgotten = self.ks.forget_counters_below(self.sync.keys, horizon)  # (zkv.store.counter)
+        dropped += forgotten
         self.tracking.forget()
         self.gc_horizon = max(self.gc_horizon, horizon)  # what the peer collected is gone
         self.inbox.advance(vv)
-        self.out.append((LOG, encode_repair_records(vv, horizon, [], dropped), 1 + len(dropped)))
+        self.out.append((LOG, encode_repair_records(vv, horizon, states, dropped), 1 + len(dropped) + len(states)))
         for origin in list(vv):
             rel = self.inbox.release(origin)
             if rel:
@@ -1324,6 +1326,11 @@ class Replica:
             self.stats["tombstones_collected"] += n
         if self.ks.counters:
             self.ks.compact_counters(self.gc_horizon)
+        self._reclaim_expired()
+
+    def _reclaim_expired(self) -> None:
+        """Drop keys that expired before the horizon (zkv.store.keyspace ``reclaim_expired``):
+        every heartbeat, so a cache that writes expiring keys fast does not outgrow it."""
         if self.ks.expiring:
             self.ks.now_ms = self.clock.wall()
             self.stats["expired_reclaimed"] += self.ks.reclaim_expired(
