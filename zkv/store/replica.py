@@ -413,9 +413,9 @@ class Replica:
                         if not MIN_INT <= n <= MAX_INT:
                             results.append("increment or decrement would overflow")
                             continue
-                        # An INCR of an expired key starts it anew, as a SET of the step: an
-                        # increment would add to a value that stays expired.
-                        items.append((stamp, key, b"%d" % n if old is None and ks.expiry(key) else step))
+                        # (of an expired key: its stamp is past the expiry, so it counts from
+                        # nothing on every node, zkv.store.counter ``view``)
+                        items.append((stamp, key, step))
                         stamp += 1
                         results.append(n)
                     elif code == "se":  # SET with an expiry option (and NX|XX|GET), SETEX, PSETEX
