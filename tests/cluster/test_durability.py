@@ -524,7 +524,7 @@ def test_every_node_snapshots_after_about_snapshot_records_writes(make_cluster) 
     put(a, items, chunk=100)
     for node in c.nodes:
         wait_has(node, items)
-        wait_until(lambda node=node: int(node.info()["snapshot_taken"]) >= 2, timeout=30,
+        wait_until(lambda node=node: int(node.info()["snapshot_taken"]) >= 2, timeout=60,
                    what=f"{node.id} to take its snapshots")
     assert_verify(c)
 
