@@ -280,7 +280,8 @@ class Replica:
         self.now = now
         self.stats["frontend_batches"] += len(msgs)
         ks, clock, me = self.ks, self.clock, self.origin
-        ks.now_ms = now_ms = clock.wall()  # (what expiry is judged by, for this turn's reads)
+        if ks.expiring:  # (what expiry is judged by, for this turn's reads)
+            ks.now_ms = clock.wall()
         refuse = self.refuse_writes
         # One clock reading per turn: its writes take that stamp and the ones after it, each
         # above everything issued or observed before, and the clock then passes the last.
@@ -426,7 +427,7 @@ class Replica:
                         old = ks.get(key)
                         written = cond == 0 or (cond == 1) == (old is None)
                         if written:
-                            exp = _expiry(kind, amount, now_ms, ks.expiry(key) if old is not None else 0)
+                            exp = _expiry(kind, amount, clock.wall(), ks.expiry(key) if old is not None else 0)
                             items.append((stamp, key, None if exp < 0 else [value, exp] if exp else value))
                             stamp += 1
                         results.append([int(written), old if op[4] else None])
@@ -438,7 +439,7 @@ class Replica:
                             results.append(0)
                             continue
                         cur = ks.expiry(key)
-                        exp = _expiry(kind, amount, now_ms, 0)
+                        exp = _expiry(kind, amount, clock.wall(), 0)
                         if ((flag == 1 and cur) or (flag == 2 and not cur) or (flag == 3 and not (cur and exp > cur))
                                 or (flag == 4 and cur and not exp < cur)):
                             results.append(0)
@@ -464,7 +465,7 @@ class Replica:
                         results.append(old)
                         if old is None or (kind == 4 and not ks.expiry(key)):
                             continue
-                        exp = 0 if kind == 4 else _expiry(kind, amount, now_ms, 0)
+                        exp = 0 if kind == 4 else _expiry(kind, amount, clock.wall(), 0)
                         items.append((stamp, key, None if exp < 0 else [exp]))
                         stamp += 1
                     elif code == "tt":  # TTL and its kin: [expiry, now] ms, or -2 (no key), -1 (none)
@@ -473,7 +474,7 @@ class Replica:
                             results.append(-2)
                         else:
                             exp = ks.expiry(key)
-                            results.append([exp, now_ms] if exp else -1)
+                            results.append([exp, clock.wall()] if exp else -1)
                     elif code == "rn":  # RENAME, RENAMENX: a copy and a delete, in one batch
                         src, dst, nx = op[1], op[2], op[3]
                         if src.__class__ is not bytes or dst.__class__ is not bytes:
