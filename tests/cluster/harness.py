@@ -357,14 +357,22 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                try:
-                    node.signal(signal.SIGCONT)
-                    node.stop(timeout=20)
-                except (subprocess.TimeoutExpired, ProcessLookupError):
-                    pass
-                node.kill()
+        """Stop every node the clean way (SIGCONT, then SIGTERM), all at once: each node's
+        shutdown (its final snapshot) overlaps the others' instead of queueing behind them.
+        A node still running 20 s after its SIGTERM is SIGKILLed."""
+        running = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+        for node in running:
+            try:
+                node.signal(signal.SIGCONT)
+                node.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            except ProcessLookupError:
+                pass
+        for node in running:
+            try:
+                node.proc.wait(20)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                pass
+            node.kill()
 
     def config_paths(self, nodes: list[Node] | None = None) -> list[str]:
         return [str(n.config_path) for n in (nodes or self.nodes)]
