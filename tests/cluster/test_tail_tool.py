@@ -44,6 +44,8 @@ def test_tail_filters_by_key_and_origin(make_cluster) -> None:
 
 
 def test_tail_shows_catchup_apart_and_stats(make_cluster) -> None:
+    import threading
+
     c: Cluster = make_cluster(3, heartbeat_ms=100, anti_entropy_ms=300).start()
     n0, n1, n2 = c.nodes
     n2.stop()
@@ -54,21 +56,41 @@ def test_tail_shows_catchup_apart_and_stats(make_cluster) -> None:
                 a.cmd(f"DELETE k{i % 20}")
     p = run_tail(n0.config_path)
     stats = run_tail(n0.config_path, "--stats")
+    out: list[str] = []
+    stats_out: list[str] = []
+    readers = [threading.Thread(target=lambda f=f, to=to: to.extend(f), daemon=True)
+               for f, to in ((p.stdout, out), (stats.stdout, stats_out))]
+    for r in readers:
+        r.start()
     try:
-        time.sleep(1.5)  # both subscribed before node2 comes back and pulls
+        def tail_hears_both() -> bool:  # subscribed to both before node2 comes back and pulls
+            for i, node in enumerate((n0, n1)):
+                with node.client() as a:
+                    a.cmd(f"SET tail-probe{i} x")
+            return all(any(f"SET tail-probe{i} " in line for line in list(out)) for i in (0, 1))
+        wait_until(tail_hears_both, timeout=20, interval=0.1,
+                   what="zkv tail to print live events of node0 and node1")
         n2.start()
         wait_until(lambda: n2.get("k19") == n0.get("k19"), what="node2 to catch up")
-        time.sleep(1.5)
+        wait_until(lambda: any(" catch-up " in line for line in list(out))
+                   and sum("events/s" in line for line in list(stats_out)) >= 2,
+                   timeout=20, what="the catch-up lines and two --stats lines")
     finally:
-        p.terminate()
-        stats.terminate()
-    out = finish(p)
-    catchup = [line for line in out.splitlines() if " catch-up " in line]
-    assert catchup, out[-2000:]
+        for t in (p, stats):
+            t.terminate()
+            try:
+                t.wait(20)
+            finally:
+                t.kill()
+    for r in readers:
+        r.join(10)
+    text = "".join(out)
+    catchup = [line for line in text.splitlines() if " catch-up " in line]
+    assert catchup, text[-2000:]
     assert any("-> a peer" in line or "-> node2" in line for line in catchup)
     # pulled events are not printed as live ones (only live events have '#seq SET/DEL')
     assert all("#" not in line.split(" catch-up ")[0] for line in catchup)
-    stats_lines = [line for line in finish(stats).splitlines() if "events/s" in line]
+    stats_lines = [line for line in "".join(stats_out).splitlines() if "events/s" in line]
     assert len(stats_lines) >= 2 and "behind (events)" in stats_lines[-1], stats_lines
 
 
