@@ -1,4 +1,4 @@
-"""The simulator's CI budget: half a minute of seeded schedules of overlapping faults through
+"""The simulator's CI budget: 25 s of seeded schedules of overlapping faults through
 the real replica core, every one healed and checked; and the simulator's own promises (a seed
 replays exactly; the checker sees a lost write).  Longer runs: ``ZKV_SIM_SECONDS=55`` (the
 budget before the suite had to fit in 8 minutes on 2 cores), ``zkv sim --seconds 600``, or the
@@ -15,7 +15,7 @@ from zkv.sim.checker import check
 from zkv.sim.run import many, run, shrink
 from zkv.sim.world import World
 
-BUDGET_S = float(os.environ.get("ZKV_SIM_SECONDS", "30"))
+BUDGET_S = float(os.environ.get("ZKV_SIM_SECONDS", "25"))
 # The floor under the number of schedules a budget runs, as a rate: 200 in 55 s, as before the
 # budget was cut (about 18 a second run on two idle cores; under 7 with the machine shared).
 MIN_RATE = 200 / 55
