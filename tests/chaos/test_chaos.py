@@ -2,11 +2,13 @@
 
 This module owns the chaos tests; the harness is in this package (workload.py: writers and
 history; nemesis.py: the faults; checker.py: the rules; runner.py: one run from start to
-verdict).  The default suite runs 16 s of chaos (about 25 s with starts and checks), split
-by fault family so a failure names its family: processes (SIGKILL, SIGSTOP) and network
-partitions (namespaces, root only); disks (wiped ``data_dir``, lost log tail, corrupted
+verdict).  The default suite runs 8 s of chaos (about 11 s with starts and checks), split
+by fault family so a failure names its family: processes (SIGKILL, SIGSTOP); network
+partitions (namespaces, root only), disks (wiped ``data_dir``, lost log tail, corrupted
 snapshot), clocks (``faketime``) and all but clocks and partitions on five nodes run behind
-``-m soak``, since the simulator runs those faults in every test run.  ``-m soak`` runs
+``-m soak``, since the simulator runs those faults in every test run (and
+tests/cluster/test_partition.py real partitions, tests/cluster/test_skew_and_forgery.py
+faketime nodes, tests/cluster/test_durability.py and test_machine_faults.py damaged disks).  ``-m soak`` runs
 ten-minute ones with every fault (``bench/chaos.py`` runs any length from the command line).
 
 Every run must end with: identical GET replies on every node and ``zkv verify`` exit 0; no
@@ -115,6 +117,8 @@ def test_chaos_five_nodes(tmp_path: Path) -> None:
     _run(tmp_path, "five", 5, 10, tuple(k for k in ALL if k != "skew"), seed=4)
 
 
+@pytest.mark.soak  # (the simulator partitions in every test run, and tests/cluster/test_partition.py
+# cuts the bus for real - namespaces, writes on both sides, a cut outlasting TCP - in every run)
 def test_chaos_partitions(tmp_path: Path) -> None:
     """A node cut off the replication bus (network namespaces; needs root, skipped without,
     a failure with ZKV_REQUIRE_NETNS=1) while the writers go on using every node."""

@@ -357,14 +357,36 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                try:
-                    node.signal(signal.SIGCONT)
-                    node.stop(timeout=20)
-                except (subprocess.TimeoutExpired, ProcessLookupError):
-                    pass
-                node.kill()
+        """Stop every node the clean way (SIGCONT, then SIGTERM), all at once: each node's
+        shutdown (its final snapshot) overlaps the others' instead of queueing behind them.
+        A node still running 20 s after its SIGTERM is SIGKILLed."""
+        running = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+        for node in running:
+            try:
+                node.signal(signal.SIGCONT)
+                node.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            except ProcessLookupError:
+                pass
+        for node in running:
+            try:
+                node.proc.wait(20)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                pass
+            node.kill()
+
+    def kill(self) -> None:
+        """SIGKILL every node (its whole process group) at once, and wait for each: how the
+        fixtures end a test, where nothing is checked after the stop, so a clean shutdown (0.3-0.5
+        s a node, its final snapshot) is not waited for.  A test that checks a clean stop calls
+        stop() or Node.stop() itself."""
+        running = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+        for node in running:
+            try:
+                node.signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for node in running:
+            node.proc.wait(10)  # type: ignore[union-attr]
 
     def config_paths(self, nodes: list[Node] | None = None) -> list[str]:
         return [str(n.config_path) for n in (nodes or self.nodes)]

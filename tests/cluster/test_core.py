@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -23,29 +24,41 @@ import pytest
 from tests.cluster.harness import REPO, Cluster, LineClient, Node, free_port, wait_until
 
 
-def test_write_on_any_node_is_readable_on_every_node(cluster: Cluster) -> None:
-    for i, node in enumerate(cluster.nodes):
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One 3-node cluster for the tests here that write only keys of their own and take no node
+    down, so they do not see each other: none counts keys, vectors or processes.  (A cluster
+    start is 1.5-2 s of the machine's two cores; the tests that kill or count use ``cluster``.)"""
+    c = Cluster(tmp_path_factory.mktemp("core")).start()
+    try:
+        yield c
+    finally:
+        c.kill()
+
+
+def test_write_on_any_node_is_readable_on_every_node(shared_cluster: Cluster) -> None:
+    for i, node in enumerate(shared_cluster.nodes):
         with node.client() as c:
             assert c.cmd(f"SET key{i} value {i} with spaces") == b"OK"
-    for node in cluster.nodes:
+    for node in shared_cluster.nodes:
         for i in range(3):
             wait_until(lambda: node.get(f"key{i}") == f"VALUE value {i} with spaces".encode(),
                        what=f"key{i} on {node.id}")
 
 
-def test_delete_replicates(cluster: Cluster) -> None:
-    a, b, c = cluster.nodes
+def test_delete_replicates(shared_cluster: Cluster) -> None:
+    a, b, c = shared_cluster.nodes
     with a.client() as ca:
         assert ca.cmd("SET gone 1") == b"OK"
     wait_until(lambda: c.get("gone") == b"VALUE 1")
     with b.client() as cb:
         assert cb.cmd("DELETE gone") == b"OK"
-    for node in cluster.nodes:
+    for node in shared_cluster.nodes:
         wait_until(lambda: node.get("gone") == b"NOT FOUND", what=f"delete on {node.id}")
 
 
-def test_replies_byte_for_byte_and_pipelining(cluster: Cluster) -> None:
-    node = cluster.nodes[0]
+def test_replies_byte_for_byte_and_pipelining(shared_cluster: Cluster) -> None:
+    node = shared_cluster.nodes[0]
     with socket.create_connection(("127.0.0.1", node.port)) as s:
         # several requests in one packet, one request split over several, \r\n and \n endings
         s.sendall(b"SET a 1\r\nGET a\nGET missing\nDEL a\nGET a\nPING\nping\nGE")
@@ -63,8 +76,8 @@ def test_replies_byte_for_byte_and_pipelining(cluster: Cluster) -> None:
         assert got == want
 
 
-def test_bad_input_gets_documented_replies_and_node_keeps_serving(cluster: Cluster) -> None:
-    node = cluster.nodes[0]
+def test_bad_input_gets_documented_replies_and_node_keeps_serving(shared_cluster: Cluster) -> None:
+    node = shared_cluster.nodes[0]
     with node.client() as c:
         assert c.cmd("FROB x") == b"ERROR unknown command 'FROB'"
         assert c.cmd("GET") == b"ERROR wrong number of arguments for 'GET'"
@@ -147,7 +160,7 @@ def test_lww_checker_rejects_first_writer_wins_and_lost_keys() -> None:
     assert lww_violations(close, {"c": b"VALUE a"}) == [] and lww_violations(close, {"c": b"VALUE b"}) == []
 
 
-def test_concurrent_conflicting_writes_converge_to_the_last_write(cluster: Cluster) -> None:
+def test_concurrent_conflicting_writes_converge_to_the_last_write(shared_cluster: Cluster) -> None:
     keys = [f"hot{i}" for i in range(20)]
     errors: list[BaseException] = []
     acks: list[Ack] = []
@@ -156,7 +169,7 @@ def test_concurrent_conflicting_writes_converge_to_the_last_write(cluster: Clust
         rnd = random.Random(w)
         mine: list[Ack] = []
         try:
-            with cluster.nodes[node_idx].client() as c:
+            with shared_cluster.nodes[node_idx].client() as c:
                 for n in range(300):
                     k = rnd.choice(keys)
                     value = None if rnd.random() < 0.2 else f"w{w}-{n}"
@@ -182,18 +195,18 @@ def test_concurrent_conflicting_writes_converge_to_the_last_write(cluster: Clust
             return c.pipeline([f"GET {k}".encode() for k in keys])
 
     def converged() -> bool:
-        views = [view(n) for n in cluster.nodes]
+        views = [view(n) for n in shared_cluster.nodes]
         return views[0] == views[1] == views[2]
 
     wait_until(converged, timeout=20, what="identical data on all nodes")
-    final = dict(zip(keys, view(cluster.nodes[0])))
+    final = dict(zip(keys, view(shared_cluster.nodes[0])))
     problems = lww_violations(acks, final)
     assert not problems, "not last-writer-wins:\n" + "\n".join(problems)
-    assert cluster.verify().returncode == 0
+    assert shared_cluster.verify().returncode == 0
 
 
-def test_500_concurrent_connections(cluster: Cluster) -> None:
-    node = cluster.nodes[1]
+def test_500_concurrent_connections(shared_cluster: Cluster) -> None:
+    node = shared_cluster.nodes[1]
     clients = [LineClient(node.port) for _ in range(500)]
     try:
         for i, c in enumerate(clients):
@@ -207,7 +220,7 @@ def test_500_concurrent_connections(cluster: Cluster) -> None:
     finally:
         for c in clients:
             c.close()
-    wait_until(lambda: cluster.nodes[2].get("conn499") == b"VALUE 499")
+    wait_until(lambda: shared_cluster.nodes[2].get("conn499") == b"VALUE 499")
 
 
 def test_killed_node_does_not_stop_the_others(cluster: Cluster) -> None:
@@ -377,15 +390,15 @@ def test_a_client_that_does_not_read_is_disconnected_past_the_output_limit(make_
         assert again.cmd("GET small") == b"VALUE 1"
 
 
-def test_tail_prints_events_of_writes(cluster: Cluster) -> None:
-    a = cluster.nodes[0]
+def test_tail_prints_events_of_writes(shared_cluster: Cluster) -> None:
+    a = shared_cluster.nodes[0]
     proc = subprocess.Popen(
         [sys.executable, "-m", "zkv", "tail", str(a.config_path), "--all", "-n", "2"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         def write_until_seen() -> bool:
-            with cluster.nodes[0].client() as c0, cluster.nodes[1].client() as c1:
+            with shared_cluster.nodes[0].client() as c0, shared_cluster.nodes[1].client() as c1:
                 c0.cmd("SET tailed-key tailed-value")
                 c1.cmd("DEL other-key")
             return proc.poll() is not None

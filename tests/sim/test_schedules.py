@@ -1,7 +1,8 @@
-"""The simulator's CI budget: about a minute of seeded schedules of overlapping faults through
+"""The simulator's CI budget: 25 s of seeded schedules of overlapping faults through
 the real replica core, every one healed and checked; and the simulator's own promises (a seed
-replays exactly; the checker sees a lost write).  Longer runs: ``zkv sim --seconds 600`` or the
-soak marker here."""
+replays exactly; the checker sees a lost write).  Longer runs: ``ZKV_SIM_SECONDS=55`` (the
+budget before the suite had to fit in 8 minutes on 2 cores), ``zkv sim --seconds 600``, or the
+soak marker here (10 minutes)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from zkv.sim.checker import check
 from zkv.sim.run import many, run, shrink
 from zkv.sim.world import World
 
-BUDGET_S = float(os.environ.get("ZKV_SIM_SECONDS", "55"))
+BUDGET_S = float(os.environ.get("ZKV_SIM_SECONDS", "25"))
+# The floor under the number of schedules a budget runs, as a rate: 200 in 55 s, as before the
+# budget was cut (about 18 a second run on two idle cores; under 7 with the machine shared).
+MIN_RATE = 200 / 55
 
 
 def _report(fails: list) -> str:
@@ -31,7 +35,7 @@ def test_seeded_schedules_with_compound_faults_end_converged_with_every_acknowle
     done, fails, secs = many(range(0, 1_000_000), BUDGET_S, workers=os.cpu_count() or 1)
     print(f"{done} schedules in {secs:.1f}s ({done / secs:.1f}/s)")
     assert not fails, _report(fails)
-    assert done >= 200, f"only {done} schedules ran in {secs:.0f}s"
+    assert done >= MIN_RATE * BUDGET_S, f"only {done} schedules ran in {secs:.0f}s"
 
 
 @pytest.mark.soak
