@@ -297,51 +297,40 @@ class Keyspace:
         was = NONE if cur is None else self._version(cur)
         c = self._counters.get(key)
         vc = value.__class__
-        if c is None and cur is not None and (value is None or vc is bytes or (
-                (vc is list or vc is tuple) and len(value) == 2)):  # type: ignore[arg-type]
-            # A whole write (SET, DEL, SET with an expiry) on a plain entry: the last writer
-            # wins, as on apply_many's fast path - with no floor (the entry holds what it holds,
-            # and anti-entropy repairs it by version).
-            v, exp = (value, 0) if vc is not list and vc is not tuple else value  # type: ignore[misc]
-            if exp:
-                _check_expiry(exp)
-                if v.__class__ is not bytes:
-                    raise TypeError("an expiring value must be bytes")
-            stamp = (hlc, origin)
-            cur_value, cur_exp = (None, 0) if cur[8] & 0x80 else (
+        whole = None  # a SET, DEL or SET with an expiry: (value, expiry)
+        if value is None or vc is bytes:
+            whole = value, 0
+        elif (vc is list or vc is tuple) and len(value) == 2:  # type: ignore[arg-type]
+            whole = value[0], value[1]  # type: ignore[index]
+            _check_expiry(whole[1])
+            if whole[0].__class__ is not bytes:
+                raise TypeError("an expiring value must be bytes")
+        if c is None and cur is not None:
+            held = (None, 0) if cur[8] & 0x80 else (
                 (cur[_VAL:], _unpack_exp(cur, _HDR)[0]) if cur[8] & 0x20 else (cur[_HDR:], 0))
-            if stamp < was or (stamp == was and ((v, exp) == (cur_value, cur_exp)
-                                                 or tie_rank(v, exp) <= tie_rank(cur_value, cur_exp))):
-                return 0
-            self._store_counter(key, Counter.start(stamp, v, 0, exp), stamp, cur)
-            return 1
-        if c is None:
-            if cur is None or cur[8] & 0x80:
-                c = Counter.start(was, None, floor)
-            elif cur[8] & 0x20:
-                c = Counter.start(was, cur[_VAL:], floor, _unpack_exp(cur, _HDR)[0])
-            else:
-                c = Counter.start(was, cur[_HDR:], floor)
+            if whole is not None:
+                # A whole write on a plain entry: the last writer wins, as on apply_many's fast
+                # path - with no floor (the entry holds what it holds, and anti-entropy repairs
+                # it by version).
+                stamp = (hlc, origin)
+                if stamp < was or (stamp == was and (whole == held or tie_rank(*whole) <= tie_rank(*held))):
+                    return 0
+                self._store_counter(key, Counter.start(stamp, whole[0], 0, whole[1]), stamp, cur)
+                return 1
+            c = Counter.start(was, held[0], floor, held[1])
+        elif c is None:
+            c = Counter.start(was, None, floor)
         if vc is int:
             if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
                 raise ValueError("increment out of range")
             changed = c.increment((hlc, origin), value)  # type: ignore[arg-type]
+        elif whole is not None:
+            changed = c.set((hlc, origin), *whole)
+        elif (vc is list or vc is tuple) and len(value) == 1:  # type: ignore[arg-type]
+            _check_expiry(value[0])  # type: ignore[index]
+            changed = c.expire((hlc, origin), value[0])  # type: ignore[index]
         elif vc is list or vc is tuple:  # (a snapshot's decoder gives tuples)
-            n = len(value)  # type: ignore[arg-type]
-            if n == 2:
-                v, exp = value  # type: ignore[misc]
-                _check_expiry(exp)
-                if v.__class__ is not bytes:
-                    raise TypeError("an expiring value must be bytes")
-                changed = c.set((hlc, origin), v, exp)
-            elif n == 1:
-                exp = value[0]  # type: ignore[index]
-                _check_expiry(exp)
-                changed = c.expire((hlc, origin), exp)
-            else:
-                changed = c.merge(Counter.decode(value))
-        elif value is None or vc is bytes:
-            changed = c.set((hlc, origin), value)  # type: ignore[arg-type]
+            changed = c.merge(Counter.decode(value))
         else:
             raise TypeError(f"a write's value must be bytes, None, an int, a list or a counter state, not {vc.__name__}")
         if not changed:
