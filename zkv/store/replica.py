@@ -280,12 +280,15 @@ class Replica:
         self.now = now
         self.stats["frontend_batches"] += len(msgs)
         ks, clock, me = self.ks, self.clock, self.origin
-        if ks.expiring:  # (what expiry is judged by, for this turn's reads)
-            ks.now_ms = clock.wall()
         refuse = self.refuse_writes
         # One clock reading per turn: its writes take that stamp and the ones after it, each
         # above everything issued or observed before, and the clock then passes the last.
         stamp = clock.now()
+        # Expiry is judged by the time this turn's writes are stamped with (at least the wall
+        # clock; ahead of it after a peer's clock ahead was heard), as every node judges their
+        # events (zkv.store.counter ``view``): an INCR or EXPIRE answers as the key will be.
+        if ks.expiring:
+            ks.now_ms = physical(stamp)
         # Local writes are stamped in order into ``items`` and applied to the keyspace in runs
         # (``apply_many``), the pending run always before any read, so each read sees every
         # write sent before it.
@@ -427,7 +430,7 @@ class Replica:
                         old = ks.get(key)
                         written = cond == 0 or (cond == 1) == (old is None)
                         if written:
-                            exp = _expiry(kind, amount, clock.wall(), ks.expiry(key) if old is not None else 0)
+                            exp = _expiry(kind, amount, physical(stamp), ks.expiry(key) if old is not None else 0)
                             items.append((stamp, key, None if exp < 0 else [value, exp] if exp else value))
                             stamp += 1
                         results.append([int(written), old if op[4] else None])
@@ -439,7 +442,7 @@ class Replica:
                             results.append(0)
                             continue
                         cur = ks.expiry(key)
-                        exp = _expiry(kind, amount, clock.wall(), 0)
+                        exp = _expiry(kind, amount, physical(stamp), 0)
                         if ((flag == 1 and cur) or (flag == 2 and not cur) or (flag == 3 and not (cur and exp > cur))
                                 or (flag == 4 and cur and not exp < cur)):
                             results.append(0)
@@ -465,7 +468,7 @@ class Replica:
                         results.append(old)
                         if old is None or (kind == 4 and not ks.expiry(key)):
                             continue
-                        exp = 0 if kind == 4 else _expiry(kind, amount, clock.wall(), 0)
+                        exp = 0 if kind == 4 else _expiry(kind, amount, physical(stamp), 0)
                         items.append((stamp, key, None if exp < 0 else [exp]))
                         stamp += 1
                     elif code == "tt":  # TTL and its kin: [expiry, now] ms, or -2 (no key), -1 (none)
@@ -474,7 +477,7 @@ class Replica:
                             results.append(-2)
                         else:
                             exp = ks.expiry(key)
-                            results.append([exp, clock.wall()] if exp else -1)
+                            results.append([exp, physical(stamp)] if exp else -1)
                     elif code == "rn":  # RENAME, RENAMENX: a copy and a delete, in one batch
                         src, dst, nx = op[1], op[2], op[3]
                         if src.__class__ is not bytes or dst.__class__ is not bytes:
