@@ -199,22 +199,27 @@ def test_an_expire_arriving_after_the_key_was_reclaimed_finds_no_key_anywhere() 
     assert n1.reclaim_expired(hz, 1000) == 1
     n1.apply_many("n2", [(te, K, [exp_te])], floor=hz)
     assert _view(n0) == _view(n1) == (None, 0)
-    # the horizon passes te: compaction, tombstones, reclaiming, anti-entropy
-    hz2 = make(T0 + 5000)
-    for ks in (n0, n1):
-        ks.now_ms = T0 + 6000
-        ks.collect_tombstones(hz2)
-        ks.compact_counters(hz2)
-        ks.reclaim_expired(hz2, 1000)
-    _exchange(n0, n1, floor=hz2)
+    _past_the_horizon(n0, n1)
     assert _view(n1) == _view(n0) == (None, 0)
+
+
+def _past_the_horizon(*kss: Keyspace) -> None:
+    """The horizon passes everything: tombstones, compaction, reclaiming, then anti-entropy."""
+    hz = make(T0 + 5000)
+    for ks in kss:
+        ks.now_ms = T0 + 6000
+        ks.collect_tombstones(hz)
+        ks.compact_counters(hz)
+        ks.reclaim_expired(hz, 1000)
+    _exchange(*kss, floor=hz)
 
 
 def test_an_incr_from_a_node_that_lacked_the_expiring_set_agrees_everywhere() -> None:
     """The INCR form of the scenario above: n2, not yet holding n3's ``SET k 10 PX 50``,
     increments the older "1" it holds (a bare increment).  n1 reclaimed the expired key
-    before the increment reached it: "1" (the increment from nothing), no expiry, for ever.
-    n0 held the key still: 10 + 1, expired, then reclaimed.  Permanent divergence."""
+    before the increment reached it; n0 still held it.  Before the version-order rule, n1
+    kept "1" for ever and n0 10 + 1, expired: they never agreed.  Now both count the
+    increment from nothing."""
     t0, t1 = make(T0), make(T0 + 100)
     ti = make(T0 + 3000)
     hz = make(T0 + 2500)
@@ -226,13 +231,7 @@ def test_an_incr_from_a_node_that_lacked_the_expiring_set_agrees_everywhere() ->
     n0.apply_many("n2", [(ti, K, 1)], floor=hz)
     assert n1.reclaim_expired(hz, 1000) == 1
     n1.apply_many("n2", [(ti, K, 1)], floor=hz)
-    hz2 = make(T0 + 5000)
-    for ks in (n0, n1):
-        ks.now_ms = T0 + 6000
-        ks.collect_tombstones(hz2)
-        ks.compact_counters(hz2)
-        ks.reclaim_expired(hz2, 1000)
-    _exchange(n0, n1, floor=hz2)
+    _past_the_horizon(n0, n1)
     assert _view(n0) == _view(n1)
 
 
