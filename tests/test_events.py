@@ -18,7 +18,10 @@ from zkv.events import (
 )
 
 items_st = st.lists(
-    st.tuples(st.integers(0, 2**63 - 1), st.binary(max_size=12), st.one_of(st.none(), st.binary(max_size=12))),
+    # (keys that begin with the bytes reserved for hash fields and set members name one, checked
+    # apart: tests/test_hash_set_rules.py)
+    st.tuples(st.integers(0, 2**63 - 1), st.binary(max_size=12).filter(lambda k: k[:2] != b"\xff\x00"),
+              st.one_of(st.none(), st.binary(max_size=12))),
     min_size=1, max_size=8, unique_by=lambda it: it[0],
 ).map(lambda items: sorted(items, key=lambda it: it[0]))  # an origin stamps in increasing order
 batches = st.builds(Batch, st.text(min_size=1, max_size=8), st.integers(1, 2**40), items_st)

@@ -303,7 +303,7 @@ def test_set_then_delete_returns_digest_to_empty() -> None:
     assert ks.bucket_hashes() == [0] * BUCKETS
 
 
-@given(st.dictionaries(st.binary(max_size=6), st.binary(max_size=6), min_size=1, max_size=8),
+@given(st.dictionaries(st.binary(max_size=6).filter(lambda k: k[:2] != b"\xff\x00"), st.binary(max_size=6), min_size=1, max_size=8),
        st.data())
 @settings(max_examples=50)
 def test_digest_reflects_every_live_value(data: dict[bytes, bytes], draw: st.DataObject) -> None:

@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 
 from zkv import __version__
 from zkv.protocol import resp
+from zkv.store.parts import RESERVED
 
 Op = tuple[Any, ...]
 
@@ -143,6 +144,8 @@ def _p_get(results: list[Any]) -> bytes:
     v = results[0]
     if v is None:
         return P_NOT_FOUND
+    if v.__class__ is str:  # (WRONGTYPE: a hash or a set)
+        return f"ERROR {v}\n".encode()
     if b"\n" in v:
         return P_MULTILINE
     return b"VALUE " + v + b"\n"
@@ -165,6 +168,12 @@ def error_reply(d: Deferred, text: str) -> bytes:
     return resp.error(f"ERR {text}")
 
 
+def error_text(text: str) -> bytes:
+    """A store's error result as a RESP error: ``-WRONGTYPE ...`` as Redis words it, else
+    ``-ERR <text>``."""
+    return resp.error(text if text[:9] == "WRONGTYPE" else f"ERR {text}")
+
+
 class Refused(list):
     """Results of a batch whose writes the store refused (e.g. ``clock skew: ...``), with the
     reason: a request that wrote is answered with the reason, any other with its results.  A
@@ -178,7 +187,8 @@ class Refused(list):
         self.reason = reason
 
 
-WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx", "rn", "fa"})
+WRITE_OPS = frozenset({"s", "d", "sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx", "rn", "fa",
+                       "hs", "hd", "hi", "sa", "sr", "sp"})
 MAX_VALUE = 512 * 1024 * 1024  # bytes in a value (RESP's bulk limit, as Redis's default)
 
 
@@ -200,6 +210,8 @@ def dispatch_plain(args: list[bytes], crlf: bool = False) -> Reply:
         return Auth(args[1] if len(args) == 3 else None, args[-1], P_OK, False)
     if len(args) != want:
         return wrong_arity(args[0], False)
+    if name in (b"GET", b"SET", b"DEL", b"DELETE") and args[1][:2] == RESERVED:
+        return f"ERROR {RESERVED_KEY}\n".encode()
     if name == b"GET":
         return Deferred([("g", args[1])], _p_get)
     if name == b"SET":
@@ -213,7 +225,8 @@ def dispatch_plain(args: list[bytes], crlf: bool = False) -> Reply:
 
 # --- RESP2 ------------------------------------------------------------------------------------
 def _r_get(results: list[Any]) -> bytes:
-    return resp.bulk(results[0])
+    v = results[0]
+    return error_text(v) if v.__class__ is str else resp.bulk(v)
 
 
 def _r_ok(_results: list[Any]) -> bytes:
@@ -229,11 +242,12 @@ def _r_exists(results: list[Any]) -> bytes:
 
 
 def _r_int(results: list[Any]) -> bytes:
-    return resp.integer(results[0])
+    r = results[0]
+    return error_text(r) if r.__class__ is str else resp.integer(r)
 
 
-def _r_array(results: list[Any]) -> bytes:
-    return resp.array(results)
+def _r_array(results: list[Any]) -> bytes:  # (MGET: a hash or a set reads as null, as in Redis)
+    return resp.array([None if r.__class__ is str else r for r in results])
 
 
 def _r_info(section: bytes | None) -> Encoder:
@@ -374,7 +388,7 @@ def _set(a: list[bytes]) -> Reply:
 
 def _r_rename(results: list[Any]) -> bytes:
     r = results[0]
-    return resp.error(f"ERR {r}") if r.__class__ is str else resp.OK
+    return error_text(r) if r.__class__ is str else resp.OK
 
 
 @_cmd("RENAME", 3)
@@ -492,7 +506,8 @@ def _r_set_cond(results: list[Any]) -> bytes:  # SET ... NX|XX: OK, or null if n
 
 
 def _r_set_old(results: list[Any]) -> bytes:  # SET ... GET: the value before, written or not
-    return resp.bulk(results[0][1])
+    r = results[0]
+    return error_text(r) if r.__class__ is str else resp.bulk(r[1])
 
 
 @_cmd("SETNX", 3)
@@ -520,6 +535,8 @@ def _append(a: list[bytes]) -> Reply:
 
 
 def _r_append(results: list[Any]) -> bytes:
+    if results[0].__class__ is str:
+        return error_text(results[0])
     if results[0] < 0:
         return resp.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
     return resp.integer(results[0])
@@ -531,7 +548,8 @@ def _strlen(a: list[bytes]) -> Reply:
 
 
 def _r_strlen(results: list[Any]) -> bytes:
-    return resp.integer(0 if results[0] is None else len(results[0]))
+    r = results[0]
+    return error_text(r) if r.__class__ is str else resp.integer(0 if r is None else len(r))
 
 
 @_cmd("GETRANGE", 4)
@@ -539,7 +557,8 @@ def _getrange(a: list[bytes]) -> Reply:
     start, end = _signed(a[2]), _signed(a[3])
     if start is None or end is None:
         return _NOT_INT
-    return Deferred([("g", a[1])], lambda results: resp.bulk(_range(results[0] or b"", start, end)))
+    return Deferred([("g", a[1])], lambda results: error_text(results[0]) if results[0].__class__ is str
+                    else resp.bulk(_range(results[0] or b"", start, end)))
 
 
 _RESP[b"SUBSTR"] = _RESP[b"GETRANGE"]
@@ -599,14 +618,17 @@ def _scan(a: list[bytes]) -> Reply:
         i += 2
     if match == b"*":
         match = None
-    return Deferred([("sc", cursor, count, match)],
-                    _r_scan if kind is None or kind == b"string" else _r_scan_none)
+    if kind is None:
+        return Deferred([("sc", cursor, count, match)], _r_scan)
+    if kind not in (b"string", b"hash", b"set"):
+        return Deferred([("sc", cursor, count, match)], _r_scan_none)
+    return Deferred([("sc", cursor, count, match, kind.decode())], _r_scan)
 
 
 def _r_scan(results: list[Any]) -> bytes:
     r = results[0]
     if r.__class__ is str:
-        return resp.error(f"ERR {r}")
+        return error_text(r)
     return resp.array([b"%d" % r[0], r[1]])
 
 
@@ -637,7 +659,7 @@ def _incr(key: bytes, step: int) -> Deferred:
 
 def _r_incr(results: list[Any]) -> bytes:
     r = results[0]
-    return resp.error(f"ERR {r}") if r.__class__ is str else resp.integer(r)
+    return error_text(r) if r.__class__ is str else resp.integer(r)
 
 
 @_cmd("INCR", 2)
@@ -669,15 +691,6 @@ def _decrby(a: list[bytes]) -> Reply:
 @_cmd("INCRBYFLOAT", 3)
 def _incrbyfloat(a: list[bytes]) -> Reply:
     return resp.error("ERR INCRBYFLOAT is not supported: counters here are integers (INCRBY)")
-
-
-@_cmd("TYPE", 2)
-def _type(a: list[bytes]) -> Reply:
-    return Deferred([("g", a[1])], _r_type)
-
-
-def _r_type(results: list[Any]) -> bytes:
-    return resp.simple("none" if results[0] is None else "string")
 
 
 @_cmd("DEL", -2)
@@ -837,22 +850,47 @@ def known_commands() -> frozenset[bytes]:
     return frozenset(_RESP) | frozenset(_P_ARITY)
 
 
+# Commands whose arguments name no key (every other names one at least first)
+_NO_KEYS = frozenset({b"PING", b"ECHO", b"AUTH", b"HELLO", b"CONFIG", b"CLIENT", b"INFO", b"SELECT",
+                      b"WAIT", b"SCAN", b"KEYS", b"COMMAND", b"FLUSHALL", b"FLUSHDB", b"DBSIZE",
+                      b"QUIT", b"RANDOMKEY", b"MULTI", b"EXEC", b"DISCARD", b"UNWATCH"})
+_ALL_KEYS = frozenset({b"DEL", b"DELETE", b"UNLINK", b"EXISTS", b"TOUCH", b"MGET", b"WATCH"})
+RESERVED_KEY = "keys beginning with the bytes 0xFF 0x00 are reserved (hash fields and set members live there)"
+
+
+def _names_reserved(name: bytes, args: list[bytes]) -> bool:
+    """Whether a key among ``args`` begins with ``RESERVED`` (zkv.store.parts)."""
+    if name in _NO_KEYS:
+        return False
+    if name in _ALL_KEYS:
+        return any(k[:2] == RESERVED for k in args[1:])
+    if name == b"MSET" or name == b"MSETNX":
+        return any(k[:2] == RESERVED for k in args[1::2])
+    if name == b"RENAME" or name == b"RENAMENX":
+        return any(k[:2] == RESERVED for k in args[1:3])
+    return args[1][:2] == RESERVED
+
+
 def dispatch_resp(args: list[bytes]) -> Reply:
-    entry = _RESP.get(args[0].upper())
+    name = args[0].upper()
+    entry = _RESP.get(name)
     if entry is None:
         return unknown(args[0], True)
     arity, fn = entry
     if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
         return wrong_arity(args[0], True)
+    if len(args) > 1 and _names_reserved(name, args):
+        return resp.error(f"ERR {RESERVED_KEY}")
     return fn(args)
 
 
 def _r_get3(results: list[Any]) -> bytes:
-    return resp.bulk3(results[0])
+    v = results[0]
+    return error_text(v) if v.__class__ is str else resp.bulk3(v)
 
 
 def _r_array3(results: list[Any]) -> bytes:
-    return resp.array(results, resp.NULL3)
+    return resp.array([None if r.__class__ is str else r for r in results], resp.NULL3)
 
 
 def _r_set_cond3(results: list[Any]) -> bytes:
@@ -860,7 +898,8 @@ def _r_set_cond3(results: list[Any]) -> bytes:
 
 
 def _r_set_old3(results: list[Any]) -> bytes:
-    return resp.bulk3(results[0][1])
+    r = results[0]
+    return error_text(r) if r.__class__ is str else resp.bulk3(r[1])
 
 
 # RESP3 differs from RESP2, for the commands here, only in how null is written.
@@ -883,9 +922,9 @@ def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
     # The two requests of nearly every workload, as clients send them (upper case), without
     # the table lookup: the same replies _set and _get give.
     n = len(args)
-    if n == 3 and args[0] == b"SET":
+    if n == 3 and args[0] == b"SET" and args[1][:2] != RESERVED:
         return Deferred([("s", args[1], args[2])], _r_ok)
-    if n == 2 and args[0] == b"GET" and not resp3:
+    if n == 2 and args[0] == b"GET" and not resp3 and args[1][:2] != RESERVED:
         return Deferred([("g", args[1])], _r_get)
     r = dispatch_resp(args)
     if resp3:
@@ -898,3 +937,6 @@ def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
         elif len(args) > 1 and args[0].upper() == b"CONFIG" and args[1].upper() == b"GET":
             return resp.map3(_config_get_pairs(args))  # RESP3: CONFIG GET is a map, as in Redis
     return r
+
+
+from zkv import collection_commands  # noqa: E402,F401  (registers the hash and set commands)

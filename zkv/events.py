@@ -35,6 +35,9 @@ from typing import Any
 
 import msgpack
 
+from zkv.store.orset import TAG_ADD, TAG_REMOVE, dots
+from zkv.store.parts import HASH, RESERVED, SET, split
+
 from zkv.clock import MAX_TS
 
 TOPIC_EVENTS = b"ev"
@@ -184,8 +187,10 @@ def decode_batch(payload: bytes) -> Batch:
             if hlc.__class__ is not int or not prev < hlc <= MAX_TS or key.__class__ is not bytes or (
                     value is not None and value.__class__ is not bytes and (
                         value.__class__ is not int or not -MAX_SEQ - 1 <= value <= MAX_SEQ)
-                    and not _expiry_item(value)):
+                    and not _expiry_item(value) and not _member_item(value)):
                 raise DecodeError("bad batch item")  # (an int: an increment, zkv.store.counter)
+            if key[:2] == RESERVED or value.__class__ is tuple and value and value[0].__class__ is str:
+                _check_part_item(key, value)
             prev = hlc
         return Batch(origin, first_seq, items)
     except DecodeError:
@@ -195,6 +200,29 @@ def decode_batch(payload: bytes) -> Batch:
 
 
 MAX_EXPIRY = 1 << 62  # ms: an expiry time in an event is below it
+
+
+def _member_item(value: Any) -> bool:
+    """An item value that adds or removes a set's member: ``("a"|"r", dots...)``
+    (zkv.store.orset)."""
+    if value.__class__ is not tuple or not value or value[0] not in (TAG_ADD, TAG_REMOVE):
+        return False
+    try:
+        dots(value[1:])
+    except ValueError:
+        return False
+    return True
+
+
+def _check_part_item(key: bytes, value: Any) -> None:
+    """A hash's field takes what a string takes but an expiry; a set's member only an add or a
+    remove (zkv.store.parts)."""
+    try:
+        kind = split(key)[0]
+    except ValueError:
+        raise DecodeError("bad batch item: a reserved key that names no field or member") from None
+    if (kind == SET) != _member_item(value) or kind == HASH and value.__class__ is tuple:
+        raise DecodeError("bad batch item: a write that does not fit its field or member")
 
 
 def _expiry_item(value: Any) -> bool:

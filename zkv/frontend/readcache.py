@@ -28,7 +28,8 @@ ENTRY_OVERHEAD = 180  # bytes of Python objects per entry beyond key and value (
 MISS = object()  # what lookup() returns for a key it knows nothing about
 
 
-_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx", "rn"})  # (zkv.commands)
+_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx", "rn",
+                           "hs", "hd", "hi", "sa", "sr", "sp"})  # (zkv.commands)
 
 class ReadCache:
     """Key -> last known value (None: known to be absent), at most ``budget`` bytes (estimated).
@@ -86,8 +87,11 @@ class ReadCache:
             if code == "g":
                 key, value = op[1], result
                 old = get(key, MISS)
-                if value.__class__ is list:  # [value, expiry]: a value that expires is not kept
-                    results[i] = value[0]  # type: ignore[index]
+                if value.__class__ is list or value.__class__ is str:
+                    # [value, expiry]: a value that expires is not kept; nor a hash or set (str:
+                    # WRONGTYPE), whose fields change without the key's name being written
+                    if value.__class__ is list:
+                        results[i] = value[0]  # type: ignore[index]
                     if old is not MISS:
                         del d[key]
                         size -= len(key) + (0 if old is None else len(old)) + ENTRY_OVERHEAD  # type: ignore[arg-type]

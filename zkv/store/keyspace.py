@@ -23,7 +23,9 @@ from collections import deque
 from hashlib import blake2b
 
 from zkv.clock import physical
+from zkv.store import parts
 from zkv.store.counter import MAX_INT, MIN_INT, NONE, Counter, tie_rank
+from zkv.store.orset import TAG_ADD, TAG_REMOVE, TAG_STATE, Member, dots, unpack_dot
 
 # key -> (hlc, origin, value or None for a tombstone)
 Entry = tuple[int, str, bytes | None]
@@ -74,7 +76,9 @@ _HDR = _HEADER.size
 _TOMB = 0x8000_0000  # (in the origin index: 2**30 origins, far beyond what restarts make)
 _CTR = 0x4000_0000  # (in the origin index: the key has a counter state, zkv.store.counter)
 _EXP = 0x2000_0000  # (in the origin index: an expiry time, 8 bytes, comes before the value)
-_FLAGS = _TOMB | _CTR | _EXP
+_PART = 0x1000_0000  # (in the origin index: a hash's field or a set's member, zkv.store.parts)
+_FLAGS = _TOMB | _CTR | _EXP | _PART
+_RESERVED = parts.RESERVED
 _EXP_STRUCT = struct.Struct(">Q")
 _pack_exp = _EXP_STRUCT.pack
 _unpack_exp = _EXP_STRUCT.unpack_from
@@ -100,7 +104,8 @@ class Keyspace:
     """
 
     __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index", "_origin_crcs",
-                 "_counters", "_compact_queue", "_expiring", "_expiry_heap", "now_ms")
+                 "_counters", "_compact_queue", "_expiring", "_expiry_heap", "now_ms",
+                 "_hashes", "_sets", "_live_parts")
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
@@ -122,6 +127,11 @@ class Keyspace:
         # the wall-clock time (ms) reads judge expiry by: the store sets it as time passes
         # (0: nothing has expired)
         self.now_ms = 0
+        # hash key -> its live fields, set key -> its live members (zkv.store.parts: each is an
+        # entry of its own), in the order they came; and how many parts are live in all
+        self._hashes: dict[bytes, dict[bytes, None]] = {}
+        self._sets: dict[bytes, dict[bytes, None]] = {}
+        self._live_parts = 0
 
     def _index(self, origin: str) -> int:
         i = self._origin_index.get(origin)
@@ -129,7 +139,7 @@ class Keyspace:
             if origin.__class__ is not str:  # checked before the tables change: they stay in step
                 raise TypeError(f"origin must be a str, got {type(origin).__name__}")
             i = len(self._origins)
-            if i >= _CTR:
+            if i >= _PART:
                 raise ValueError("too many distinct origins")
             crc = _origin_crc(origin)
             self._origins.append(origin)
@@ -160,8 +170,78 @@ class Keyspace:
     def live(self) -> int:
         """Keys with a value that has not expired at ``now_ms`` (DBSIZE): one pass over the
         keys with an expiry."""
-        now = self.now_ms
-        return len(self) - sum(1 for t in self._expiring.values() if t <= now)
+        now, hashes, sets = self.now_ms, self._hashes, self._sets
+        return len(self) - sum(1 for k, t in self._expiring.items()
+                               if t <= now and k not in hashes and k not in sets)
+
+    # --- hashes and sets (zkv.store.parts) ------------------------------------------------------
+    def kind(self, key: bytes) -> str | None:
+        """The key's type: a string's value hides any hash or set of the same key (both exist
+        only after concurrent writes of two types), a hash hides a set; None: no key."""
+        if self.get(key) is not None:
+            return "string"
+        if key in self._hashes:
+            return "hash"
+        if key in self._sets:
+            return "set"
+        return None
+
+    @property
+    def hashes(self) -> dict[bytes, dict[bytes, None]]:
+        """Hash key -> its live fields (the keyspace's own dict: read, never change, it)."""
+        return self._hashes
+
+    @property
+    def sets(self) -> dict[bytes, dict[bytes, None]]:
+        """Set key -> its live members (likewise)."""
+        return self._sets
+
+    def exists(self, key: bytes) -> bool:
+        return self.get(key) is not None or key in self._hashes or key in self._sets
+
+    def fields(self, key: bytes) -> dict[bytes, None]:
+        """The hash's live fields (empty: none); the dict is the keyspace's own, do not keep it."""
+        return self._hashes.get(key) or {}
+
+    def members(self, key: bytes) -> dict[bytes, None]:
+        """The set's live members (likewise)."""
+        return self._sets.get(key) or {}
+
+    def field(self, key: bytes, name: bytes) -> bytes | None:
+        return self.get(parts.part_key(parts.HASH, key, name))
+
+    def dots(self, key: bytes, member: bytes) -> list:
+        """The live dots of a set's member (zkv.store.orset): what an SADD or SREM saw."""
+        pk = parts.part_key(parts.SET, key, member)
+        e = self._data.get(pk)
+        if e is None or e[8] & 0x80:
+            return []
+        if e[8] & 0x40:
+            return list(self._counters[pk].live)  # type: ignore[union-attr]
+        return [unpack_dot(e[_HDR:])]
+
+    def _index_part(self, pk: bytes, live: bool) -> None:
+        """Keep the index of live fields and members in step with part ``pk``'s entry."""
+        kind, key, element = parts.split(pk)
+        index = self._hashes if kind == parts.HASH else self._sets
+        elements = index.get(key)
+        if live:
+            if elements is None:
+                elements = index[key] = {}
+            if element not in elements:
+                elements[element] = None
+                self._live_parts += 1
+        elif elements is not None and element in elements:
+            del elements[element]
+            self._live_parts -= 1
+            if not elements:
+                del index[key]
+
+    def _collection_keys(self) -> list[bytes]:
+        """Keys with a live field or member but no entry of their own (else they are listed
+        with the entries)."""
+        data = self._data
+        return [k for k in {**self._hashes, **self._sets} if k not in data]
 
     @property
     def expiring(self) -> int:
@@ -173,8 +253,14 @@ class Keyspace:
         return None if e is None else self._decode(e)
 
     def __len__(self) -> int:
-        """Number of live keys (tombstones excluded)."""
-        return len(self._data) - len(self._tombstones)
+        """Number of live keys (tombstones excluded; a hash or a set counts once, whatever its
+        parts)."""
+        n = len(self._data) - len(self._tombstones)
+        if self._live_parts:
+            tomb = self._tombstones
+            n -= self._live_parts
+            n += sum(1 for k in {**self._hashes, **self._sets} if k not in self._data or k in tomb)
+        return n
 
     @property
     def tombstones(self) -> int:
@@ -186,14 +272,22 @@ class Keyspace:
             yield k, decode(e)
 
     def key_list(self) -> list[bytes]:
-        """Every key with an entry, tombstones included, in a new list (for SCAN)."""
-        return list(self._data)
+        """Every key with an entry, tombstones included, and every hash and set, in a new
+        list (for SCAN): not the parts' own entries."""
+        if not self._live_parts:
+            return list(self._data)  # (dead parts may be in it: ``exists`` is false for them)
+        return [k for k in self._data if k[:2] != _RESERVED] + self._collection_keys()
 
     def keys_matching(self, test) -> list[bytes]:  # noqa: ANN001 - a compiled pattern's fullmatch
         """Every live key ``test`` accepts (KEYS: one pass over the whole keyspace)."""
         tomb, expiring, now = self._tombstones, self._expiring, self.now_ms
-        return [k for k in self._data if k not in tomb and test(k)
-                and (k not in expiring or expiring[k] > now)]
+        out = [k for k in self._data if k not in tomb and test(k)
+               and (k not in expiring or expiring[k] > now)]
+        if self._live_parts:
+            hashes, sets = self._hashes, self._sets
+            out = [k for k in out if k[:2] != _RESERVED]
+            out += [k for k in {**hashes, **sets} if test(k) and not (k in self._data and k in out)]
+        return out
 
     def entries(self, horizon: int = 0) -> Iterator[tuple[bytes, int, str, bytes | list | None]]:
         """Every entry, tombstones included, as flat tuples (snapshot/transfer format); a key
@@ -209,6 +303,8 @@ class Keyspace:
         h, o, v = self._decode(e)
         if e[8] & 0x40:
             return h, o, self._counters[k].compacted(horizon).encode()
+        if e[8] & 0x10 and k[:3] == parts.SET:  # (a member travels as its state, never bare)
+            return h, o, Member.start(None if v is None else unpack_dot(v), horizon).encode()
         if e[8] & 0x20:
             return h, o, [v, _unpack_exp(e, _HDR)[0]]
         return h, o, v
@@ -253,10 +349,15 @@ class Keyspace:
             if hlc > top:
                 top = hlc
             cur = get(key)
-            if cur is None and hlc < floor:
-                continue  # deleted since, and its tombstone collected (see above)
-            if (value.__class__ is not bytes and value is not None) or (cur is not None and cur[8] & 0x60):
-                # an increment, an expiry, a state; or a key with a counter state or an expiry
+            if cur is None:
+                if hlc < floor:
+                    continue  # deleted since, and its tombstone collected (see above)
+                if key[:2] == _RESERVED:  # a new field or member (zkv.store.parts)
+                    changed += self._counter_write(key, hlc, origin, value, cur, floor)
+                    continue
+            if (value.__class__ is not bytes and value is not None) or (cur is not None and cur[8] & 0x70):
+                # an increment, an expiry, a state; or a key with a counter state or an expiry;
+                # or a field or member
                 changed += self._counter_write(key, hlc, origin, value, cur, floor)  # (zkv.store.counter)
                 continue
             kc = _crc32(key)
@@ -294,6 +395,12 @@ class Keyspace:
         an EXPIRE or PERSIST (``[expiry]``, 0: none), or a replica's counter state (a longer
         list, from a snapshot, transfer or repair; ``(hlc, origin)``: its latest version).
         Returns 1 if the key changed."""
+        if key[:2] == _RESERVED:
+            if key[:3] != parts.HASH:
+                return self._member_write(key, hlc, origin, value, cur, floor)
+            parts.split(key)  # (ValueError if it is not a field's key)
+            if value.__class__ in (list, tuple) and len(value) in (1, 2):  # type: ignore[arg-type]
+                raise ValueError("a hash's field has no expiry")
         was = NONE if cur is None else self._version(cur)
         c = self._counters.get(key)
         vc = value.__class__
@@ -339,6 +446,29 @@ class Keyspace:
         self._store_counter(key, c, top, cur)
         return 1
 
+    def _member_write(self, key: bytes, hlc: int, origin: str, value: object,
+                      cur: bytes | None, floor: int) -> int:
+        """A write to a set's member (zkv.store.orset): an SADD, an SREM or a replica's state.
+        Returns 1 if the member changed."""
+        parts.split(key)  # (ValueError if it is not a member's key)
+        if value.__class__ not in (list, tuple) or not value or value[0] not in (TAG_ADD, TAG_REMOVE, TAG_STATE):  # type: ignore[arg-type, index]
+            raise ValueError("a set's member takes an add, a remove or a state")
+        m = self._counters.get(key)
+        if m is None:
+            m = Member.start(None if cur is None or cur[8] & 0x80 else unpack_dot(cur[_HDR:]), floor)
+        tag = value[0]  # type: ignore[index]
+        if tag == TAG_STATE:
+            changed = m.merge(Member.decode(value))  # type: ignore[union-attr]
+        elif tag == TAG_ADD:
+            changed = m.add((hlc, origin), dots(value[1:]))  # type: ignore[union-attr, index]
+        else:
+            changed = m.remove(dots(value[1:]))  # type: ignore[union-attr, index]
+        if not changed:
+            return 0
+        was = NONE if cur is None else self._version(cur)
+        self._store_counter(key, m, max(was, (hlc, origin)), cur)  # type: ignore[arg-type]
+        return 1
+
     def _version(self, e: bytes) -> tuple[int, str]:
         """An entry's version: ``(hlc, origin)`` from its header."""
         hlc, oi, _h = _unpack_header(e)
@@ -357,6 +487,7 @@ class Keyspace:
         thlc, torigin = top
         oi = self._index(torigin)
         flag = 0 if c.plain() else _CTR
+        part = key[:2] == _RESERVED
         if flag:
             if self._counters.get(key) is not c:
                 self._counters[key] = c
@@ -364,6 +495,9 @@ class Keyspace:
         else:
             self._counters.pop(key, None)
         value, exp = c.view()
+        if part:
+            flag |= _PART
+            self._index_part(key, value is not None)
         if value is None:
             self._data[key] = _pack_header(thlc, oi | _TOMB | flag, 0)
             self._tombstones[key] = thlc
@@ -400,7 +534,7 @@ class Keyspace:
             c.forget_below(horizon)
             cur = self._data[key]
             self._store_counter(key, c, self._version(cur), cur)
-            if c.plain():  # (nothing at or after the horizon: deleted, as on the peer)
+            if c.plain() and self._data[key][8] & 0x80:  # (nothing at or after the horizon: deleted, as on the peer)
                 dropped += self.drop([key], horizon)
             else:
                 states.append((key, *self._export(key, self._data[key], 0)))
@@ -485,6 +619,8 @@ class Keyspace:
                 continue
             del data[key], expiring[key]
             self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
+            if oi & _PART:
+                self._index_part(key, False)
             n += 1
         for item in later:
             heapq.heappush(heap, item)
@@ -512,6 +648,8 @@ class Keyspace:
                 del self._tombstones[k]
             else:
                 self._buckets[bucket_of(k)] ^= h
+                if oi & _PART:
+                    self._index_part(k, False)
             dropped.append(k)
         return dropped
 

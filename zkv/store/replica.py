@@ -59,6 +59,8 @@ from zkv.store.durability import Recovered, encode_event_record, encode_repair_r
 from zkv.store.keyspace import Keyspace
 from zkv.store.outputs import CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SNAPSHOT
 from zkv.store.counter import MAX_INT, MIN_INT, as_int
+from zkv.store import hash_set_ops
+from zkv.store.hash_set_ops import WRONGTYPE, removals
 from zkv.store.scans import InvalidCursor, Scans, glob
 from zkv.store.snapshot import check_entries, decode_chunk
 from zkv.store.tracking import Tracking
@@ -85,6 +87,8 @@ HB_BURST = 5.0
 PULLS_PER_HEARTBEAT = 64
 COUNTERS_OFF = ("INCR, DECR, INCRBY and DECRBY are off on this node (config key counters = "
                 "false): see docs/data-model.md")
+NO_COLLECTION_EXPIRY = "EXPIRE of a hash or a set is not supported: expiry applies to string keys"
+HASH_SET_OPS = hash_set_ops.OPS
 FLUSHALL_OFF = ("FLUSHALL and FLUSHDB are off on this node (config key allow_flushall = "
                 "false): see docs/data-model.md")
 # Heartbeats between two requests for one peer's folds (zkv.replication.folds), while its
@@ -296,6 +300,7 @@ class Replica:
         applied = 0
         replies = []
         track = self.tracking.keys.add if self.cfg.read_cache_mb else None
+        hashes, sets = ks.hashes, ks.sets  # (a string write replaces a hash or set of its key)
         for frames in msgs:
             ident, payload = frames[0], frames[-1]
             try:
@@ -321,6 +326,8 @@ class Replica:
                         key, value = op[1], op[2]
                         if key.__class__ is not bytes or value.__class__ is not bytes:
                             raise TypeError("SET needs bytes")
+                        if key in hashes or key in sets:
+                            stamp = _stamped(items, stamp, removals(ks, key))
                         items.append((stamp, key, value))
                         stamp += 1
                         results.append(None)
@@ -331,6 +338,9 @@ class Replica:
                     if code == "g":
                         key = op[1]
                         value = ks.get(key)
+                        if value is None and (key in hashes or key in sets):
+                            results.append(WRONGTYPE)  # (never cached: zkv.frontend.readcache)
+                            continue
                         if track is not None and key.__class__ is bytes:
                             track(key)
                             if value is not None and ks.expiring and ks.expiry(key):
@@ -342,7 +352,11 @@ class Replica:
                         key = op[1]
                         if key.__class__ is not bytes:
                             raise TypeError("DEL needs bytes")
-                        results.append(0 if ks.get(key) is None else 1)
+                        if key in hashes or key in sets:
+                            stamp = _stamped(items, stamp, removals(ks, key))
+                            results.append(1)
+                        else:
+                            results.append(0 if ks.get(key) is None else 1)
                         items.append((stamp, key, None))
                         stamp += 1
                     elif code == "n":
@@ -363,8 +377,15 @@ class Replica:
                         if key.__class__ is not bytes or value.__class__ is not bytes or cond not in (0, 1, 2):
                             raise TypeError("bad conditional set")
                         old = ks.get(key)
+                        if old is None and (key in hashes or key in sets):
+                            if op[4]:
+                                results.append(WRONGTYPE)
+                                continue
+                            old = b""  # (exists, for NX and XX)
                         written = cond == 0 or (cond == 1) == (old is None)
                         if written:
+                            if key in hashes or key in sets:
+                                stamp = _stamped(items, stamp, removals(ks, key))
                             items.append((stamp, key, value))
                             stamp += 1
                         results.append([int(written), old if op[4] else None])
@@ -376,12 +397,15 @@ class Replica:
                         if old is not None:
                             items.append((stamp, key, None))
                             stamp += 1
-                        results.append(old)
+                        results.append(WRONGTYPE if old is None and (key in hashes or key in sets) else old)
                     elif code == "ap":  # APPEND: -1 if the value would pass MAX_VALUE
                         key, more = op[1], op[2]
                         if key.__class__ is not bytes or more.__class__ is not bytes:
                             raise TypeError("APPEND needs bytes")
                         old = ks.get(key)
+                        if old is None and (key in hashes or key in sets):
+                            results.append(WRONGTYPE)
+                            continue
                         value = (old or b"") + more
                         if len(value) > MAX_VALUE:
                             results.append(-1)
@@ -390,9 +414,10 @@ class Replica:
                         items.append((stamp, key, [value, exp] if exp else value))
                         stamp += 1
                         results.append(len(value))
-                    elif code == "sc":  # SCAN cursor count match: [next cursor, keys] (str: error)
+                    elif code == "sc":  # SCAN cursor count match [type]: [next cursor, keys] (str: error)
                         try:
-                            results.append(list(self.scans.step(ks, op[1], op[2], op[3], self.now)))
+                            results.append(list(self.scans.step(ks, op[1], op[2], op[3], self.now,
+                                                                op[4] if len(op) > 4 else None)))
                         except InvalidCursor as exc:
                             results.append(str(exc))
                     elif code == "ks":  # KEYS pattern (one pass over every key)
@@ -410,6 +435,9 @@ class Replica:
                             continue
                         old = ks.get(key)
                         n = as_int(old)
+                        if old is None and (key in hashes or key in sets):
+                            results.append(WRONGTYPE)
+                            continue
                         if n is None:
                             results.append("value is not an integer or out of range")
                             continue
@@ -428,8 +456,15 @@ class Replica:
                                 or kind not in (1, 2, 3) or amount.__class__ is not int):
                             raise TypeError("bad SET with an expiry")
                         old = ks.get(key)
+                        if old is None and (key in hashes or key in sets):
+                            if op[4]:
+                                results.append(WRONGTYPE)
+                                continue
+                            old = b""  # (exists, for NX and XX; it has no expiry to keep)
                         written = cond == 0 or (cond == 1) == (old is None)
                         if written:
+                            if key in hashes or key in sets:
+                                stamp = _stamped(items, stamp, removals(ks, key))
                             exp = _expiry(kind, amount, physical(stamp), ks.expiry(key) if old is not None else 0)
                             items.append((stamp, key, None if exp < 0 else [value, exp] if exp else value))
                             stamp += 1
@@ -439,7 +474,7 @@ class Replica:
                         if key.__class__ is not bytes or kind not in (1, 2) or amount.__class__ is not int:
                             raise TypeError("bad EXPIRE")
                         if ks.get(key) is None:
-                            results.append(0)
+                            results.append(NO_COLLECTION_EXPIRY if key in hashes or key in sets else 0)
                             continue
                         cur = ks.expiry(key)
                         exp = _expiry(kind, amount, physical(stamp), 0)
@@ -465,7 +500,7 @@ class Replica:
                         if key.__class__ is not bytes or kind not in (1, 2, 4) or amount.__class__ is not int:
                             raise TypeError("bad GETEX")
                         old = ks.get(key)
-                        results.append(old)
+                        results.append(WRONGTYPE if old is None and (key in hashes or key in sets) else old)
                         if old is None or (kind == 4 and not ks.expiry(key)):
                             continue
                         exp = 0 if kind == 4 else _expiry(kind, amount, physical(stamp), 0)
@@ -474,7 +509,7 @@ class Replica:
                     elif code == "tt":  # TTL and its kin: [expiry, now] ms, or -2 (no key), -1 (none)
                         key = op[1]
                         if ks.get(key) is None:
-                            results.append(-2)
+                            results.append(-1 if key in hashes or key in sets else -2)
                         else:
                             exp = ks.expiry(key)
                             results.append([exp, physical(stamp)] if exp else -1)
@@ -483,23 +518,32 @@ class Replica:
                         if src.__class__ is not bytes or dst.__class__ is not bytes:
                             raise TypeError("RENAME needs bytes")
                         value = ks.get(src)
-                        if value is None:
+                        if value is None and not ks.exists(src):
                             results.append("no such key")
-                        elif nx and ks.get(dst) is not None:
+                        elif nx and ks.exists(dst):
                             results.append(0)
                         elif src == dst:
                             results.append(0 if nx else 1)
                         else:
-                            exp = ks.expiry(src)
-                            items.append((stamp, dst, [value, exp] if exp else value))
-                            items.append((stamp + 1, src, None))
-                            stamp += 2
+                            # dst's hash or set goes, src's value or hash or set is copied, src goes
+                            stamp = _stamped(items, stamp, removals(ks, dst))
+                            if value is not None:
+                                exp = ks.expiry(src)
+                                items.append((stamp, dst, [value, exp] if exp else value))
+                            else:
+                                items.append((stamp, dst, None))
+                                stamp = _stamped(items, stamp + 1, hash_set_ops.copies(ks, src, dst)) - 1
+                            stamp = _stamped(items, stamp + 1, removals(ks, src))
+                            items.append((stamp, src, None))
+                            stamp += 1
                             results.append(1)
                     elif code == "fa":  # FLUSHALL, FLUSHDB: a DEL of every key this node holds
                         if not self.cfg.allow_flushall:
                             results.append(FLUSHALL_OFF)
                             continue
                         for key in ks.keys_matching(_any):
+                            if key in hashes or key in sets:
+                                stamp = _stamped(items, stamp, removals(ks, key))
                             items.append((stamp, key, None))
                             stamp += 1
                         results.append(1)
@@ -508,13 +552,17 @@ class Replica:
                         if (flat.__class__ is not list or not flat or len(flat) % 2
                                 or any(x.__class__ is not bytes for x in flat)):
                             raise TypeError("MSETNX needs key/value pairs")
-                        if any(ks.get(k) is not None for k in flat[0::2]):
+                        if any(ks.exists(k) for k in flat[0::2]):
                             results.append(0)
                             continue
                         for i in range(0, len(flat), 2):
                             items.append((stamp, flat[i], flat[i + 1]))
                             stamp += 1
                         results.append(1)
+                    elif code in HASH_SET_OPS:  # (zkv.store.hash_set_ops)
+                        result, writes = hash_set_ops.run(ks, op, self.cfg.counters)
+                        stamp = _stamped(items, stamp, writes)
+                        results.append(result)
                     else:
                         results.append(None)
                 except (TypeError, IndexError, KeyError):
@@ -1406,6 +1454,15 @@ def _expiry(kind: int, amount: int, now_ms: int, kept: int) -> int:
         return kept
     exp = now_ms + amount if kind == 1 else amount
     return exp if exp > now_ms else -1
+
+
+def _stamped(items: list, stamp: int, writes: list) -> int:
+    """Append ``writes`` ((key, value) pairs) to ``items``, stamped from ``stamp`` on; returns
+    the next stamp."""
+    for key, value in writes:
+        items.append((stamp, key, value))
+        stamp += 1
+    return stamp
 
 
 def _any(_key: bytes) -> bool:

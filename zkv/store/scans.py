@@ -39,8 +39,10 @@ class Scans:
         self._walks: OrderedDict[int, _Walk] = OrderedDict()
         self._next_id = 1
 
-    def step(self, ks, cursor: int, count: int, match: bytes | None, now: float) -> tuple[int, list[bytes]]:  # noqa: ANN001
-        """One SCAN call: the next cursor (0: done) and the keys of this step."""
+    def step(self, ks, cursor: int, count: int, match: bytes | None, now: float,  # noqa: ANN001
+             kind: str | None = None) -> tuple[int, list[bytes]]:
+        """One SCAN call: the next cursor (0: done) and the keys of this step (of type ``kind``
+        only, if given: "string", "hash", "set")."""
         for wid in [w for w, walk in self._walks.items() if now - walk.used > IDLE_S]:
             del self._walks[wid]
         if cursor == 0:
@@ -63,11 +65,11 @@ class Scans:
         end = min(len(keys), pos + count * LOOK_FACTOR)
         test = glob(match).fullmatch if match is not None else None
         out = []
-        get = ks.get
+        exists = ks.exists if kind is None else (lambda k: ks.kind(k) == kind)
         while pos < end and len(out) < count:
             k = keys[pos]
             pos += 1
-            if get(k) is not None and (test is None or test(k)):
+            if exists(k) and (test is None or test(k)):
                 out.append(k)
         if pos >= len(keys):
             del self._walks[wid]

@@ -43,6 +43,8 @@ from typing import Any, BinaryIO, Generic, TypeVar
 import msgpack
 
 from zkv.store.counter import Counter
+from zkv.store.orset import TAG_STATE, Member
+from zkv.store.parts import HASH, RESERVED, SET, split
 
 from .wal import FRAME_HEADER, MAX_RECORD_BYTES, atomic_write, write_all
 
@@ -148,7 +150,26 @@ def check_entries(entries: list[Entry]) -> None:
             v, exp = value
             if type(v) is not bytes or type(exp) is not int or not 0 < exp < 1 << 62:
                 raise TypeError(f"snapshot entry holds a bad expiring value: {entry!r:.200}")
-        elif type(value) in (list, tuple):  # a counter's state (zkv.store.counter)
+        part = key[:2] == RESERVED
+        if part:
+            try:
+                kind = split(key)[0]
+            except ValueError:
+                raise TypeError(f"snapshot entry has a reserved key that names no field or member: {key!r:.200}") from None
+            if kind == SET and not (type(value) in (list, tuple) and value and value[0] == TAG_STATE):
+                raise TypeError(f"snapshot entry holds a set's member without its state: {entry!r:.200}")
+            if kind == HASH and type(value) in (list, tuple) and len(value) == 2:
+                raise TypeError(f"snapshot entry holds a hash field with an expiry: {entry!r:.200}")
+        if type(value) in (list, tuple) and value and value[0] == TAG_STATE:  # a set's member (zkv.store.orset)
+            if not part or kind != SET:
+                raise TypeError(f"snapshot entry holds a member's state for a key that is no member: {entry!r:.200}")
+            try:
+                m = Member.decode(value)
+            except (ValueError, TypeError) as exc:
+                raise TypeError(f"snapshot entry holds a bad set member state: {exc}") from None
+            if m.top() > (hlc, origin):
+                raise TypeError("snapshot entry holds a member state newer than its version")
+        elif type(value) in (list, tuple) and len(value) != 2:  # a counter's state (zkv.store.counter)
             try:
                 c = Counter.decode(value)
             except (ValueError, TypeError) as exc:

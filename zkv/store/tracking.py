@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from zkv.store.parts import RESERVED, split
+
 INVALIDATE_MAX_KEYS = 10_000  # beyond this per turn, "forget everything" is cheaper for both sides
 TRACK_EVICT = 1_000  # keys untracked (and invalidated) at a time once max_keys is reached
 
@@ -44,6 +46,8 @@ class Tracking:
             return
         changed = self.changed
         for _hlc, key, _value in items:
+            if key[:2] == RESERVED:  # a hash's field, a set's member: its key's type may change
+                key = split(key)[1]
             if key in keys:
                 keys.discard(key)
                 changed.append(key)

@@ -1,0 +1,175 @@
+"""One member of a set: an observed-remove register whose concurrent add wins over a remove.
+
+Every SADD of a member makes a *dot*, the version ``(hlc, origin)`` of its write, and names the
+dots of that member it saw (which it replaces: a member re-added keeps one dot, not one per
+SADD).  An SREM names the dots it saw, and removes exactly those.  A member is present while it
+has a dot that no remove has named.  So an SADD on one node and a concurrent SREM of the same
+member on another both apply everywhere and the member stays (the SREM never saw the new dot),
+while an SREM after an SADD it saw removes it - on every node, whatever order the two arrive in,
+however often: the state is the set of dots added and the set of dots removed, and both only
+grow (union is commutative, associative and idempotent).
+
+Removed dots are kept only until the tombstone horizon passes them: below it every node holds
+every event, so a dot below the ``mark`` that is not live was removed, and an add of it that
+arrives again (pulled anew after a node recovered less) is ignored.  ``mark`` plays the part it
+plays in a counter (zkv.store.counter): how far the state is settled.
+
+A member with one live dot and nothing removed after its mark is *plain*: the keyspace keeps
+just that dot in its entry (``pack_dot``), no object.  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from zkv.store.counter import HIGH, NONE, Stamp, _check_stamp
+
+_HLC = struct.Struct(">Q")
+TAG_ADD = "a"  # an SADD event's value: ["a", h1, o1, h2, o2, ...] (the dots it saw)
+TAG_REMOVE = "r"  # an SREM's: ["r", h1, o1, ...]
+TAG_STATE = "S"  # a replica's state: ["S", mark hlc, mark origin, [live...], [removed...]]
+MAX_DOTS = 4096  # dots in one event or state (a member has one per concurrent SADD not yet seen)
+
+
+def pack_dot(dot: Stamp) -> bytes:
+    """A plain member's entry value: its one dot."""
+    return _HLC.pack(dot[0]) + dot[1].encode()
+
+
+def unpack_dot(raw: bytes) -> Stamp:
+    return _HLC.unpack_from(raw)[0], raw[8:].decode()
+
+
+@dataclass(slots=True)
+class Member:
+    mark: Stamp  # dots at or before it are settled: live if in ``live``, else removed
+    live: list[Stamp] = field(default_factory=list)  # dots no remove has named (sorted)
+    gone: list[Stamp] = field(default_factory=list)  # removed dots after the mark (sorted)
+
+    @classmethod
+    def start(cls, dot: Stamp | None, floor: int = 0) -> Member:
+        """The state of a plain entry (``dot``; None: no entry, or a plain tombstone) on a store
+        whose tombstone horizon is ``floor`` (every event below it is settled here)."""
+        mark = (floor - 1, HIGH) if floor else NONE
+        return cls(mark, [dot] if dot is not None else [])
+
+    def present(self) -> bool:
+        return bool(self.live)
+
+    def view(self) -> tuple[bytes | None, int]:
+        """What the entry holds - a plain member's dot; any other live member's dots, so that
+        the digest sees them (its state goes beside it) - or None if absent; no expiry."""
+        return (b"".join(map(pack_dot, self.live)) if self.live else None), 0
+
+    def top(self) -> Stamp:
+        return max([*self.live[-1:], *self.gone[-1:]], default=NONE)
+
+    def plain(self) -> bool:
+        """One live dot and nothing removed after the mark: the entry's dot says it all (and no
+        dots at all: a tombstone does)."""
+        return not self.gone and len(self.live) <= 1
+
+    # --- events -------------------------------------------------------------------------------
+    def add(self, dot: Stamp, seen: list[Stamp]) -> bool:
+        """An SADD stamped ``dot`` that saw ``seen``; True if the state changed."""
+        changed = self.remove(seen)
+        if dot <= self.mark or dot in self.live or dot in self.gone:
+            return changed  # (settled, here already, or removed since)
+        self.live.append(dot)
+        self.live.sort()
+        return True
+
+    def remove(self, seen: list[Stamp]) -> bool:
+        """An SREM (or an SADD's replacement) of the dots ``seen``; True if the state changed."""
+        changed = False
+        for d in seen:
+            if d in self.live:
+                self.live.remove(d)
+                changed = True
+            if d > self.mark and d not in self.gone:
+                self.gone.append(d)
+                changed = True
+        if changed:
+            self.gone.sort()
+        return changed
+
+    def merge(self, other: Member) -> bool:
+        """Fold another replica's state of this member in; True if this one changed.  The later
+        mark settles every dot at or before it (live only if live there; at equal marks, live
+        in either); above it, the live dots of both.  A dot either has removed is removed."""
+        before = (self.mark, self.live, self.gone)
+        mark = max(self.mark, other.mark)
+        if self.mark == other.mark:
+            settled = {*self.live, *other.live}
+        else:
+            settled = set(self.live if self.mark > other.mark else other.live)
+        removed = {*self.gone, *other.gone}
+        live = sorted({d for d in (*self.live, *other.live)
+                       if (d > mark or d in settled) and d not in removed})
+        self.mark, self.live, self.gone = mark, live, sorted(d for d in removed if d > mark)
+        return (self.mark, self.live, self.gone) != before
+
+    def compact(self, horizon: int) -> None:
+        """Forget removed dots below ``horizon`` (every node holds every event below it)."""
+        mark = (horizon - 1, HIGH)
+        if mark <= self.mark:
+            return
+        self.mark = mark
+        self.gone = [d for d in self.gone if d > mark]
+
+    def compacted(self, horizon: int) -> Member:
+        m = Member(self.mark, list(self.live), list(self.gone))
+        if horizon:
+            m.compact(horizon)
+        return m
+
+    def forget_below(self, horizon: int) -> None:
+        """A full transfer from a peer that holds every event below ``horizon`` lacks this
+        member: whatever of it lies below the horizon was removed there and collected."""
+        mark = (horizon - 1, HIGH)
+        if mark <= self.mark:
+            return
+        self.mark = mark
+        self.live = [d for d in self.live if d > mark]
+        self.gone = [d for d in self.gone if d > mark]
+
+    # --- wire form ------------------------------------------------------------------------------
+    def encode(self) -> list:
+        return [TAG_STATE, self.mark[0], self.mark[1], flat(self.live), flat(self.gone)]
+
+    @classmethod
+    def decode(cls, d: object) -> Member:
+        """From ``encode``'s form, checked (it may come from a peer): ValueError if malformed."""
+        if d.__class__ not in (list, tuple) or len(d) != 5 or d[0] != TAG_STATE:  # type: ignore[arg-type, index]
+            raise ValueError("bad set member state")
+        _tag, mh, mo, live, gone = d  # type: ignore[misc]
+        _check_stamp(mh, mo)
+        m = cls((mh, mo), sorted(set(dots(live))), sorted(set(dots(gone))))
+        if any(x <= m.mark for x in m.gone) or set(m.live) & set(m.gone):
+            raise ValueError("bad set member state")
+        return m
+
+
+def flat(stamps: list[Stamp]) -> list:
+    out: list = []
+    for h, o in stamps:
+        out += (h, o)
+    return out
+
+
+def dots(raw: object) -> list[Stamp]:
+    """``flat``'s inverse, checked: ValueError if malformed."""
+    if raw.__class__ not in (list, tuple) or len(raw) % 2 or len(raw) > 2 * MAX_DOTS:  # type: ignore[arg-type]
+        raise ValueError("bad dots")
+    out = []
+    for i in range(0, len(raw), 2):  # type: ignore[arg-type]
+        h, o = raw[i], raw[i + 1]  # type: ignore[index]
+        _check_stamp(h, o)
+        out.append((h, o))
+    return out
+
+
+def event(tag: str, seen: list[Stamp]) -> list:
+    """An SADD's (``TAG_ADD``) or SREM's (``TAG_REMOVE``) event value."""
+    return [tag, *flat(seen)]
