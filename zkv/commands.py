@@ -39,6 +39,7 @@ Plain-text replies keep the original servers' words byte for byte (``OK``, ``VAL
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -939,4 +940,4 @@ def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
     return r
 
 
-from zkv import collection_commands  # noqa: E402,F401  (registers the hash and set commands)
+importlib.import_module("zkv.collection_commands")  # (registers the hash and set commands)

@@ -462,7 +462,7 @@ class Keyspace:
         elif tag == TAG_ADD:
             changed = m.add((hlc, origin), dots(value[1:]))  # type: ignore[union-attr, index]
         else:
-            changed = m.remove(dots(value[1:]))  # type: ignore[union-attr, index]
+            changed = m.remove((hlc, origin), dots(value[1:]))  # type: ignore[union-attr, index]
         if not changed:
             return 0
         was = NONE if cur is None else self._version(cur)
@@ -516,7 +516,13 @@ class Keyspace:
         else:
             payload = value
             self._expiring.pop(key, None)
-        h = entry_hash(key, thlc, torigin, payload)
+        if part and key[:3] == parts.SET:
+            # (a member's hash is its key and live dots alone: its entry's version is the latest
+            # event that changed it here, which differs between replicas that applied the same
+            # events in another order - one that removed nothing new changes nothing)
+            h = entry_hash(key, 0, "", payload)
+        else:
+            h = entry_hash(key, thlc, torigin, payload)
         self._data[key] = _pack_header(thlc, oi | flag, h) + payload
         self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
 

@@ -9,9 +9,10 @@ while an SREM after an SADD it saw removes it - on every node, whatever order th
 however often: the state is the set of dots added and the set of dots removed, and both only
 grow (union is commutative, associative and idempotent).
 
-Removed dots are kept only until the tombstone horizon passes them: below it every node holds
-every event, so a dot below the ``mark`` that is not live was removed, and an add of it that
-arrives again (pulled anew after a node recovered less) is ignored.  ``mark`` plays the part it
+A removed dot is kept, with the version of the event that removed it, until the tombstone
+horizon passes that event: below the horizon every node holds every event, so a dot below the
+``mark`` that is not live was removed, and an add of it that arrives again (pulled anew after a
+node recovered less) is ignored.  ``mark`` plays the part it
 plays in a counter (zkv.store.counter): how far the state is settled.
 
 A member with one live dot and nothing removed after its mark is *plain*: the keyspace keeps
@@ -43,9 +44,11 @@ def unpack_dot(raw: bytes) -> Stamp:
 
 @dataclass(slots=True)
 class Member:
-    mark: Stamp  # dots at or before it are settled: live if in ``live``, else removed
-    live: list[Stamp] = field(default_factory=list)  # dots no remove has named (sorted)
-    gone: list[Stamp] = field(default_factory=list)  # removed dots after the mark (sorted)
+    mark: Stamp  # every event at or before it has been applied here (and everywhere)
+    live: list[Stamp] = field(default_factory=list)  # dots no event has named (sorted)
+    # removed dots -> the version of the earliest event that named them, kept while that is
+    # after the mark: a replica that has not seen the removal may still hold the dot live
+    gone: dict[Stamp, Stamp] = field(default_factory=dict)
 
     @classmethod
     def start(cls, dot: Stamp | None, floor: int = 0) -> Member:
@@ -63,63 +66,70 @@ class Member:
         return (b"".join(map(pack_dot, self.live)) if self.live else None), 0
 
     def top(self) -> Stamp:
-        return max([*self.live[-1:], *self.gone[-1:]], default=NONE)
+        return max([*self.live[-1:], *self.gone.values()], default=NONE)
 
     def plain(self) -> bool:
-        """One live dot and nothing removed after the mark: the entry's dot says it all (and no
+        """One live dot and no removal after the mark: the entry's dot says it all (and no
         dots at all: a tombstone does)."""
         return not self.gone and len(self.live) <= 1
 
     # --- events -------------------------------------------------------------------------------
     def add(self, dot: Stamp, seen: list[Stamp]) -> bool:
         """An SADD stamped ``dot`` that saw ``seen``; True if the state changed."""
-        changed = self.remove(seen)
+        changed = self.remove(dot, seen)
         if dot <= self.mark or dot in self.live or dot in self.gone:
             return changed  # (settled, here already, or removed since)
         self.live.append(dot)
         self.live.sort()
         return True
 
-    def remove(self, seen: list[Stamp]) -> bool:
-        """An SREM (or an SADD's replacement) of the dots ``seen``; True if the state changed."""
+    def remove(self, stamp: Stamp, seen: list[Stamp]) -> bool:
+        """An event stamped ``stamp`` (an SREM, or an SADD that replaces them) that names the
+        dots ``seen``; True if the state changed."""
         changed = False
+        gone = self.gone
         for d in seen:
             if d in self.live:
                 self.live.remove(d)
                 changed = True
-            if d > self.mark and d not in self.gone:
-                self.gone.append(d)
-                changed = True
-        if changed:
-            self.gone.sort()
+            if stamp > self.mark:
+                r = gone.get(d)
+                if r is None or stamp < r:  # (the earliest removal of each dot is kept)
+                    gone[d] = stamp
+                    changed = True
         return changed
 
     def merge(self, other: Member) -> bool:
-        """Fold another replica's state of this member in; True if this one changed.  The later
-        mark settles every dot at or before it (live only if live there; at equal marks, live
-        in either); above it, the live dots of both.  A dot either has removed is removed."""
+        """Fold another replica's state of this member in; True if this one changed.  A dot at
+        or before the later mark is live only if live there (that replica has applied its add,
+        so if it does not hold it, it has applied a removal), or, at equal marks, in either; a
+        dot after it is live in either.  A dot either has removed is removed."""
         before = (self.mark, self.live, self.gone)
         mark = max(self.mark, other.mark)
         if self.mark == other.mark:
             settled = {*self.live, *other.live}
         else:
             settled = set(self.live if self.mark > other.mark else other.live)
-        removed = {*self.gone, *other.gone}
+        gone = dict(self.gone)
+        for d, r in other.gone.items():
+            mine = gone.get(d)
+            if mine is None or r < mine:  # (the earliest removal of each)
+                gone[d] = r
         live = sorted({d for d in (*self.live, *other.live)
-                       if (d > mark or d in settled) and d not in removed})
-        self.mark, self.live, self.gone = mark, live, sorted(d for d in removed if d > mark)
+                       if (d > mark or d in settled) and d not in gone})
+        self.mark, self.live, self.gone = mark, live, {d: r for d, r in gone.items() if r > mark}
         return (self.mark, self.live, self.gone) != before
 
     def compact(self, horizon: int) -> None:
-        """Forget removed dots below ``horizon`` (every node holds every event below it)."""
+        """Forget removals stamped below ``horizon`` (every node has applied them)."""
         mark = (horizon - 1, HIGH)
         if mark <= self.mark:
             return
         self.mark = mark
-        self.gone = [d for d in self.gone if d > mark]
+        self.gone = {d: r for d, r in self.gone.items() if r > mark}
 
     def compacted(self, horizon: int) -> Member:
-        m = Member(self.mark, list(self.live), list(self.gone))
+        m = Member(self.mark, list(self.live), dict(self.gone))
         if horizon:
             m.compact(horizon)
         return m
@@ -132,11 +142,12 @@ class Member:
             return
         self.mark = mark
         self.live = [d for d in self.live if d > mark]
-        self.gone = [d for d in self.gone if d > mark]
+        self.gone = {d: r for d, r in self.gone.items() if r > mark}
 
     # --- wire form ------------------------------------------------------------------------------
     def encode(self) -> list:
-        return [TAG_STATE, self.mark[0], self.mark[1], flat(self.live), flat(self.gone)]
+        return [TAG_STATE, self.mark[0], self.mark[1], flat(self.live),
+                flat([x for d, r in sorted(self.gone.items()) for x in (d, r)])]
 
     @classmethod
     def decode(cls, d: object) -> Member:
@@ -145,8 +156,11 @@ class Member:
             raise ValueError("bad set member state")
         _tag, mh, mo, live, gone = d  # type: ignore[misc]
         _check_stamp(mh, mo)
-        m = cls((mh, mo), sorted(set(dots(live))), sorted(set(dots(gone))))
-        if any(x <= m.mark for x in m.gone) or set(m.live) & set(m.gone):
+        pairs = dots(gone)
+        if len(pairs) % 2:
+            raise ValueError("bad set member state")
+        m = cls((mh, mo), sorted(set(dots(live))), dict(zip(pairs[0::2], pairs[1::2])))
+        if any(r <= m.mark for r in m.gone.values()) or set(m.live) & m.gone.keys():
             raise ValueError("bad set member state")
         return m
 
