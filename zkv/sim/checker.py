@@ -16,7 +16,12 @@ the highest version - the one the conflict rule must pick - bounds the final sta
   every increment after it) - checked exactly when none of its writes was excused;
 * ``misexpired``: a key that had expiries whose final value or expiry is not what the rule gives
   for every write of it that was stamped (``expiring_state``), or that is served though that
-  expiry has passed - checked exactly when none of its writes was excused.
+  expiry has passed - checked exactly when none of its writes was excused;
+* ``misfielded``: a hash's field whose final value is not the counter rule's for every write of
+  it that was stamped (HSET, HDEL, HINCRBY and the deletes a whole-key DEL wrote);
+* ``mismembered``: a set's member whose final live dots are not the observed-remove rule's: the
+  dots of its stamped SADDs that no stamped event named (so an SADD an SREM did not see stays)
+  - both checked exactly when none of the key's writes was excused.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zkv.clock import physical
-from zkv.sim.world import Op
+from zkv.sim.world import COLLECTION_KINDS, Op
+from zkv.store import parts
 from zkv.store.counter import as_int
+from zkv.store.orset import TAG_ADD, pack_dot
 
 Entry = tuple[int, str, bytes | None]  # (hlc, origin, value or None for a tombstone)
 
@@ -57,10 +64,13 @@ def check(ops: list[Op], finals: dict[str, dict[bytes, Entry]],
     whole = finals[first]  # tombstones included
     expiring = {op.key for op in ops if op.kind in ("setpx", "pexpire", "persist")}
     counters = {op.key for op in ops if op.kind == "incr"} - expiring
+    collections = {op.key for op in ops if op.kind in COLLECTION_KINDS}
     out += _check_counters(ops, counters, whole)
     out += _check_expiring(ops, expiring, whole, now_ms)
-    final = {k: e for k, e in final.items() if k not in counters and k not in expiring}
-    ops = [op for op in ops if op.key not in counters and op.key not in expiring]
+    out += _check_collections(ops, collections, whole)
+    final = {k: e for k, e in final.items()
+             if k not in counters and k not in expiring and k not in collections and k[:2] != parts.RESERVED}
+    ops = [op for op in ops if op.key not in counters and op.key not in expiring and op.key not in collections]
     deletes: dict[bytes, list[tuple[int, str]]] = {}  # every stamped DELETE, acknowledged or not
     for op in ops:
         if op.kind == "del" and op.version is not None:
@@ -169,4 +179,33 @@ def _check_expiring(ops: list[Op], keys: set[bytes], whole: dict[bytes, Entry],
         elif got != ((value, exp) if exp else value):
             out.append(Violation("misexpired", key, f"final {got!r}, the rule gives {(value, exp)!r} "
                                                     f"for its {len(mine)} stamped writes"))
+    return out
+
+
+def _check_collections(ops: list[Op], keys: set[bytes], whole: dict[bytes, Entry]) -> list[Violation]:
+    """Every field and member of the hashes and sets, by the rules stated directly."""
+    out = []
+    for key in sorted(keys):
+        mine = [op for op in ops if op.key == key and op.kind != "get" and op.version is not None]
+        if any(op.excused for op in mine):
+            continue
+        events: dict[bytes, list[tuple[tuple[int, str], object]]] = {}
+        for op in mine:
+            for hlc, pk, value in op.items:
+                if pk[:2] == parts.RESERVED:
+                    events.setdefault(pk, []).append(((hlc, op.version[1]), value))  # type: ignore[index]
+        for pk, writes in sorted(events.items()):
+            e = whole.get(pk)
+            got = e[2] if e is not None else None
+            if pk[:3] == parts.HASH:
+                want = counter_value(writes)
+                if got != want:
+                    out.append(Violation("misfielded", pk, f"final {got!r}, the rule gives {want!r} "
+                                                           f"for its {len(writes)} stamped writes"))
+                continue
+            named = {(v[i], v[i + 1]) for _s, v in writes for i in range(1, len(v), 2)}  # type: ignore[arg-type, index]
+            live = sorted(s for s, v in writes if v[0] == TAG_ADD and s not in named)  # type: ignore[index]
+            want = b"".join(map(pack_dot, live)) if live else None
+            if got != want:
+                out.append(Violation("mismembered", pk, f"final {got!r}, the rule gives live dots {live}"))
     return out

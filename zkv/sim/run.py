@@ -190,11 +190,12 @@ def _lose_snapshot(w: World, n: str, others: list[str]) -> None:
 
 def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float = 8.0,
         faults: int = 4, root: Path | None = None, heartbeat_ms: int = 0,
-        counters: bool = True, expiry: bool = True) -> Result:
+        counters: bool = True, expiry: bool = True, collections: bool = True) -> Result:
     """One schedule; ``keep``: indices of the seed's faults to apply (all if None); ``nodes``
     0: three, or five for every third seed; ``heartbeat_ms`` 0: drawn per seed, 100 or the
     default 200 (every timer but anti-entropy's follows it); ``counters``, ``expiry``: the
-    workload also has counters, and keys that expire (older regressions replay without)."""
+    workload also has counters, and keys that expire; ``collections``: hashes and sets (older
+    regressions replay without)."""
     if nodes == 0:
         nodes = 5 if seed % 3 == 0 else 3
     rng = random.Random(seed)
@@ -211,6 +212,7 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
     loop = random.Random(rng.getrandbits(64))  # drawn after the others: they stay as they were
     counting = random.Random(rng.getrandbits(64))  # (likewise)
     expiring = random.Random(rng.getrandbits(64))  # (likewise)
+    grouping = random.Random(rng.getrandbits(64))  # (likewise)
     if loop.random() < CRASH_LOOP_SHARE:
         drawn.append(Fault(round(loop.uniform(0.3, active - 2.0), 3), "crash_loop", loop.choice(ids),
                            round(loop.uniform(0.1, 0.5), 3), float(loop.randint(3, 12))))
@@ -245,6 +247,11 @@ def run(seed: int, keep: set[int] | None = None, nodes: int = 0, active: float =
                 w.at(0.2 + i * 0.1, _op, w, node, "setpx", b"r%d" % i, (b"5", expiring.choice([100, 600])))
                 for k in range(4):
                     w.at(expiring.uniform(1.0, active), _op, w, expiring.choice(ids), "incr", b"r%d" % i, 1)
+        if collections:
+            t = 0.1
+            while t < active:  # HSET, HDEL, HINCRBY of two hashes, SADD, SREM of two sets, DELs
+                _schedule_collection_op(w, grouping, t, grouping.choice(ids))
+                t += grouping.uniform(0.01, 0.1)
         for f in chosen:
             w.at(f.at, _apply, w, f)
             if f.kind in ("behind_alone", "alone_lost_snapshot"):  # the node works alone
@@ -326,6 +333,34 @@ def _schedule_expiry_op(w: World, rng: random.Random, t: float, node: str) -> No
         w.at(t, _op, w, node, "del", key, None)
     else:
         w.at(t, _op, w, node, "get", key, None)
+
+
+HASH_KEYS, SET_KEYS = [b"h0", b"h1"], [b"s0", b"s1"]
+FIELDS, MEMBERS = [b"f0", b"f1", b"f2"], [b"m0", b"m1", b"m2"]
+
+
+def _schedule_collection_op(w: World, rng: random.Random, t: float, node: str) -> None:
+    """An HSET, HDEL or HINCRBY of a few fields of a hash, an SADD or SREM of a few members of a
+    set, or a DEL of the whole hash or set (which removes what that node holds)."""
+    r = rng.random()
+    if rng.random() < 0.5:
+        key = rng.choice(HASH_KEYS)
+        if r < 0.4:
+            w.at(t, _op, w, node, "hset", key, (rng.choice(FIELDS), b"v%d" % rng.getrandbits(32)))
+        elif r < 0.6:
+            w.at(t, _op, w, node, "hdel", key, rng.choice(FIELDS))
+        elif r < 0.93:
+            w.at(t, _op, w, node, "hincr", key, (b"n", rng.choice([1, 1, 2, -1])))
+        else:
+            w.at(t, _op, w, node, "del", key, None)
+        return
+    key = rng.choice(SET_KEYS)
+    if r < 0.55:
+        w.at(t, _op, w, node, "sadd", key, rng.choice(MEMBERS))
+    elif r < 0.93:
+        w.at(t, _op, w, node, "srem", key, rng.choice(MEMBERS))
+    else:
+        w.at(t, _op, w, node, "del", key, None)
 
 
 def _op(w: World, node: str, kind: str, key: bytes, value: bytes | int | None) -> None:

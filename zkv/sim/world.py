@@ -37,9 +37,12 @@ from zkv.sim.liar import lie
 from zkv.store.outputs import (
     CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SERVE, SNAPSHOT, TRANSFER,
 )
+from zkv.store import parts
 from zkv.store.replica import Replica
 from zkv.store.snapshot import encode_chunk
 
+# hash and set writes: (field, value) for HSET, field for HDEL, (field, step) for HINCRBY, member
+COLLECTION_KINDS = ("hset", "hdel", "hincr", "sadd", "srem")
 EPOCH_MS = 1_780_000_000_000  # the simulated wall clocks start here (late 2026)
 BUS, REQ, REP = 0, 1, 2  # the three connections of an ordered pair of nodes
 
@@ -50,7 +53,7 @@ class Op:
 
     id: int
     node: str
-    kind: str  # "set", "del", "get", "incr", "setpx", "pexpire", "persist"
+    kind: str  # "set", "del", "get", "incr", "setpx", "pexpire", "persist", and COLLECTION_KINDS
     key: bytes
     value: bytes | int | tuple[bytes, int] | None  # (setpx: the value and ms; pexpire: ms)
     invoked: float
@@ -61,6 +64,7 @@ class Op:
     event: tuple[str, int] | None = None  # (origin, seq)
     excused: str = ""  # why losing it is fair (its only copies were destroyed)
     written: object = None  # the value its event carries (the store decides an expiry's time)
+    items: list = field(default_factory=list)  # every (hlc, key, value) its events carry
 
 
 @dataclass
@@ -152,6 +156,9 @@ class World:
             ks = r.ks  # type: ignore[union-attr]
             finals[i] = {k: (h, o, (v, ks.expiry(k))) if v is not None and ks.expiry(k) else (h, o, v)
                          for k, (h, o, v) in ks.items()}
+            for k, (h, o, v) in list(finals[i].items()):
+                if k[:3] == parts.SET:  # (a member's version is where its events left it: its dots say it)
+                    finals[i][k] = (0, "", v)
         return finals, {i: dict(r.inbox.vv) for i, r in reps.items()}  # type: ignore[union-attr]
 
     def true_wall(self) -> int:
@@ -386,6 +393,14 @@ class World:
             wire_op = ["se", op.key, value, 0, False, 1, ms]
         elif op.kind == "pexpire":
             wire_op = ["ex", op.key, 1, op.value, 0]
+        elif op.kind == "hset":
+            wire_op = ["hs", op.key, list(op.value), 0]  # type: ignore[arg-type]
+        elif op.kind == "hdel":
+            wire_op = ["hd", op.key, [op.value]]
+        elif op.kind == "hincr":
+            wire_op = ["hi", op.key, *op.value]  # type: ignore[misc]
+        elif op.kind == "sadd" or op.kind == "srem":
+            wire_op = ["sa" if op.kind == "sadd" else "sr", op.key, [op.value]]
         else:
             code = {"set": "s", "del": "d", "get": "g", "incr": "in", "persist": "pe"}[op.kind]
             wire_op = [code, op.key, op.value] if op.kind in ("set", "incr") else [code, op.key]
@@ -421,6 +436,7 @@ class World:
                     op.version = (hlc, b.origin)
                     op.event = (b.origin, b.first_seq)
                     op.written = b.items[0][2]
+                    op.items = list(b.items)
                     return
 
     def _client_reply(self, node: SimNode, frames: list[bytes]) -> None:
@@ -493,7 +509,9 @@ class World:
     def _holds(self, node: SimNode, op: Op) -> bool:
         assert op.event is not None and op.version is not None
         origin, seq = op.event
-        if op.kind == "incr":  # (a counter entry's version says nothing of which increments it has)
+        if op.kind == "incr" or op.kind in COLLECTION_KINDS or len(op.items) > 1:
+            # (a counter entry's version says nothing of which increments it has; a hash's or
+            # set's write is in entries of other keys)
             vv = node.replica.inbox.vv if self._alive(node) else node.down_vv  # type: ignore[union-attr]
             return vv.get(origin, 0) >= seq
         if self._alive(node):
