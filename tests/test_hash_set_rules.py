@@ -197,3 +197,20 @@ def test_field_and_member_writes_decode() -> None:
                        (parts.part_key(parts.HASH, b"h", b"f"), 3),
                        (parts.part_key(parts.SET, b"s", b"m"), ["a", 4, "n1"]), (parts.part_key(parts.SET, b"s", b"m"), ["r"])]:
         assert decode_batch(_batch(key, value)).items[0][1] == key
+
+
+def test_a_removal_after_the_horizon_of_a_dot_before_it_survives_compaction_and_merges() -> None:
+    """Found by the property test above: a re-add at 30 replaced the dot 10; a replica compacted
+    to horizon 20 must still know 10 was removed (the removal is after the horizon, so another
+    replica may hold 10 live with the same mark), or a merge with such a replica brings 10
+    back and an SREM that saw only 30 leaves the member present."""
+    pk = parts.part_key(parts.SET, b"s", b"m")
+    x, y = Keyspace(), Keyspace()
+    for ks in (x, y):
+        ks.apply_many("a", [(10, pk, event(TAG_ADD, []))])
+    x.apply_many("b", [(30, pk, event(TAG_ADD, [(10, "a")]))])
+    x.compact_counters(20)
+    x.apply_entries(list(y.entries(20)))  # y: 10 live, settled to the same horizon
+    assert x.dots(b"s", b"m") == [(30, "b")]
+    x.apply_many("c", [(40, pk, event(TAG_REMOVE, [(30, "b")]))])
+    assert not x.members(b"s")
