@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -179,3 +180,20 @@ def test_catchup_lines_are_marked() -> None:
     assert pull.endswith("catch-up n0 -> n2: 3 batches (900 bytes) of n1@x after #40")
     xfer = format_catchup({"kind": "transfer", "from": "n0", "to": "n2", "state": "sent"}, RECEIVED)
     assert "full transfer n0 -> n2: sent" in xfer
+
+
+@pytest.mark.parametrize("key,value,line", [
+    (b"c", 5, "INCRBY c 5"),
+    (b"k", (b"v", 123), "SET k v PXAT 123"),
+    (b"k", (0,), "PERSIST k"),
+    (b"k", (99,), "PEXPIREAT k 99"),
+    (b"\xff\x00h\x00\x00\x00\x01hf", b"x", "HSET h f x"),
+    (b"\xff\x00h\x00\x00\x00\x01hf", None, "HDEL h f"),
+    (b"\xff\x00h\x00\x00\x00\x01hf", 3, "HINCRBY h f 3"),
+    (b"\xff\x00s\x00\x00\x00\x01sm", ("a", 1, "n1"), "SADD s m"),
+    (b"\xff\x00s\x00\x00\x00\x01sm", ("r",), "SREM s m"),
+])
+def test_every_kind_of_write_is_named_as_its_command(key: bytes, value: object, line: str) -> None:
+    e = Event("n1", 1, 1, key, value)  # type: ignore[arg-type]
+    assert format_event(e, RECEIVED) == f"12:34:56.789 n1 #1 {line}"
+    assert json.loads(event_json(e, RECEIVED))["op"] == line.split()[0]

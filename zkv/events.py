@@ -142,7 +142,34 @@ class Event:
 
     @property
     def op(self) -> str:
-        return "DEL" if self.value is None else "SET"
+        """The command the event stands for, as ``zkv tail`` names it."""
+        return describe(self.key, self.value)[0]
+
+
+def describe(key: bytes, value: Any) -> tuple[str, bytes, bytes | None, bytes | str]:
+    """An event's command, the key it acts on, the field or member (None: none), and what it
+    writes: a value's bytes, or words ("" for a DEL and the like)."""
+    vc = value.__class__
+    if key[:2] == RESERVED and (value is None or vc in (bytes, int, tuple, list)):
+        try:
+            kind, owner, element = split(key)
+        except ValueError:
+            kind = b""
+        if kind == SET and vc in (tuple, list) and value:
+            return ("SADD" if value[0] == TAG_ADD else "SREM"), owner, element, ""
+        if kind == HASH and vc is not tuple and vc is not list:
+            if value is None:
+                return "HDEL", owner, element, ""
+            return ("HINCRBY", owner, element, str(value)) if vc is int else ("HSET", owner, element, value)
+    if value is None:
+        return "DEL", key, None, ""
+    if vc is int:
+        return "INCRBY", key, None, str(value)
+    if vc is tuple or vc is list:
+        if len(value) == 2:
+            return "SET", key, None, f"{value[0].decode('utf-8', 'backslashreplace')} PXAT {value[1]}"
+        return ("PEXPIREAT", key, None, str(value[0])) if value and value[0] else ("PERSIST", key, None, "")
+    return "SET", key, None, value
 
 
 @dataclass(frozen=True, slots=True)

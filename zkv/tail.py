@@ -28,18 +28,18 @@ import msgpack
 from zkv.bus import Access, subscribe
 from zkv.events import (
     TOPIC_CATCHUP, TOPIC_EVENTS, TOPIC_HEARTBEAT, DecodeError, Event, decode_batch,
-    decode_heartbeat, node_of,
+    decode_heartbeat, describe, node_of,
 )
 
 MAX_SHOWN = 60  # bytes of a key or value shown before it is shortened
 
 
-def show(b: bytes | None, limit: int = MAX_SHOWN) -> str:
+def show(b: bytes | str | None, limit: int = MAX_SHOWN) -> str:
     if b is None:
         return "-"
-    text = b.decode("utf-8", "backslashreplace")
+    text = b if b.__class__ is str else b.decode("utf-8", "backslashreplace")  # type: ignore[union-attr]
     if len(text) > limit:
-        return f"{text[:limit]}...({len(b)} bytes)"
+        return f"{text[:limit]}...({len(b)} {'bytes' if b.__class__ is bytes else 'characters'})"
     return text
 
 
@@ -48,15 +48,20 @@ def _stamp(received: float) -> str:
 
 
 def format_event(e: Event, received: float) -> str:
-    line = f"{_stamp(received)} {e.origin} #{e.seq} {e.op} {show(e.key)}"
-    return line if e.value is None else f"{line} {show(e.value)}"
+    op, key, element, what = describe(e.key, e.value)
+    line = f"{_stamp(received)} {e.origin} #{e.seq} {op} {show(key)}"
+    if element is not None:
+        line += f" {show(element)}"
+    return line if e.value is None or not what and op != "SET" and op != "HSET" else f"{line} {show(what)}"
 
 
 def event_json(e: Event, received: float) -> str:
+    op, key, element, what = describe(e.key, e.value)
     return json.dumps({
-        "time": received, "origin": e.origin, "seq": e.seq, "hlc": e.hlc, "op": e.op,
-        "key": e.key.decode("utf-8", "backslashreplace"),
-        "value": None if e.value is None else e.value.decode("utf-8", "backslashreplace"),
+        "time": received, "origin": e.origin, "seq": e.seq, "hlc": e.hlc, "op": op,
+        "key": key.decode("utf-8", "backslashreplace"),
+        **({} if element is None else {"element": element.decode("utf-8", "backslashreplace")}),
+        "value": None if e.value is None else what if what.__class__ is str else what.decode("utf-8", "backslashreplace"),
     })
 
 
