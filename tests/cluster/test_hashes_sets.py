@@ -7,6 +7,7 @@ partition are in tests/cluster/test_partition.py."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 
 import redis
@@ -83,8 +84,9 @@ def test_hash_and_set_commands_replicate_and_keep_types_apart(cluster: Cluster) 
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_hincrby_on_every_node_counts_and_a_killed_node_comes_back_with_every_part(make_cluster) -> None:
-    c: Cluster = make_cluster(n=3, fsync="always").start()
+def test_hincrby_on_every_node_counts_and_a_killed_or_wiped_node_comes_back_with_every_part(
+        make_cluster) -> None:
+    c: Cluster = make_cluster(n=3, fsync="always", backlog=100).start()
     done = [0, 0, 0]
 
     def work(i: int) -> None:
@@ -117,5 +119,23 @@ def test_hincrby_on_every_node_counts_and_a_killed_node_comes_back_with_every_pa
     c.nodes[2].start()
     assert _same_everywhere(c, lambda r: (r.hget("counts", "hits"), r.hgetall("profile"), r.smembers("members")),
                             "after the restart") == (b"610", {b"f0": b"199", b"f2": b"199"}, {b"late"})
+    # node2 loses its disk while the others write more than their backlogs hold: it gets every
+    # field, member and field counter in a full transfer
+    c.nodes[2].kill()
+    shutil.rmtree(c.nodes[2].data_dir)
+    r1 = rclient(c.nodes[1])
+    for i in range(150):
+        (r0 if i % 2 else r1).hincrby("counts", "hits", 1)
+        r0.hset("filler", f"f{i}", "x")
+    r1.srem("members", "late")
+    r0.sadd("members", "after")
+    r1.delete("profile")
+    c.nodes[2].start()
+    wait_until(lambda: rclient(c.nodes[2]).hlen("filler") == 150, 30, what="the transfer")
+    assert int(c.nodes[2].info()["full_syncs"]) >= 1, "it caught up without a full transfer"
+    assert _same_everywhere(c, lambda r: (r.hget("counts", "hits"), r.exists("profile"), r.smembers("members"),
+                                          r.dbsize(), sorted(r.scan_iter())), "after the transfer") == (
+        b"760", 0, {b"after"}, 3, [b"counts", b"filler", b"members"])
+    assert rclient(c.nodes[2]).hincrby("counts", "hits", 1) == 761
     res = c.verify(timeout=20)
     assert res.returncode == 0, res.stdout + res.stderr
