@@ -394,10 +394,15 @@ class Replica:
                         if key.__class__ is not bytes:
                             raise TypeError("GETDEL needs bytes")
                         old = ks.get(key)
+                        if old is None and (key in hashes or key in sets):
+                            results.append(WRONGTYPE)
+                            continue
                         if old is not None:
+                            if key in hashes or key in sets:  # (hidden by the value: as DEL does)
+                                stamp = _stamped(items, stamp, removals(ks, key))
                             items.append((stamp, key, None))
                             stamp += 1
-                        results.append(WRONGTYPE if old is None and (key in hashes or key in sets) else old)
+                        results.append(old)
                     elif code == "ap":  # APPEND: -1 if the value would pass MAX_VALUE
                         key, more = op[1], op[2]
                         if key.__class__ is not bytes or more.__class__ is not bytes:
