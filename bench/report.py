@@ -15,7 +15,7 @@ from typing import Any
 from bench.hop import HopResult, WakeResult
 from bench.lag import LagResult
 from bench.memory import MemoryResult
-from bench.throughput import BenchConfig, Summary
+from bench.throughput import TESTS, BenchConfig, Summary
 
 # (test, config name) -> (what is compared, op, limit).  Ratios are zkv / Redis.
 THROUGHPUT_TARGETS: dict[tuple[str, str], tuple[str, str, float]] = {
@@ -125,7 +125,7 @@ def throughput_checks(configs: list[BenchConfig], summaries: dict[str, dict[str,
     if zkv not in summaries or redis not in summaries:
         return checks
     for cfg in configs:
-        for test in ("SET", "GET", "INCR"):
+        for test in TESTS:
             spec = THROUGHPUT_TARGETS.get((test, cfg.name))
             if not spec:
                 continue
@@ -144,7 +144,7 @@ def throughput_table(configs: list[BenchConfig], summaries: dict[str, dict[str, 
     lines = [f"Throughput and latency (redis-benchmark -r 100000 -d 16, median of {repeats} interleaved runs; "
              "latency in ms; ratio = zkv/Redis)", head, "-" * len(head)]
     for cfg in configs:
-        for test in ("SET", "GET", "INCR"):
+        for test in TESTS:
             z, r = summaries[zkv][cfg.name][test], summaries[redis][cfg.name][test]
             target = ""
             spec = THROUGHPUT_TARGETS.get((test, cfg.name))
@@ -170,7 +170,7 @@ def bare_lines(configs: list[BenchConfig], summaries: dict[str, dict[str, dict[s
              "installed, zkv's parser, no store process, no log, no replicas), same runs",
              head, "-" * len(head)]
     for cfg in configs:
-        for test in ("SET", "GET", "INCR"):
+        for test in TESTS:
             b = summaries.get(bare, {}).get(cfg.name, {}).get(test)
             z = summaries.get(zkv, {}).get(cfg.name, {}).get(test)
             r = summaries.get(redis, {}).get(cfg.name, {}).get(test)
@@ -195,7 +195,7 @@ def hop_lines(hop: HopResult, summaries: dict[str, dict[str, dict[str, Summary]]
                      + (f" ERROR {wake.error}" if wake.error else ""))
     if hop.error or zkv not in summaries or redis not in summaries or "c1" not in summaries[zkv]:
         return lines
-    for test in ("SET", "GET", "INCR"):
+    for test in TESTS:
         z, r = summaries[zkv]["c1"][test], summaries[redis]["c1"][test]
         if z.p50_ms is None or r.p50_ms is None:
             continue

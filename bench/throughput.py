@@ -22,7 +22,7 @@ from bench import procs
 
 KEYSPACE = 100_000  # -r: keys key:000000000000 .. key:000000099999
 VALUE_SIZE = 16  # -d
-TESTS = ("SET", "GET", "INCR")
+TESTS = ("SET", "GET", "INCR", "HSET", "SADD")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def default_configs(scale: float) -> list[BenchConfig]:
     ]
 
 
-def benchmark_argv(host: str, port: int, cfg: BenchConfig, tests: str = "set,get,incr") -> list[str]:
+def benchmark_argv(host: str, port: int, cfg: BenchConfig, tests: str = "set,get,incr,hset,sadd") -> list[str]:
     return ["redis-benchmark", "-h", host, "-p", str(port), "-t", tests,
             "-n", str(cfg.requests), "-r", str(KEYSPACE), "-d", str(VALUE_SIZE),
             "-c", str(cfg.clients), "-P", str(cfg.pipeline), "--csv"]
