@@ -283,10 +283,11 @@ class Keyspace:
         tomb, expiring, now = self._tombstones, self._expiring, self.now_ms
         out = [k for k in self._data if k not in tomb and test(k)
                and (k not in expiring or expiring[k] > now)]
-        if self._live_parts:
-            hashes, sets = self._hashes, self._sets
+        if self._live_parts:  # (not the parts' own entries; every hash and set whose key has no live value)
+            data = self._data
             out = [k for k in out if k[:2] != _RESERVED]
-            out += [k for k in {**hashes, **sets} if test(k) and not (k in self._data and k in out)]
+            out += [k for k in {**self._hashes, **self._sets} if test(k) and (
+                k not in data or k in tomb or (k in expiring and expiring[k] <= now))]
         return out
 
     def entries(self, horizon: int = 0) -> Iterator[tuple[bytes, int, str, bytes | list | None]]:
