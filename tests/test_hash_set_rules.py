@@ -218,3 +218,35 @@ def test_a_removal_after_the_horizon_of_a_dot_before_it_survives_compaction_and_
         assert x.dots(b"s", b"m") == [(30, "b")], how
         x.apply_many("c", [(40, pk, event(TAG_REMOVE, [(30, "b")]))])
         assert not x.members(b"s"), how
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"k", b"j"]), st.sampled_from(["str", "del", "field", "nofield", "add", "rem", "drop", "gc"]),
+                          st.sampled_from([b"a", b"b"])), max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_the_key_count_counts_each_key_once_whatever_its_types(ops: list) -> None:
+    """``len`` (every heartbeat, INFO) and DBSIZE keep counts instead of a pass over the hashes
+    and sets: they must equal a count of the keys that read as present."""
+    ks = Keyspace()
+    for i, (key, what, elem) in enumerate(ops):
+        h = 10 * (i + 1)
+        if what == "str":
+            ks.apply_many("a", [(h, key, b"v")])
+        elif what == "del":
+            ks.apply_many("a", [(h, key, None)])
+        elif what == "field":
+            ks.apply_many("a", [(h, parts.part_key(parts.HASH, key, elem), b"1")])
+        elif what == "nofield":
+            ks.apply_many("a", [(h, parts.part_key(parts.HASH, key, elem), None)])
+        elif what == "add":
+            ks.apply_many("a", [(h, parts.part_key(parts.SET, key, elem), event(TAG_ADD, ks.dots(key, elem)))])
+        elif what == "rem":
+            ks.apply_many("a", [(h, parts.part_key(parts.SET, key, elem), event(TAG_REMOVE, ks.dots(key, elem)))])
+        elif what == "drop":
+            ks.drop([key, parts.part_key(parts.HASH, key, elem)], h)
+        else:
+            ks.compact_counters(h)
+            ks.collect_tombstones(h)
+        present = [k for k in (b"k", b"j") if ks.exists(k)]
+        assert len(ks) == ks.live() == len(present), (ops[:i + 1], present)
+        assert sorted(ks.keys_matching(lambda k: True)) == sorted(present)
+        assert sorted(k for k in ks.key_list() if ks.exists(k)) == sorted(present)

@@ -92,3 +92,14 @@ def test_scan_keys_randomkey_through_the_store(tmp_path: Path) -> None:
     assert out[5] == out[8] == b"-ERR invalid cursor\r\n"
     assert out[6] == out[7] == b"-ERR syntax error\r\n"
     assert out[9] in (b"$2\r\na1\r\n", b"$2\r\nb1\r\n")
+
+
+def test_a_malformed_pattern_never_raises() -> None:
+    """``KEYS []`` once stopped the store (re.error out of its loop), and ``HSCAN h 0 MATCH []``
+    left the frontend without a reply: an empty class matches nothing, a backwards range is the
+    same range (as in Redis), and any pattern compiles."""
+    assert not glob(b"[]").fullmatch(b"a")
+    assert glob(b"a[b-a]").fullmatch(b"ab") and not glob(b"a[b-a]").fullmatch(b"ac")
+    assert glob(b"[^]").fullmatch(b"x")
+    for p in (b"[", b"[[]", b"[\\", b"\\", b"[a-]", b"[-a]", b"[]]", b"(", b"a{2}", b"[z-a-c]", b"[^-]"):
+        glob(p).fullmatch(b"a-]")  # (compiles, and answers)

@@ -33,10 +33,12 @@ _r_exists = _err_or(lambda r: resp.integer(int(r[0] is not None)))
 _r_strlen = _err_or(lambda r: resp.integer(0 if r[0] is None else len(r[0])))
 _r_first_int = _err_or(lambda r: resp.integer(r[0]))
 _r_pairs = _err_or(resp.array)  # (HGETALL: a RESP3 connection gets a map)
-# RESP3 writes null its own way, and HGETALL's field/value pairs as a map
+_r_set = _err_or(resp.array)  # (SMEMBERS, SPOP with a count: a RESP3 connection gets a set)
+# RESP3 writes null its own way, HGETALL's field/value pairs as a map, members as a set
 _RESP3_ENCODERS.update({
     _r_bulk: _err_or(resp.bulk3), _r_first: _err_or(lambda r: resp.bulk3(r[0])),
-    _r_list: _err_or(lambda r: resp.array(r, resp.NULL3)), _r_pairs: _err_or(resp.map3)})
+    _r_list: _err_or(lambda r: resp.array(r, resp.NULL3)), _r_pairs: _err_or(resp.map3),
+    _r_set: _err_or(resp.set3)})
 
 
 def _pairs(a: list[bytes]) -> list[bytes] | None:
@@ -116,13 +118,13 @@ def _hincrbyfloat(a: list[bytes]) -> Reply:
     return resp.error("ERR HINCRBYFLOAT is not supported: counters here are integers (HINCRBY)")
 
 
-def _scan_args(a: list[bytes]) -> bytes | tuple[bytes | None]:
-    """``HSCAN|SSCAN key cursor [MATCH p] [COUNT n]``: the pattern (None: all), or an error."""
+def _scan(a: list[bytes], op: tuple, pairs: bool) -> Reply:
+    """``HSCAN|SSCAN key cursor [MATCH p] [COUNT n]``: the whole hash or set, in one reply with
+    cursor 0, filtered by the pattern (the frontend filters: the store sends every element)."""
     if not (a[2].isdigit() and len(a[2]) <= 19):
         return resp.error("ERR invalid cursor")
     match = None
-    i = 3
-    while i < len(a):
+    for i in range(3, len(a), 2):
         opt = a[i].upper()
         if i + 1 >= len(a):
             return _SYNTAX
@@ -134,38 +136,25 @@ def _scan_args(a: list[bytes]) -> bytes | tuple[bytes | None]:
                 return _NOT_INT
             if n < 1:
                 return _SYNTAX
-        elif opt != b"NOVALUES":
-            return _SYNTAX
         else:
-            i -= 1
-        i += 2
-    return (match,)
+            return _SYNTAX
 
-
-def _scan_reply(pairs: bool, match: bytes | None, novalues: bool):  # noqa: ANN202
     def encode(results: list[Any]) -> bytes:
         r = results[0]
         if r.__class__ is str:
             return error_text(r)
         test = glob(match).fullmatch if match is not None else None
+        if test is None:
+            return resp.array([b"0", r])
         if pairs:
-            out = []
-            for i in range(0, len(r), 2):
-                if test is None or test(r[i]):
-                    out += r[i:i + 1] if novalues else r[i:i + 2]
-        else:
-            out = [m for m in r if test is None or test(m)]
-        return resp.array([b"0", out])
-    return encode
+            return resp.array([b"0", [x for i in range(0, len(r), 2) if test(r[i]) for x in r[i:i + 2]]])
+        return resp.array([b"0", [m for m in r if test(m)]])
+    return Deferred([op], encode)
 
 
 @_cmd("HSCAN", -3)
 def _hscan(a: list[bytes]) -> Reply:
-    parsed = _scan_args(a)
-    if parsed.__class__ is bytes:
-        return parsed  # type: ignore[return-value]
-    novalues = any(x.upper() == b"NOVALUES" for x in a[3:])
-    return Deferred([("ha", a[1], 0)], _scan_reply(True, parsed[0], novalues))  # type: ignore[index]
+    return _scan(a, ("ha", a[1], 0), True)
 
 
 @_cmd("SADD", -3)
@@ -180,7 +169,7 @@ def _srem(a: list[bytes]) -> Reply:
 
 @_cmd("SMEMBERS", 2)
 def _smembers(a: list[bytes]) -> Reply:
-    return Deferred([("sm", a[1], 0, [])], _r_list)
+    return Deferred([("sm", a[1], 0, [])], _r_set)
 
 
 @_cmd("SCARD", 2)
@@ -200,10 +189,7 @@ def _smismember(a: list[bytes]) -> Reply:
 
 @_cmd("SSCAN", -3)
 def _sscan(a: list[bytes]) -> Reply:
-    parsed = _scan_args(a)
-    if parsed.__class__ is bytes:
-        return parsed  # type: ignore[return-value]
-    return Deferred([("sm", a[1], 0, [])], _scan_reply(False, parsed[0], False))  # type: ignore[index]
+    return _scan(a, ("sm", a[1], 0, []), False)
 
 
 @_cmd("SPOP", -2)
@@ -212,10 +198,15 @@ def _spop(a: list[bytes]) -> Reply:
         return _SYNTAX
     if len(a) == 2:
         return Deferred([("sp", a[1], None)], _r_bulk)
-    n = _int_arg(a[2])
+    n = _signed(a[2])
     if n is None or n < 0:
         return resp.error("ERR value is out of range, must be positive")
-    return Deferred([("sp", a[1], n)], _r_list)
+    return Deferred([("sp", a[1], n)], _r_set)
+
+
+_r_random = _err_or(lambda r: resp.bulk(random.choice(r) if r else None))
+_RESP3_ENCODERS[_r_random] = _err_or(lambda r: resp.bulk3(random.choice(r) if r else None))
+MAX_RANDOM_REPEATS = 1_000_000  # SRANDMEMBER key -count: members in one reply, at most
 
 
 @_cmd("SRANDMEMBER", -2)
@@ -223,10 +214,14 @@ def _srandmember(a: list[bytes]) -> Reply:
     if len(a) > 3:
         return _SYNTAX
     if len(a) == 2:
-        return Deferred([("sm", a[1], 0, [])], _err_or(lambda r: resp.bulk(random.choice(r) if r else None)))
+        return Deferred([("sm", a[1], 0, [])], _r_random)
     n = _signed(a[2])
     if n is None:
         return _NOT_INT
+    if n == -(1 << 63):
+        return resp.error("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
+    if n < -MAX_RANDOM_REPEATS:  # (Redis would build such a reply; here it would stall the node)
+        return resp.error(f"ERR a negative count may ask for at most {MAX_RANDOM_REPEATS} members here")
 
     def pick(r: list[bytes]) -> bytes:
         if n >= 0:

@@ -566,11 +566,13 @@ _RESP[b"SUBSTR"] = _RESP[b"GETRANGE"]
 
 
 def _signed(b: bytes) -> int | None:
-    try:
-        n = int(b)
-    except ValueError:
+    """A 64-bit integer written as Redis reads one: digits, an optional '-', no leading zeros
+    (``int`` alone would take '+1', ' 1', '1_0' and '010')."""
+    digits = b[1:] if b[:1] == b"-" else b
+    if not digits.isdigit() or not digits.isascii() or (digits[:1] == b"0" and len(b) > 1) or len(digits) > 19:
         return None
-    return n if -(1 << 63) <= n < 1 << 63 and b.strip() == b and not b.startswith(b"+") else None
+    n = int(b)
+    return n if -(1 << 63) <= n < 1 << 63 else None
 
 
 def _range(v: bytes, start: int, end: int) -> bytes:

@@ -52,7 +52,8 @@ def format_event(e: Event, received: float) -> str:
     line = f"{_stamp(received)} {e.origin} #{e.seq} {op} {show(key)}"
     if element is not None:
         line += f" {show(element)}"
-    return line if e.value is None or not what and op != "SET" and op != "HSET" else f"{line} {show(what)}"
+    shown = what or op in ("SET", "HSET")  # (a DEL, SADD or PERSIST writes no value; SET k "" does)
+    return f"{line} {show(what)}" if shown else line
 
 
 def event_json(e: Event, received: float) -> str:
@@ -61,7 +62,8 @@ def event_json(e: Event, received: float) -> str:
         "time": received, "origin": e.origin, "seq": e.seq, "hlc": e.hlc, "op": op,
         "key": key.decode("utf-8", "backslashreplace"),
         **({} if element is None else {"element": element.decode("utf-8", "backslashreplace")}),
-        "value": None if e.value is None else what if what.__class__ is str else what.decode("utf-8", "backslashreplace"),
+        "value": (None if not what and op not in ("SET", "HSET")
+                  else what if what.__class__ is str else what.decode("utf-8", "backslashreplace")),
     })
 
 

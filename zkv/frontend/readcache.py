@@ -24,12 +24,14 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from zkv.commands import WRITE_OPS
+
 ENTRY_OVERHEAD = 180  # bytes of Python objects per entry beyond key and value (measured, rounded up)
 MISS = object()  # what lookup() returns for a key it knows nothing about
 
 
-_OTHER_WRITES = frozenset({"sx", "gd", "ap", "mn", "in", "se", "ex", "pe", "gx", "rn",
-                           "hs", "hd", "hi", "sa", "sr", "sp"})  # (zkv.commands)
+# writes whose outcome the store decides: the cache forgets their keys (zkv.commands)
+_OTHER_WRITES = WRITE_OPS - {"s", "d", "fa"}
 
 class ReadCache:
     """Key -> last known value (None: known to be absent), at most ``budget`` bytes (estimated).

@@ -228,6 +228,11 @@ def bulk3(b: bytes | None) -> bytes:
     return NULL3 if b is None else b"$%d\r\n%b\r\n" % (len(b), b)
 
 
+def set3(items: list) -> bytes:
+    """A RESP3 set of bulk strings."""
+    return b"~%d\r\n" % len(items) + b"".join(b"$%d\r\n%b\r\n" % (len(b), b) for b in items)
+
+
 def map3(pairs: list) -> bytes:
     """RESP3 map from a flat [key, value, key, value, ...] list."""
     parts: list[bytes] = []

@@ -58,14 +58,12 @@ def as_number(value: bytes | None) -> int | None:
     agree."""
     if value is None:
         return 0
-    if not value or len(value) > 64 or value[:1] == b"+" or value != value.strip():
+    digits = value[1:] if value[:1] == b"-" else value
+    if not digits.isdigit() or not digits.isascii() or len(value) > 64:  # (no '+', spaces or '_')
         return None
-    if (value[:1] == b"0" and len(value) > 1) or value[:2] == b"-0":
+    if digits[:1] == b"0" and len(value) > 1:  # (no leading zeros, no -0)
         return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
+    return int(value)
 
 
 def tie_rank(value: bytes | None, exp: int = 0) -> tuple:

@@ -5,13 +5,14 @@ result and its writes, ``(part key, value)`` pairs (zkv.store.parts) that the st
 and replicates like any other write:
 
     ("hs", key, [f, v, ...], nx)   HSET/HMSET (nx 0) -> fields added; HSETNX (nx 1) -> 1 or 0
-    ("hg", key, [f, ...])          HGET, HMGET, HEXISTS -> their values (None: no such field)
-    ("ha", key, what)              HGETALL (0: [f, v, ...]), HKEYS (1), HVALS (2), HLEN (3)
+    ("hg", key, [f, ...])          HGET, HMGET, HEXISTS, HSTRLEN -> the values (None: no such field)
+    ("ha", key, what)              HGETALL, HSCAN (0: [f, v, ...]), HKEYS (1), HVALS (2), HLEN (3)
     ("hd", key, [f, ...])          HDEL -> fields removed
     ("hi", key, f, step)           HINCRBY -> the new value, or why not (str)
     ("sa", key, [m, ...])          SADD -> members added
     ("sr", key, [m, ...])          SREM -> members removed
-    ("sm", key, what, [m, ...])    SMEMBERS (0), SCARD (1), SISMEMBER/SMISMEMBER (2: 0 or 1 each)
+    ("sm", key, what, [m, ...])    SMEMBERS, SSCAN, SRANDMEMBER (0), SCARD (1), SISMEMBER and
+                                   SMISMEMBER (2: 0 or 1 each)
     ("sp", key, count)             SPOP -> the members removed (count None: one, or None)
     ("ty", key)                    TYPE -> "string", "hash", "set" or "none"
 
@@ -34,7 +35,6 @@ from zkv.store.orset import TAG_ADD, TAG_REMOVE, event
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 NOT_INT = "hash value is not an integer"
 OPS = frozenset({"hs", "hg", "ha", "hd", "hi", "sa", "sr", "sm", "sp", "ty"})
-WRITE_OPS = frozenset({"hs", "hd", "hi", "sa", "sr", "sp"})
 
 Write = tuple[bytes, Any]
 
@@ -52,10 +52,6 @@ def copies(ks: Keyspace, src: bytes, dst: bytes) -> list[Write]:
     out: list[Write] = [(parts.part_key(parts.HASH, dst, f), ks.field(src, f)) for f in ks.fields(src)]
     out += [(parts.part_key(parts.SET, dst, m), event(TAG_ADD, ks.dots(dst, m))) for m in ks.members(src)]
     return out
-
-
-def has_parts(ks: Keyspace, key: bytes) -> bool:
-    return bool(ks.fields(key) or ks.members(key))
 
 
 def run(ks: Keyspace, op: tuple, counters: bool = True) -> tuple[Any, list[Write]]:

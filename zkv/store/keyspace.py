@@ -78,6 +78,8 @@ _CTR = 0x4000_0000  # (in the origin index: the key has a counter state, zkv.sto
 _EXP = 0x2000_0000  # (in the origin index: an expiry time, 8 bytes, comes before the value)
 _PART = 0x1000_0000  # (in the origin index: a hash's field or a set's member, zkv.store.parts)
 _FLAGS = _TOMB | _CTR | _EXP | _PART
+_ORIGIN = ~_FLAGS & 0xFFFF_FFFF  # (the origin index's own bits)
+_HASH = parts.HASH
 _RESERVED = parts.RESERVED
 _EXP_STRUCT = struct.Struct(">Q")
 _pack_exp = _EXP_STRUCT.pack
@@ -105,7 +107,7 @@ class Keyspace:
 
     __slots__ = ("_data", "_tombstones", "_buckets", "_origins", "_origin_index", "_origin_crcs",
                  "_counters", "_compact_queue", "_expiring", "_expiry_heap", "now_ms",
-                 "_hashes", "_sets", "_live_parts")
+                 "_hashes", "_sets", "_live_parts", "_collections", "_shadowed")
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
@@ -132,6 +134,11 @@ class Keyspace:
         self._hashes: dict[bytes, dict[bytes, None]] = {}
         self._sets: dict[bytes, dict[bytes, None]] = {}
         self._live_parts = 0
+        # keys with a live field or member; and how many of them also have a live value (a
+        # string hides them: both exist after concurrent writes of two types) - so that
+        # ``len`` counts every key once without a pass over them
+        self._collections = 0
+        self._shadowed = 0
 
     def _index(self, origin: str) -> int:
         i = self._origin_index.get(origin)
@@ -168,8 +175,8 @@ class Keyspace:
         return self._expiring.get(key, 0)
 
     def live(self) -> int:
-        """Keys with a value that has not expired at ``now_ms`` (DBSIZE): one pass over the
-        keys with an expiry."""
+        """Keys with a value that has not expired at ``now_ms``, and hashes and sets (DBSIZE):
+        one pass over the keys with an expiry."""
         now, hashes, sets = self.now_ms, self._hashes, self._sets
         return len(self) - sum(1 for k, t in self._expiring.items()
                                if t <= now and k not in hashes and k not in sets)
@@ -223,11 +230,15 @@ class Keyspace:
     def _index_part(self, pk: bytes, live: bool) -> None:
         """Keep the index of live fields and members in step with part ``pk``'s entry."""
         kind, key, element = parts.split(pk)
-        index = self._hashes if kind == parts.HASH else self._sets
+        index, other = (self._hashes, self._sets) if kind == parts.HASH else (self._sets, self._hashes)
         elements = index.get(key)
         if live:
             if elements is None:
                 elements = index[key] = {}
+                if key not in other:
+                    self._collections += 1
+                    if self._has_value(key):
+                        self._shadowed += 1
             if element not in elements:
                 elements[element] = None
                 self._live_parts += 1
@@ -236,6 +247,21 @@ class Keyspace:
             self._live_parts -= 1
             if not elements:
                 del index[key]
+                if key not in other:
+                    self._collections -= 1
+                    if self._has_value(key):
+                        self._shadowed -= 1
+
+    def _has_value(self, key: bytes) -> bool:
+        """Whether the key has a live entry of its own (expired or not)."""
+        e = self._data.get(key)
+        return e is not None and not e[8] & 0x80
+
+    def _value_came(self, key: bytes, delta: int) -> None:
+        """Key ``key`` (not a part's) got (+1) or lost (-1) its live value: if it also has a
+        hash or set, it hides them from now on (or shows them)."""
+        if key in self._hashes or key in self._sets:
+            self._shadowed += delta
 
     def _collection_keys(self) -> list[bytes]:
         """Keys with a live field or member but no entry of their own (else they are listed
@@ -255,12 +281,8 @@ class Keyspace:
     def __len__(self) -> int:
         """Number of live keys (tombstones excluded; a hash or a set counts once, whatever its
         parts)."""
-        n = len(self._data) - len(self._tombstones)
-        if self._live_parts:
-            tomb = self._tombstones
-            n -= self._live_parts
-            n += sum(1 for k in {**self._hashes, **self._sets} if k not in self._data or k in tomb)
-        return n
+        return (len(self._data) - len(self._tombstones) - self._live_parts
+                + self._collections - self._shadowed)
 
     @property
     def tombstones(self) -> int:
@@ -345,20 +367,24 @@ class Keyspace:
             oi = self._index(origin)
         ocrc = origin_crcs[oi]
         tomb_header = oi | _TOMB
+        hashes, sets = self._hashes, self._sets
         changed = top = 0
         for hlc, key, value in items:
             if hlc > top:
                 top = hlc
             cur = get(key)
+            part = tomb = 0
             if cur is None:
                 if hlc < floor:
                     continue  # deleted since, and its tombstone collected (see above)
                 if key[:2] == _RESERVED:  # a new field or member (zkv.store.parts)
-                    changed += self._counter_write(key, hlc, origin, value, cur, floor)
-                    continue
-            if (value.__class__ is not bytes and value is not None) or (cur is not None and cur[8] & 0x70):
-                # an increment, an expiry, a state; or a key with a counter state or an expiry;
-                # or a field or member
+                    if key[:3] != _HASH or (value.__class__ is not bytes and value is not None):
+                        changed += self._counter_write(key, hlc, origin, value, cur, floor)
+                        continue
+                    part = _PART  # (a field's plain write: as a string's, and the index)
+            if (value.__class__ is not bytes and value is not None) or (cur is not None and cur[8] & 0x60):
+                # an increment, an expiry, a state, a member's write; or a key with a counter
+                # state or an expiry
                 changed += self._counter_write(key, hlc, origin, value, cur, floor)  # (zkv.store.counter)
                 continue
             kc = _crc32(key)
@@ -367,8 +393,8 @@ class Keyspace:
                 if hlc < chlc:
                     continue
                 tomb = coi & _TOMB
-                if tomb:
-                    coi ^= _TOMB
+                part = coi & _PART
+                coi &= _ORIGIN
                 if hlc == chlc and (origin < origins[coi] or origin == origins[coi] and (
                         value == (None if tomb else cur[_HDR:])
                         or tie_rank(value) <= tie_rank(None if tomb else cur[_HDR:]))):
@@ -378,14 +404,24 @@ class Keyspace:
                 else:
                     buckets[kc & _BUCKET_MASK] ^= ch
             if value is None:
-                data[key] = _pack_header(hlc, tomb_header, 0)
+                data[key] = _pack_header(hlc, tomb_header | part, 0)
                 tombstones[key] = hlc
+                if cur is not None and not tomb:
+                    if part:
+                        self._index_part(key, False)
+                    elif hashes or sets:
+                        self._value_came(key, -1)
             else:
                 h = ((kc << 32) | _crc32(value, ocrc)) ^ hlc
                 h = (h * _GOLDEN) & _MASK64
                 h ^= h >> 29
-                data[key] = _pack_header(hlc, oi, h) + value
+                data[key] = _pack_header(hlc, oi | part, h) + value
                 buckets[kc & _BUCKET_MASK] ^= h
+                if cur is None or tomb:
+                    if part:
+                        self._index_part(key, True)
+                    elif hashes or sets:
+                        self._value_came(key, 1)
             changed += 1
         return changed, top
 
@@ -479,11 +515,13 @@ class Keyspace:
         """Write ``key``'s entry for state ``c`` under version ``top``: flagged while the state
         says more than one write would (``Counter.plain``), a plain entry (or tombstone) once
         it does not; a value's expiry goes in the entry, and into its hash."""
+        was_live = False
         if cur is not None:
             _chlc, coi, ch = _unpack_header(cur)
             if coi & _TOMB:
                 del self._tombstones[key]
             else:
+                was_live = True
                 self._buckets[_crc32(key) & _BUCKET_MASK] ^= ch
         thlc, torigin = top
         oi = self._index(torigin)
@@ -499,6 +537,8 @@ class Keyspace:
         if part:
             flag |= _PART
             self._index_part(key, value is not None)
+        elif was_live != (value is not None):
+            self._value_came(key, -1 if was_live else 1)
         if value is None:
             self._data[key] = _pack_header(thlc, oi | _TOMB | flag, 0)
             self._tombstones[key] = thlc
@@ -626,8 +666,7 @@ class Keyspace:
                 continue
             del data[key], expiring[key]
             self._buckets[_crc32(key) & _BUCKET_MASK] ^= h
-            if oi & _PART:
-                self._index_part(key, False)
+            self._value_came(key, -1)  # (fields and members never expire)
             n += 1
         for item in later:
             heapq.heappush(heap, item)
@@ -657,6 +696,8 @@ class Keyspace:
                 self._buckets[bucket_of(k)] ^= h
                 if oi & _PART:
                     self._index_part(k, False)
+                else:
+                    self._value_came(k, -1)
             dropped.append(k)
         return dropped
 

@@ -32,7 +32,3 @@ def split(pk: bytes) -> tuple[bytes, bytes, bytes]:
     if 7 + n > len(pk):
         raise ValueError("not a part key")
     return kind, pk[7:7 + n], pk[7 + n:]
-
-
-def is_part(k: bytes) -> bool:
-    return k[:2] == RESERVED

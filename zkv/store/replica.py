@@ -541,6 +541,8 @@ class Replica:
                             stamp = _stamped(items, stamp + 1, removals(ks, src))
                             items.append((stamp, src, None))
                             stamp += 1
+                            ks.apply_many(me, items[applied:])  # (as after a hash or set op)
+                            applied = len(items)
                             results.append(1)
                     elif code == "fa":  # FLUSHALL, FLUSHDB: a DEL of every key this node holds
                         if not self.cfg.allow_flushall:
@@ -566,7 +568,12 @@ class Replica:
                         results.append(1)
                     elif code in HASH_SET_OPS:  # (zkv.store.hash_set_ops)
                         result, writes = hash_set_ops.run(ks, op, self.cfg.counters)
-                        stamp = _stamped(items, stamp, writes)
+                        if writes:
+                            stamp = _stamped(items, stamp, writes)
+                            # (applied now: a SET of the key after it, which is not, must
+                            # find the hash or set it replaces)
+                            ks.apply_many(me, items[applied:])
+                            applied = len(items)
                         results.append(result)
                     else:
                         results.append(None)

@@ -78,6 +78,29 @@ class Scans:
 
 
 _GLOBS: dict[bytes, re.Pattern[bytes]] = {}
+_NOTHING = re.compile(b"(?!)")
+
+
+def _char_class(body: bytes, neg: bool) -> bytes:
+    """A ``[...]`` of a glob as a regular expression: each character escaped, ranges kept (a
+    range written backwards, ``[z-a]``, is the same range, as in Redis); an empty class matches
+    no character (``[^]``: any)."""
+    items, i = [], 0
+    while i < len(body):
+        c = body[i:i + 1]
+        if c == b"\\" and i + 1 < len(body):
+            c = body[i + 1:i + 2]
+            i += 1
+        if body[i + 1:i + 2] == b"-" and i + 2 < len(body):
+            lo, hi = sorted((c, body[i + 2:i + 3]))
+            items.append(re.escape(lo) + b"-" + re.escape(hi))
+            i += 3
+            continue
+        items.append(re.escape(c))
+        i += 1
+    if not items:
+        return b"[\\s\\S]" if neg else b"(?!)"
+    return b"[" + (b"^" if neg else b"") + b"".join(items) + b"]"
 
 
 def glob(pattern: bytes) -> re.Pattern[bytes]:
@@ -107,11 +130,13 @@ def glob(pattern: bytes) -> re.Pattern[bytes]:
             neg = body[:1] in (b"^", b"!")
             if neg:
                 body = body[1:]
-            body = re.sub(rb"([\]\[\\^])", rb"\\\1", body)
-            out.append(b"[" + (b"^" if neg else b"") + body + b"]")
+            out.append(_char_class(body, neg))
         else:
             out.append(re.escape(c))
-    rx = re.compile(b"".join(out), re.DOTALL)
+    try:
+        rx = re.compile(b"".join(out), re.DOTALL)
+    except re.error:  # (not expected: every piece is escaped; a pattern never stops the store)
+        rx = _NOTHING
     if len(_GLOBS) > 1024:
         _GLOBS.clear()
     _GLOBS[pattern] = rx
