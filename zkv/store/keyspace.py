@@ -486,8 +486,8 @@ class Keyspace:
     def _member_write(self, key: bytes, hlc: int, origin: str, value: object,
                       cur: bytes | None, floor: int) -> int:
         """A write to a set's member (zkv.store.orset): an SADD, an SREM or a replica's state.
-        Returns 1 if the member changed."""
-        parts.split(key)  # (ValueError if it is not a member's key)
+        Returns 1 if the member changed.  (Its key was checked where it came in: a peer's
+        batch, a snapshot, or the store's own op.)"""
         if value.__class__ not in (list, tuple) or not value or value[0] not in (TAG_ADD, TAG_REMOVE, TAG_STATE):  # type: ignore[arg-type, index]
             raise ValueError("a set's member takes an add, a remove or a state")
         m = self._counters.get(key)
@@ -536,7 +536,8 @@ class Keyspace:
         value, exp = c.view()
         if part:
             flag |= _PART
-            self._index_part(key, value is not None)
+            if was_live != (value is not None):
+                self._index_part(key, not was_live)
         elif was_live != (value is not None):
             self._value_came(key, -1 if was_live else 1)
         if value is None:
