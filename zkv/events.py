@@ -217,7 +217,7 @@ def decode_batch(payload: bytes) -> Batch:
                     and not _expiry_item(value) and not _member_item(value)):
                 raise DecodeError("bad batch item")  # (an int: an increment, zkv.store.counter)
             if key[:2] == RESERVED or value.__class__ is tuple and value and value[0].__class__ is str:
-                _check_part_item(key, value)
+                _check_part_item(key, value, (hlc, origin))
             prev = hlc
         return Batch(origin, first_seq, items)
     except DecodeError:
@@ -241,15 +241,17 @@ def _member_item(value: Any) -> bool:
     return True
 
 
-def _check_part_item(key: bytes, value: Any) -> None:
+def _check_part_item(key: bytes, value: Any, stamp: tuple[int, str]) -> None:
     """A hash's field takes what a string takes but an expiry; a set's member only an add or a
-    remove (zkv.store.parts)."""
+    remove, naming dots from before it (zkv.store.parts, zkv.store.orset)."""
     try:
         kind = split(key)[0]
     except ValueError:
         raise DecodeError("bad batch item: a reserved key that names no field or member") from None
     if (kind == SET) != _member_item(value) or kind == HASH and value.__class__ is tuple:
         raise DecodeError("bad batch item: a write that does not fit its field or member")
+    if kind == SET and any(d >= stamp for d in dots(value[1:])):
+        raise DecodeError("bad batch item: a member's write names a dot from its future")
 
 
 def _expiry_item(value: Any) -> bool:

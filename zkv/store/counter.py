@@ -180,6 +180,10 @@ class Counter:
             top = max(top, max(self.exps))
         return top
 
+    def stamps(self) -> list[Stamp]:
+        """Every version the state names (a peer's claims: ``zkv.store.replica`` bounds them)."""
+        return [self.base, self.mark, *self.incs, *self.exps]
+
     def plain(self) -> bool:
         """Whether the state says no more than one write at ``top`` would (no increments or
         EXPIREs after the mark), so a plain entry (version, value, expiry) stands for it."""

@@ -126,11 +126,10 @@ def _set(ks: Keyspace, op: tuple) -> tuple[Any, list[Write]]:
             return [int(_bytes(m) in members) for m in _list(op[3])], []
         return list(members), []
     if code == "sa":
-        names = list(dict.fromkeys(map(_bytes, _list(op[2]))))
-        added = sum(1 for m in names if m not in members)
-        # (an SADD of a member already there writes too: a new dot that a concurrent SREM on
-        # another node has not seen, so the add wins there as everywhere)
-        return added, [(parts.part_key(parts.SET, key, m), event(TAG_ADD, ks.dots(key, m))) for m in names]
+        # (a member already here is not added again: it writes nothing, as it changes nothing
+        # here, and a remove on another node takes it, as one after this SADD would)
+        names = [m for m in dict.fromkeys(map(_bytes, _list(op[2]))) if m not in members]
+        return len(names), [(parts.part_key(parts.SET, key, m), event(TAG_ADD, ks.dots(key, m))) for m in names]
     if code == "sr":
         names = [m for m in dict.fromkeys(map(_bytes, _list(op[2]))) if m in members]
         return len(names), [(parts.part_key(parts.SET, key, m), event(TAG_REMOVE, ks.dots(key, m))) for m in names]

@@ -185,6 +185,8 @@ class Keyspace:
     def kind(self, key: bytes) -> str | None:
         """The key's type: a string's value hides any hash or set of the same key (both exist
         only after concurrent writes of two types), a hash hides a set; None: no key."""
+        if key[:2] == _RESERVED:
+            return None
         if self.get(key) is not None:
             return "string"
         if key in self._hashes:
@@ -204,6 +206,10 @@ class Keyspace:
         return self._sets
 
     def exists(self, key: bytes) -> bool:
+        """Whether a client's key has a value, a hash or a set (a field's or member's own entry
+        is no client's key: SCAN's copy of the key list may hold one)."""
+        if key[:2] == _RESERVED:
+            return False
         return self.get(key) is not None or key in self._hashes or key in self._sets
 
     def fields(self, key: bytes) -> dict[bytes, None]:
@@ -502,8 +508,7 @@ class Keyspace:
             changed = m.remove((hlc, origin), dots(value[1:]))  # type: ignore[union-attr, index]
         if not changed:
             return 0
-        was = NONE if cur is None else self._version(cur)
-        self._store_counter(key, m, max(was, (hlc, origin)), cur)  # type: ignore[arg-type]
+        self._store_counter(key, m, m.top(), cur)  # type: ignore[arg-type, union-attr]
         return 1
 
     def _version(self, e: bytes) -> tuple[int, str]:
@@ -523,10 +528,12 @@ class Keyspace:
             else:
                 was_live = True
                 self._buckets[_crc32(key) & _BUCKET_MASK] ^= ch
+        part = key[:2] == _RESERVED
+        if part and key[:3] == parts.SET:
+            top = c.top()  # (a member's version is its state's, on every replica alike)
         thlc, torigin = top
         oi = self._index(torigin)
         flag = 0 if c.plain() else _CTR
-        part = key[:2] == _RESERVED
         if flag:
             if self._counters.get(key) is not c:
                 self._counters[key] = c
@@ -582,9 +589,12 @@ class Keyspace:
             c.forget_below(horizon)
             cur = self._data[key]
             self._store_counter(key, c, self._version(cur), cur)
+            gone = []
             if c.plain() and self._data[key][8] & 0x80:  # (nothing at or after the horizon: deleted, as on the peer)
-                dropped += self.drop([key], horizon)
-            else:
+                gone = self.drop([key], horizon)
+            if gone:
+                dropped += gone
+            else:  # (what is left goes to the log, even a tombstone the horizon has not passed)
                 states.append((key, *self._export(key, self._data[key], 0)))
         return states, dropped
 

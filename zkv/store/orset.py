@@ -30,7 +30,9 @@ _HLC = struct.Struct(">Q")
 TAG_ADD = "a"  # an SADD event's value: ["a", h1, o1, h2, o2, ...] (the dots it saw)
 TAG_REMOVE = "r"  # an SREM's: ["r", h1, o1, ...]
 TAG_STATE = "S"  # a replica's state: ["S", mark hlc, mark origin, [live...], [removed...]]
-MAX_DOTS = 4096  # dots in one event or state (a member has one per concurrent SADD not yet seen)
+# dots in one replica's state: live ones (one per SADD no other has seen yet) and removed ones
+# (one per SADD-SREM cycle until the horizon passes it: more while a node is down)
+MAX_DOTS = 1 << 16
 
 
 def pack_dot(dot: Stamp) -> bytes:
@@ -66,7 +68,13 @@ class Member:
         return (b"".join(map(pack_dot, self.live)) if self.live else None), 0
 
     def top(self) -> Stamp:
+        """The latest dot or removal in the state: its entry's version, the same on every
+        replica that holds the same state (NONE: nothing, a tombstone collected at once)."""
         return max([*self.live[-1:], *self.gone.values()], default=NONE)
+
+    def stamps(self) -> list[Stamp]:
+        """Every version the state names (a peer's claims: ``zkv.store.replica`` bounds them)."""
+        return [self.mark, *self.live, *self.gone, *self.gone.values()]
 
     def plain(self) -> bool:
         """One live dot and no removal after the mark: the entry's dot says it all (and no
@@ -89,6 +97,8 @@ class Member:
         changed = False
         gone = self.gone
         for d in seen:
+            if d >= stamp:
+                continue  # (an event names only what came before it: a dot from its future is a lie)
             if d in self.live:
                 self.live.remove(d)
                 changed = True
@@ -156,10 +166,12 @@ class Member:
             raise ValueError("bad set member state")
         _tag, mh, mo, live, gone = d  # type: ignore[misc]
         _check_stamp(mh, mo)
-        pairs = dots(gone)
-        if len(pairs) % 2:
+        pairs = dots(gone, 2 * MAX_DOTS)
+        if len(pairs) % 2 or len(live) + len(gone) > 2 * MAX_DOTS:
             raise ValueError("bad set member state")
-        m = cls((mh, mo), sorted(set(dots(live))), dict(zip(pairs[0::2], pairs[1::2])))
+        m = cls((mh, mo), sorted(set(dots(live, MAX_DOTS))), dict(zip(pairs[0::2], pairs[1::2])))
+        if any(r <= d for d, r in m.gone.items()):
+            raise ValueError("bad set member state: a removal before its dot")
         if any(r <= m.mark for r in m.gone.values()) or set(m.live) & m.gone.keys():
             raise ValueError("bad set member state")
         return m
@@ -172,9 +184,10 @@ def flat(stamps: list[Stamp]) -> list:
     return out
 
 
-def dots(raw: object) -> list[Stamp]:
-    """``flat``'s inverse, checked: ValueError if malformed."""
-    if raw.__class__ not in (list, tuple) or len(raw) % 2 or len(raw) > 2 * MAX_DOTS:  # type: ignore[arg-type]
+def dots(raw: object, most: int = 0) -> list[Stamp]:
+    """``flat``'s inverse, checked: ValueError if malformed, or more than ``most`` (0: any
+    number; an event's are bounded by its batch's size)."""
+    if raw.__class__ not in (list, tuple) or len(raw) % 2 or (most and len(raw) > 2 * most):  # type: ignore[arg-type]
         raise ValueError("bad dots")
     out = []
     for i in range(0, len(raw), 2):  # type: ignore[arg-type]

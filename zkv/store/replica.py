@@ -58,7 +58,8 @@ from zkv.replication.transfer import FullSync, implausible, stale_keys
 from zkv.store.durability import Recovered, encode_event_record, encode_repair_records
 from zkv.store.keyspace import Keyspace
 from zkv.store.outputs import CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SNAPSHOT
-from zkv.store.counter import MAX_INT, MIN_INT, as_int
+from zkv.store.counter import MAX_INT, MIN_INT, Counter, as_int
+from zkv.store.orset import TAG_STATE, Member
 from zkv.store import hash_set_ops
 from zkv.store.hash_set_ops import WRONGTYPE, removals
 from zkv.store.scans import InvalidCursor, Scans, glob
@@ -1249,9 +1250,13 @@ class Replica:
         last timestamp we issued: we never wrote them.  (Ours stamped before may be copies of
         writes this keyspace lost - anti-entropy repairs exactly that.)"""
         mine, last = self.origin, self.clock.last
-        if all(e[2] != mine or e[1] <= last for e in entries):
+
+        def ours_later(e: tuple) -> bool:  # (a counter's or member's state names versions of its own)
+            return (e[2] == mine and e[1] > last) or (e[3].__class__ in (list, tuple) and any(
+                o == mine and h > last for h, o in _state_stamps(e[3])))
+        if not any(map(ours_later, entries)):
             return entries
-        kept = [e for e in entries if e[2] != mine or e[1] <= last]
+        kept = [e for e in entries if not ours_later(e)]
         self.claims.not_believed += len(entries) - len(kept)
         return kept
 
@@ -1259,9 +1264,13 @@ class Replica:
         """Entries a peer sent (transfer, repair) minus those stamped beyond our clock's bound:
         those wait for a later round, when our wall clock has come near them."""
         limit = self.clock.limit()
-        if all(e[1] <= limit for e in entries):
+
+        def beyond(e: tuple) -> bool:  # (a state's mark, dots, increments: none beyond it either)
+            return e[1] > limit or (e[3].__class__ in (list, tuple) and any(
+                h > limit for h, _o in _state_stamps(e[3])))
+        if not any(map(beyond, entries)):
             return entries
-        kept = [e for e in entries if e[1] <= limit]
+        kept = [e for e in entries if not beyond(e)]
         self.stats["clock_held_events"] += len(entries) - len(kept)
         return kept
 
@@ -1466,6 +1475,16 @@ def _expiry(kind: int, amount: int, now_ms: int, kept: int) -> int:
         return kept
     exp = now_ms + amount if kind == 1 else amount
     return exp if exp > now_ms else -1
+
+
+def _state_stamps(value: list | tuple) -> list:
+    """The versions a counter's or member's state (an entry's value, checked already) names;
+    none for a value with its expiry."""
+    if value and value[0] == TAG_STATE:
+        return Member.decode(value).stamps()
+    if len(value) in (6, 8):
+        return Counter.decode(value).stamps()
+    return []
 
 
 def _stamped(items: list, stamp: int, writes: list) -> int:
