@@ -509,11 +509,26 @@ class World:
     def _holds(self, node: SimNode, op: Op) -> bool:
         assert op.event is not None and op.version is not None
         origin, seq = op.event
-        if op.kind == "incr" or op.kind in COLLECTION_KINDS or len(op.items) > 1:
-            # (a counter entry's version says nothing of which increments it has; a hash's or
-            # set's write is in entries of other keys)
+        if op.kind == "incr":  # (a counter entry's version says nothing of which increments it has)
             vv = node.replica.inbox.vv if self._alive(node) else node.down_vv  # type: ignore[union-attr]
             return vv.get(origin, 0) >= seq
+        if op.kind in COLLECTION_KINDS or len(op.items) > 1:
+            # (a hash's or set's write is in entries of other keys: each of them, then - or a
+            # copy got by a transfer or repair, which names no event)
+            vv = node.replica.inbox.vv if self._alive(node) else node.down_vv  # type: ignore[union-attr]
+            if vv.get(origin, 0) >= seq:
+                return True
+            for hlc, pk, _v in op.items:
+                if pk[:3] == parts.SET:
+                    return False  # (a member's version is its state's latest: not which dots it has)
+                if self._alive(node):
+                    e = node.replica.ks.entry(pk)  # type: ignore[union-attr]
+                    v = (e[0], e[1]) if e is not None else None
+                else:
+                    v = node.down_versions.get(pk)
+                if v is None or v < (hlc, origin):
+                    return False
+            return True
         if self._alive(node):
             r = node.replica
             assert r is not None
