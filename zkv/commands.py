@@ -858,6 +858,7 @@ _NO_KEYS = frozenset({b"PING", b"ECHO", b"AUTH", b"HELLO", b"CONFIG", b"CLIENT",
                       b"WAIT", b"SCAN", b"KEYS", b"COMMAND", b"FLUSHALL", b"FLUSHDB", b"DBSIZE",
                       b"QUIT", b"RANDOMKEY", b"MULTI", b"EXEC", b"DISCARD", b"UNWATCH"})
 _ALL_KEYS = frozenset({b"DEL", b"DELETE", b"UNLINK", b"EXISTS", b"TOUCH", b"MGET", b"WATCH"})
+_FF = b"\xff"  # (a key below it cannot begin with RESERVED: one comparison on the hot path)
 RESERVED_KEY = "keys beginning with the bytes 0xFF 0x00 are reserved (hash fields and set members live there)"
 
 
@@ -925,9 +926,9 @@ def dispatch(args: list[bytes], is_resp: bool, resp3: bool = False) -> Reply:
     # The two requests of nearly every workload, as clients send them (upper case), without
     # the table lookup: the same replies _set and _get give.
     n = len(args)
-    if n == 3 and args[0] == b"SET" and args[1][:2] != RESERVED:
+    if n == 3 and args[0] == b"SET" and (args[1] < _FF or args[1][:2] != RESERVED):
         return Deferred([("s", args[1], args[2])], _r_ok)
-    if n == 2 and args[0] == b"GET" and not resp3 and args[1][:2] != RESERVED:
+    if n == 2 and args[0] == b"GET" and not resp3 and (args[1] < _FF or args[1][:2] != RESERVED):
         return Deferred([("g", args[1])], _r_get)
     r = dispatch_resp(args)
     if resp3:

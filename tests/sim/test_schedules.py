@@ -114,11 +114,11 @@ def test_seeds_that_long_runs_found() -> None:
         622: {1, 2},
     }
     for seed, keep in regressions.items():
-        r = run(seed, keep, heartbeat_ms=100, counters=False, expiry=False)  # (as they were found)
+        r = run(seed, keep, heartbeat_ms=100, counters=False, expiry=False, collections=False)  # (as found)
         assert r.ok, f"seed {seed}: {r.violations[:1]}"
     # with counters: a wiped node that took a compacted counter in a transfer, then pulled old
     # events, applied an old SET over it
-    assert run(136, {0, 1, 3}, counters=True, expiry=False).ok
+    assert run(136, {0, 1, 3}, counters=True, expiry=False, collections=False).ok
 
 
 def test_a_counter_that_lost_a_set_on_one_node_settles_the_same_everywhere() -> None:
@@ -130,7 +130,7 @@ def test_a_counter_that_lost_a_set_on_one_node_settles_the_same_everywhere() -> 
     import sys
     # (the core iterates some sets of names, whose order follows the process's hash seed: the
     # schedule was found, and fails, with PYTHONHASHSEED=0)
-    code = "from zkv.sim.run import run; import sys; sys.exit(0 if run(80001815, counters=True, expiry=False).ok else 1)"
+    code = "from zkv.sim.run import run; import sys; sys.exit(0 if run(80001815, counters=True, expiry=False, collections=False).ok else 1)"
     res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "0"},
                          timeout=120)
     assert res.returncode == 0
@@ -141,11 +141,11 @@ def test_checker_fixes_that_long_runs_found() -> None:
     # a store that died appending a write (disk full) was counted among that write's holders,
     # from its memory, so when the only disk that held it was damaged the loss was reported
     # instead of excused
-    assert run(30001094, counters=False, expiry=False).ok
+    assert run(30001094, counters=False, expiry=False, collections=False).ok
     # an acknowledged DELETE whose tombstone only one node kept (from an abandoned transfer:
     # its event went with a lost snapshot) was called resurrected where the others held an
     # older tombstone of that key - a key that reads as deleted everywhere
-    assert run(40001880, counters=False, expiry=False).ok
+    assert run(40001880, counters=False, expiry=False, collections=False).ok
 
 
 def test_an_older_tombstone_is_no_resurrection_an_older_value_is(tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ _FLAGS = _TOMB | _CTR | _EXP | _PART
 _ORIGIN = ~_FLAGS & 0xFFFF_FFFF  # (the origin index's own bits)
 _HASH = parts.HASH
 _RESERVED = parts.RESERVED
+_FF = b"\xff"  # (every key at or above it begins with 0xFF: a cheap test before _RESERVED's)
 _EXP_STRUCT = struct.Struct(">Q")
 _pack_exp = _EXP_STRUCT.pack
 _unpack_exp = _EXP_STRUCT.unpack_from
@@ -383,7 +384,7 @@ class Keyspace:
             if cur is None:
                 if hlc < floor:
                     continue  # deleted since, and its tombstone collected (see above)
-                if key[:2] == _RESERVED:  # a new field or member (zkv.store.parts)
+                if key >= _FF and key[:2] == _RESERVED:  # a new field or member (zkv.store.parts)
                     if key[:3] != _HASH or (value.__class__ is not bytes and value is not None):
                         changed += self._counter_write(key, hlc, origin, value, cur, floor)
                         continue
@@ -423,10 +424,10 @@ class Keyspace:
                 h ^= h >> 29
                 data[key] = _pack_header(hlc, oi | part, h) + value
                 buckets[kc & _BUCKET_MASK] ^= h
-                if cur is None or tomb:
+                if (cur is None or tomb) and (part or hashes or sets):
                     if part:
                         self._index_part(key, True)
-                    elif hashes or sets:
+                    else:
                         self._value_came(key, 1)
             changed += 1
         return changed, top
