@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from zkv.commands import (_NOT_INT, _RESP3_ENCODERS, _SYNTAX, Deferred, Reply, _cmd, _int_arg, _signed,
-                          error_text, wrong_arity)
+from zkv.commands import (_NOT_INT, _RESP3_ENCODERS, _SYNTAX, Deferred, Reply, _cmd, _signed, error_text,
+                          scan_options, wrong_arity)
 from zkv.protocol import resp
 from zkv.store.scans import glob
 
@@ -123,21 +123,10 @@ def _scan(a: list[bytes], op: tuple, pairs: bool) -> Reply:
     cursor 0, filtered by the pattern (the frontend filters: the store sends every element)."""
     if not (a[2].isdigit() and len(a[2]) <= 19):
         return resp.error("ERR invalid cursor")
-    match = None
-    for i in range(3, len(a), 2):
-        opt = a[i].upper()
-        if i + 1 >= len(a):
-            return _SYNTAX
-        if opt == b"MATCH":
-            match = a[i + 1]
-        elif opt == b"COUNT":
-            n = _int_arg(a[i + 1])
-            if n is None:
-                return _NOT_INT
-            if n < 1:
-                return _SYNTAX
-        else:
-            return _SYNTAX
+    opts = scan_options(a, 3, False)
+    if opts.__class__ is bytes:
+        return opts  # type: ignore[return-value]
+    match = opts[0]  # type: ignore[index]
 
     def encode(results: list[Any]) -> bytes:
         r = results[0]

@@ -593,15 +593,11 @@ def _msetnx(a: list[bytes]) -> Reply:
     return Deferred([("mn", a[1:])], _r_int)
 
 
-@_cmd("SCAN", -2)
-def _scan(a: list[bytes]) -> Reply:
-    """SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]"""
-    cursor = int(a[1]) if a[1].isdigit() and len(a[1]) <= 19 else None
-    if cursor is None or cursor >= 1 << 63:
-        return resp.error("ERR invalid cursor")
+def scan_options(a: list[bytes], start: int, with_type: bool) -> bytes | tuple[bytes | None, int, bytes | None]:
+    """``[MATCH pattern] [COUNT count] [TYPE type]`` from ``a[start:]`` (TYPE only
+    ``with_type``): (pattern or None, count, type or None), or the error to answer."""
     match, count, kind = None, 10, None
-    i = 2
-    while i < len(a):
+    for i in range(start, len(a), 2):
         opt = a[i].upper()
         if i + 1 >= len(a):
             return _SYNTAX
@@ -614,11 +610,23 @@ def _scan(a: list[bytes]) -> Reply:
             if n < 1:
                 return _SYNTAX
             count = n
-        elif opt == b"TYPE":
+        elif opt == b"TYPE" and with_type:
             kind = a[i + 1].lower()
         else:
             return _SYNTAX
-        i += 2
+    return match, count, kind
+
+
+@_cmd("SCAN", -2)
+def _scan(a: list[bytes]) -> Reply:
+    """SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]"""
+    cursor = int(a[1]) if a[1].isdigit() and len(a[1]) <= 19 else None
+    if cursor is None or cursor >= 1 << 63:
+        return resp.error("ERR invalid cursor")
+    opts = scan_options(a, 2, True)
+    if opts.__class__ is bytes:
+        return opts  # type: ignore[return-value]
+    match, count, kind = opts  # type: ignore[misc]
     if match == b"*":
         match = None
     if kind is None:
