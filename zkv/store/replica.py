@@ -1233,7 +1233,10 @@ class Replica:
         self.inbox.advance(vv)
         self.out.append((LOG, encode_repair_records(vv, horizon, states, dropped), 1 + len(dropped) + len(states)))
         for origin in list(vv):
-            rel = self.inbox.release(origin)
+            # (an origin whose events are held back for our clock keeps its pending ones in the
+            # inbox: _apply_remote would skip them, and they may be in no other node's log -
+            # _release_held_back takes them once the held events are applied)
+            rel = self.inbox.release(origin) if origin not in self.held_back else []
             if rel:
                 self._apply_remote(rel, None)
             self.horizon.advance(origin, self.inbox.vv)
