@@ -456,3 +456,30 @@ def test_a_heartbeat_announces_no_timestamp_the_shell_has_not_saved(tmp_path: Pa
         for v in saves:
             r.clock_persisted(v)  # the shell saved it: announced from the next heartbeat on
     assert announced[0] == floor and announced[-1] > floor
+
+
+def test_a_transfer_keeps_the_events_of_an_origin_held_back_for_the_clock(tmp_path: Path) -> None:
+    """This node's log holds n2@old's seq 5 after a hole (no other node has it); seq 2..4 came
+    in a pull reply stamped an hour ahead, and wait for our clock (``held_back``).  A full
+    transfer then covers n2@old up to 4.  Releasing seq 5 to ``_apply_remote`` while the origin
+    is still held back skipped it after the inbox had let it go: it was never applied as an
+    event, never counted, never served (seed 50000305 of the simulator, found by an attempt to
+    break hashes and sets).  It must wait in the inbox, and count once the held events do."""
+    ahead = make(T0 + 3600_000)
+    held = Batch("n2@old", 5, [(make(T0 - 3000), b"k5", b"v")])
+    ks = _keyspace((b"k5", make(T0 - 3000), "n2@old", b"v"))  # recovery applied it, not counted
+    r, clock = replica(tmp_path, ks=ks, held=[held])
+    heartbeat(r, "n2", 0.0)  # (n2 heard: what n1 relays of its old incarnation is believed)
+    heartbeat(r, "n1", 0.0, vv={"n2@old": 4})
+    assert fetches(r.take()) == [("n1", wire.pull("n2@old", 0))]
+    ev = [encode_batch(Batch("n2@old", 1, [(make(T0 - 9000), b"k1", b"v")])),
+          encode_batch(Batch("n2@old", 2, [(ahead, b"k2", b"v"), (ahead + 1, b"k3", b"v"), (ahead + 2, b"k4", b"v")]))]
+    r.fetch_reply("n1", wire.events(b"n2@old", False, ev), 0.01)
+    assert r.inbox.vv.get("n2@old") == 1 and "n2@old" in r.held_back
+    _transfer(r, {"vv": {"n1@z": 5, "n2@old": 4}, "gc_horizon": 0}, [[b"theirs", make(T0 - 10), "n1@z", b"t"]], now=0.2)
+    assert r.inbox.vv.get("n2@old") == 4 and r.sync is None
+    clock.ms = T0 + 3600_000 + 10  # our clock comes near the held events: they are released
+    for i in range(5):
+        heartbeat(r, "n1", 0.3 + i / 10, vv={"n2@old": 4})
+        r.tick(0.3 + i / 10)
+    assert r.inbox.vv.get("n2@old") == 5, "the event only this node's log held was let go"

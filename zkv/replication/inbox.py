@@ -53,6 +53,16 @@ class Inbox:
         ready.extend(self._take_pending(origin, ready[-1].last_seq + 1))
         return ready, bool(self._pending.get(origin))
 
+    def hold(self, batch: Batch) -> None:
+        """Keep ``batch`` pending again: the caller took it (``offer``, ``release``) but cannot
+        apply it yet, since an earlier batch of its origin waits elsewhere (held back for the
+        clock).  ``release`` hands it out once the vector reaches it."""
+        pend = self._pending.setdefault(batch.origin, {})
+        held = pend.get(batch.first_seq)
+        if held is None or held.last_seq < batch.last_seq:
+            pend[batch.first_seq] = batch
+            self.pending_bytes += _size(batch) - (0 if held is None else _size(held))
+
     def release(self, origin: str) -> list[Batch]:
         """Held-back batches that became applicable (after ``advance``)."""
         return self._take_pending(origin, self.expected(origin))

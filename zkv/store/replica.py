@@ -758,7 +758,10 @@ class Replica:
         for b in batches:
             origin = b.origin
             if origin in self.held_back:
-                continue  # an earlier batch of it waits, so this one is pulled again later
+                # An earlier batch of it waits for our clock: this one waits behind it, in the
+                # inbox (which handed it out) - it may be in no other node's log, to pull again.
+                self.inbox.hold(b)
+                continue
             if b.items[-1][0] > limit:  # stamped too far ahead of our clock (events increase)
                 b = self._hold_back(b, limit)
                 payload = None
@@ -1233,10 +1236,7 @@ class Replica:
         self.inbox.advance(vv)
         self.out.append((LOG, encode_repair_records(vv, horizon, states, dropped), 1 + len(dropped) + len(states)))
         for origin in list(vv):
-            # (an origin whose events are held back for our clock keeps its pending ones in the
-            # inbox: _apply_remote would skip them, and they may be in no other node's log -
-            # _release_held_back takes them once the held events are applied)
-            rel = self.inbox.release(origin) if origin not in self.held_back else []
+            rel = self.inbox.release(origin)
             if rel:
                 self._apply_remote(rel, None)
             self.horizon.advance(origin, self.inbox.vv)
