@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from zkv.store.counter import HIGH, NONE, Stamp, _check_stamp
+from zkv.store.counter import HIGH, NONE, Counter, Stamp, _check_stamp
 
 _HLC = struct.Struct(">Q")
 TAG_ADD = "a"  # an SADD event's value: ["a", h1, o1, h2, o2, ...] (the dots it saw)
@@ -58,9 +58,6 @@ class Member:
         whose tombstone horizon is ``floor`` (every event below it is settled here)."""
         mark = (floor - 1, HIGH) if floor else NONE
         return cls(mark, [dot] if dot is not None else [])
-
-    def present(self) -> bool:
-        return bool(self.live)
 
     def view(self) -> tuple[bytes | None, int]:
         """What the entry holds - a plain member's dot; any other live member's dots, so that
@@ -175,6 +172,17 @@ class Member:
         if any(r <= m.mark for r in m.gone.values()) or set(m.live) & m.gone.keys():
             raise ValueError("bad set member state")
         return m
+
+
+def decode_state(value: object) -> Member | Counter | None:
+    """The state an entry's value carries - a set member's or a counter's - checked (it may
+    come from a peer): ValueError if malformed; None for a value that is no state (bytes,
+    None, a value with its expiry)."""
+    if value.__class__ not in (list, tuple):
+        return None
+    if value and value[0] == TAG_STATE:  # type: ignore[index]
+        return Member.decode(value)
+    return None if len(value) == 2 else Counter.decode(value)  # type: ignore[arg-type]
 
 
 def flat(stamps: list[Stamp]) -> list:

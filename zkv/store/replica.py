@@ -58,8 +58,8 @@ from zkv.replication.transfer import FullSync, implausible, stale_keys
 from zkv.store.durability import Recovered, encode_event_record, encode_repair_records
 from zkv.store.keyspace import Keyspace
 from zkv.store.outputs import CLIENT, CLOCK, CONNECT, FETCH, LOG, PAUSE, PUBLISH, SNAPSHOT
-from zkv.store.counter import MAX_INT, MIN_INT, Counter, as_int
-from zkv.store.orset import TAG_STATE, Member
+from zkv.store.counter import MAX_INT, MIN_INT, as_int
+from zkv.store.orset import decode_state
 from zkv.store import hash_set_ops
 from zkv.store.hash_set_ops import WRONGTYPE, removals
 from zkv.store.scans import InvalidCursor, Scans, glob
@@ -1483,11 +1483,8 @@ def _expiry(kind: int, amount: int, now_ms: int, kept: int) -> int:
 def _state_stamps(value: list | tuple) -> list:
     """The versions a counter's or member's state (an entry's value, checked already) names;
     none for a value with its expiry."""
-    if value and value[0] == TAG_STATE:
-        return Member.decode(value).stamps()
-    if len(value) in (6, 8):
-        return Counter.decode(value).stamps()
-    return []
+    state = decode_state(value)
+    return [] if state is None else state.stamps()
 
 
 def _stamped(items: list, stamp: int, writes: list) -> int:

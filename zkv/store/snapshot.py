@@ -42,8 +42,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import msgpack
 
-from zkv.store.counter import Counter
-from zkv.store.orset import TAG_STATE, Member
+from zkv.store.orset import TAG_STATE, Member, decode_state
 from zkv.store.parts import HASH, RESERVED, SET, split
 
 from .wal import FRAME_HEADER, MAX_RECORD_BYTES, atomic_write, write_all
@@ -160,24 +159,18 @@ def check_entries(entries: list[Entry]) -> None:
                 raise TypeError(f"snapshot entry holds a set's member without its state: {entry!r:.200}")
             if kind == HASH and type(value) in (list, tuple) and len(value) == 2:
                 raise TypeError(f"snapshot entry holds a hash field with an expiry: {entry!r:.200}")
-        if type(value) in (list, tuple) and value and value[0] == TAG_STATE:  # a set's member (zkv.store.orset)
-            if not part or kind != SET:
-                raise TypeError(f"snapshot entry holds a member's state for a key that is no member: {entry!r:.200}")
-            try:
-                m = Member.decode(value)
-            except (ValueError, TypeError) as exc:
-                raise TypeError(f"snapshot entry holds a bad set member state: {exc}") from None
-            if m.top() > (hlc, origin):
-                raise TypeError("snapshot entry holds a member state newer than its version")
-        elif type(value) in (list, tuple) and len(value) != 2:  # a counter's state (zkv.store.counter)
-            try:
-                c = Counter.decode(value)
-            except (ValueError, TypeError) as exc:
-                raise TypeError(f"snapshot entry holds a bad counter state: {exc}") from None
-            if c.top() > (hlc, origin):
-                # (the entry's version is the latest in its state: _within_clock and _not_ours
-                # judge the state by it)
-                raise TypeError("snapshot entry holds a counter state newer than its version")
+        try:  # a counter's or a set member's state (zkv.store.counter, zkv.store.orset)
+            state = decode_state(value)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"snapshot entry holds a bad counter or member state: {exc}") from None
+        if state is None:
+            continue
+        if state.__class__ is Member and not (part and kind == SET):
+            raise TypeError(f"snapshot entry holds a member's state for a key that is no member: {entry!r:.200}")
+        if state.top() > (hlc, origin):
+            # (the entry's version is the latest in its state: _within_clock and _not_ours
+            # judge the state by it)
+            raise TypeError("snapshot entry holds a state newer than its version")
 
 
 def _packed_chunks(entries: list[Entry]) -> Iterator[bytes]:
