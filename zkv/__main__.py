@@ -1,5 +1,5 @@
-"""``python -m zkv`` runs the command-line interface."""
+"""``python -m zkv`` runs the ``zkv`` program (zkv.entry)."""
 
-from zkv.cli import main
+from zkv.entry import main
 
 main()

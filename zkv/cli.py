@@ -62,10 +62,9 @@ def _bare_access(cert: str | None, server_key: str | None) -> Access:
 @app.command()
 def node(config: Annotated[str, typer.Argument(help="the node's TOML config file")]) -> None:
     """Run one node: a store process and a frontend process, until SIGTERM or Ctrl-C."""
-    cfg = _config_or_exit(config)
-    from zkv.node import run_node
+    from zkv.node import main as node_main  # also reached without Typer (zkv.entry)
 
-    raise typer.Exit(run_node(cfg, config))
+    raise typer.Exit(node_main(config))
 
 
 @app.command()
@@ -295,7 +294,7 @@ def optional_password(argv: list[str]) -> list[str]:
     return out
 
 
-def main() -> None:  # console entry (pyproject's zkv, python -m zkv)
+def main() -> None:  # every command line but ``zkv node CONFIG`` (zkv.entry)
     sys.argv = optional_password(sys.argv)
     app()
 

@@ -1,5 +1,8 @@
 """Entry point of a node's frontend process:
-``python -m zkv.frontend_main CONFIG ENDPOINT READY_FD [SUPERVISOR_PID]``."""
+``python -m zkv.frontend_main CONFIG ENDPOINT READY_FD GO_FD [SUPERVISOR_PID]``.
+
+It starts beside the store and opens its client port only once the supervisor writes "go" on
+GO_FD (the store is ready); end of file there instead (the store failed) ends it with code 0."""
 
 from __future__ import annotations
 
@@ -45,8 +48,8 @@ def main() -> int:
     from zkv.frontend.tls import TLSError
     from zkv.proc import die_with_parent, setup_logging, tune_gc
 
-    config_path, endpoint, ready_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    supervisor = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    config_path, endpoint, ready_fd, go_fd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    supervisor = int(sys.argv[5]) if len(sys.argv) > 5 else None
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
@@ -56,6 +59,9 @@ def main() -> int:
     die_with_parent(parent=supervisor)
     max_clients = _open_file_limit(cfg.max_clients)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with os.fdopen(go_fd, "rb") as go:
+        if go.readline().strip() != b"go":
+            return 0
     tune_gc()
     loop = _new_loop()
     asyncio.set_event_loop(loop)

@@ -1,7 +1,8 @@
 """``zkv node``: starts and supervises a node's two processes, the store and the frontend.
 
-Start order: the store first (it recovers its data and binds the bus, then says "ready" on a
-pipe), then the frontend, so an open client port means the node can answer.  The two talk over
+Start order: both children start at once; the store recovers its data and binds the bus, then
+says "ready" on a pipe; only then is the frontend told to open its client port, so an open
+client port means the node can answer.  The two talk over
 a Unix socket in a directory only this user can enter (zkv.linkpath), removed when the node
 stops.  If either child exits, the other is stopped and
 ``zkv node`` exits non-zero; SIGTERM/SIGINT stop both cleanly (the store writes a snapshot).
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from zkv.config import Config
+from zkv.config import Config, ConfigError, load_config
 from zkv.linkpath import LinkError, make_link
 
 log = logging.getLogger("zkv.node")
@@ -43,27 +44,46 @@ class Supervisor:
                str(os.getpid())]
         return subprocess.Popen(cmd, pass_fds=pass_fds)
 
-    def _start_child(self, role: str) -> int:
-        """Spawn one child and wait until it says "ready" on a pipe; 0, or its exit code."""
+    def _spawn_ready(self, role: str, extra_fds: tuple[int, ...] = ()) -> int:
+        """Spawn one child with a pipe to say "ready" on; the pipe's read end."""
         rfd, wfd = os.pipe()
-        child = self.children[role] = self._spawn(role, [str(wfd)], pass_fds=(wfd,))
+        self.children[role] = self._spawn(role, [str(wfd), *map(str, extra_fds)],
+                                          pass_fds=(wfd, *extra_fds))
         os.close(wfd)
+        return rfd
+
+    def _wait_ready(self, role: str, rfd: int) -> int:
+        """Wait until the child says "ready"; 0, or its exit code."""
         with os.fdopen(rfd, "rb") as ready:
             line = ready.readline()  # EOF if the child died during start-up
         if line.strip() != b"ready":
-            code = child.wait()
+            code = self.children[role].wait()
             log.error("%s failed to start (exit code %s)", role, code)
             return code or 1
         return 0
 
     def start(self) -> int:
-        """Store first (recovery, bus), then the frontend (client port); 0 when both are up."""
+        """Both children start at once, but the frontend opens its client port only when told
+        to, once the store is ready (recovered, bus bound): an open client port means the node
+        can answer, and the frontend's start-up (its imports) overlaps the store's.  0 when
+        both are up."""
         if self.cfg.password is not None:
             mode = os.stat(self.config_path).st_mode
             if mode & 0o077:
                 log.warning("%s holds the client password and other users may read it "
                             "(mode %o): chmod 600 it", self.config_path, mode & 0o777)
-        return self._start_child("store") or self._start_child("frontend")
+        store = self._spawn_ready("store")
+        go_r, go_w = os.pipe()
+        frontend = self._spawn_ready("frontend", (go_r,))
+        os.close(go_r)
+        code = self._wait_ready("store", store)
+        if not code:
+            os.write(go_w, b"go\n")
+        os.close(go_w)  # without "go" (the store failed), the frontend exits at once
+        if code:
+            os.close(frontend)
+            return code
+        return self._wait_ready("frontend", frontend)
 
     def wait(self) -> int:
         """Block until a signal or a child's death; then stop everything. Returns the exit code."""
@@ -132,3 +152,13 @@ def run_node(cfg: Config, config_path: str) -> int:
         return sup.wait()
     finally:
         sup.link.remove()
+
+
+def main(config_path: str) -> int:
+    """``zkv node CONFIG``: a bad or missing config is one line and exit code 2."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"zkv: {exc}", file=sys.stderr)
+        return 2
+    return run_node(cfg, config_path)

@@ -315,6 +315,48 @@ def test_a_second_node_on_a_data_dir_in_use_fails_at_start(make_cluster) -> None
     assert first.get("mine") == b"VALUE 1"
 
 
+def test_the_client_port_opens_only_once_the_store_is_ready(make_cluster) -> None:
+    """The frontend starts beside the store (its start-up overlaps the store's) but opens the
+    client port only when the store is ready: a store held (SIGSTOP) during start-up keeps the
+    port closed while the frontend process waits, and the node answers once the store runs."""
+    c = make_cluster(1)
+    node = c.nodes[0].seed_clock()
+    node.start(wait=False)
+
+    def store() -> int | None:
+        try:
+            return node.child_pid("store")
+        except (AssertionError, FileNotFoundError, ProcessLookupError):
+            return None
+
+    pid = wait_until(store, 10, interval=0.002, what="the store process")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        frontend = wait_until(lambda: "frontend" in _roles(node), 10, what="the frontend process")
+        assert frontend
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # the frontend is up and waiting, its port closed
+            assert _port_free(node.port), "the client port opened before the store was ready"
+            time.sleep(0.05)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    node.wait_ready()
+    with node.client() as cl:
+        assert cl.cmd("SET k v") == b"OK" and cl.cmd("GET k") == b"VALUE v"
+
+
+def _roles(node: Node) -> set[str]:
+    roles = set()
+    for pid in node.children():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except FileNotFoundError:
+            continue
+        roles |= {r for r in ("store", "frontend") if f"zkv.{r}_main".encode() in cmd}
+    return roles
+
+
 def test_connections_beyond_max_clients_are_refused(make_cluster) -> None:
     c = make_cluster(1, max_clients=3).start()
     node = c.nodes[0]
