@@ -17,4 +17,8 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
     "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]"
     touch "$STAMP"
 fi
+# Byte-compile zkv's own modules: an editable install leaves them as source only, and where
+# PYTHONDONTWRITEBYTECODE is set every process compiles them again on import, a third of a
+# node's start-up. Files already compiled and unchanged are skipped.
+"$ROOT/.venv/bin/python" -m compileall -q "$ROOT/zkv" >/dev/null
 export PATH="$ROOT/.venv/bin:$PATH"
