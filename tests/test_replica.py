@@ -46,11 +46,11 @@ class Clock:
 
 def replica(tmp: Path, ks: Keyspace | None = None, vv: dict | None = None, horizon: int = 0,
             held: list[Batch] | None = None, floor: int | None = 0,
-            peers: tuple[str, ...] = ("n1", "n2")) -> tuple[Replica, Clock]:
+            peers: tuple[str, ...] = ("n1", "n2"), heartbeat_ms: int = 100) -> tuple[Replica, Clock]:
     ids = ("n0", *peers)
     cfg = Config(id="n0", listen_host="127.0.0.1", listen_port=1, bus="tcp://127.0.0.1:1000",
                  data_dir=tmp, peers=tuple(Peer(p, f"tcp://127.0.0.1:{1001 + i}") for i, p in enumerate(peers)),
-                 heartbeat_ms=100, anti_entropy_ms=200, read_cache_mb=0)
+                 heartbeat_ms=heartbeat_ms, anti_entropy_ms=200, read_cache_mb=0)
     assert ids[0] == cfg.id
     ks = ks if ks is not None else Keyspace()
     rec = Recovered(ks, dict(vv or {}), 0, horizon, 0.0, 0, 0, 0, list(held or []))
@@ -343,6 +343,18 @@ def test_heartbeats_beyond_twice_the_rate_or_their_byte_budget_are_dropped_unrea
     for i in range(10):  # one a period: about 1 MB saved, then about 100 KB a period
         heartbeat(r, "n2", 1.0 + i * 0.1, vv=big)
     assert r.stats["heartbeats_dropped"] - before >= 5
+
+def test_a_store_that_announces_rarely_still_hears_peers_at_the_default_pace(tmp_path: Path) -> None:
+    """heartbeat_ms = 20000 on this store: a peer announcing every 200 ms (the default) is heard
+    at every heartbeat, not once in ten seconds (a restarted peer went unheard that long)."""
+    r, _ = replica(tmp_path, heartbeat_ms=20_000)
+    for i in range(60):  # 12 s of a peer at the default pace, after a burst of 20 in 20 ms
+        heartbeat(r, "n1", 0.1 + (i * 0.001 if i < 20 else i * 0.2))
+    assert 0 < r.stats["heartbeats_dropped"] <= 15  # the burst's surplus, nothing after it
+    dropped = r.stats["heartbeats_dropped"]
+    heartbeat(r, "n1", 12.3)
+    assert r.stats["heartbeats_dropped"] == dropped and r.peers["n1"].seen == 12.3
+
 
 def test_one_heartbeat_starts_a_bounded_number_of_pulls(tmp_path: Path) -> None:
     r, _ = replica(tmp_path)

@@ -181,6 +181,8 @@ class Node:
     prefix: list[str] = field(default_factory=list)  # the node runs as ``prefix + [python, ...]``
     netns: str | None = None  # the network namespace the test's clients of it connect from
     env: dict[str, str] = field(default_factory=dict)  # added to the node's environment at start
+    peer_ids: list[str] = field(default_factory=list)  # the peers its config names
+    password: str | None = None  # its config's client password (info() authenticates with it)
 
     @property
     def bus(self) -> str:
@@ -262,9 +264,21 @@ class Node:
         """``INFO`` over RESP on the client port, as ``field -> value`` (section headers dropped)."""
         args = [b"INFO"] + ([section.encode()] if section else [])
         req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        if self.password is not None:
+            pw = self.password.encode()
+            req = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(pw), pw) + req
         with connect(self.host, self.port, 10, self.netns) as s:
             s.sendall(req)
             buf = b""
+            if self.password is not None:
+                while b"\r\n" not in buf:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("connection closed")
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n")
+                if head != b"+OK":
+                    raise AssertionError(f"AUTH replied {head!r}")
             while b"\r\n" not in buf:
                 chunk = s.recv(65536)
                 if not chunk:
@@ -311,6 +325,8 @@ class Cluster:
 
     def write_config(self, node: Node, peers: list[Node] | None = None, **overrides: Any) -> None:
         peers = [p for p in self.nodes if p is not node] if peers is None else peers
+        node.peer_ids = [p.id for p in peers]
+        node.password = {**self.settings, **overrides}.get("password")
         lines = [f'id = "{node.id}"', f'listen = "{node.listen}"', f'bus = "{node.bus}"',
                  f'data_dir = "{node.data_dir}"']
         if self.curve:
@@ -349,12 +365,26 @@ class Cluster:
         self.write_config(node)
         return node
 
-    def start(self) -> Cluster:
+    def start(self, formed: bool = True) -> Cluster:
+        """Start every node; return once each answers and (``formed``) has heard every peer of
+        it that runs, so a test's first write is accepted, replicated and counted by WAIT as on
+        a cluster that has been up a while, not refused by a new node that has heard no peer
+        yet.  (A test of nodes that announce themselves rarely passes ``formed=False``.)"""
         for node in self.nodes:
             node.start(wait=False)
         for node in self.nodes:
             node.wait_ready()
+        if formed:
+            self.wait_formed()
         return self
+
+    def wait_formed(self, timeout: float = 15.0) -> None:
+        running = {n.id for n in self.nodes if n.proc is not None and n.proc.poll() is None}
+        for node in self.nodes:
+            if node.id in running:
+                want = len(running.intersection(node.peer_ids))
+                wait_until(lambda: int(node.info("replication")["connected_peers"]) >= want,
+                           timeout, what=f"{node.id} to hear its {want} running peers")
 
     def stop(self) -> None:
         """Stop every node the clean way (SIGCONT, then SIGTERM), all at once: each node's

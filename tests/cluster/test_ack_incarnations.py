@@ -23,7 +23,7 @@ def test_wait_does_not_count_a_peer_that_came_back_without_the_writes(make_clust
     c.write_config(n0, heartbeat_ms=20000)
     n0.seed_clock()  # node1 may hear node0's first heartbeat only 20 s late: it must not wait
     n1.seed_clock()  # for it to learn its clock before writing
-    c.start()
+    c.start(formed=False)
 
     # Before node0's first write, node1 must be subscribed to node0's bus.  Right after start it
     # may not be yet (ZeroMQ's slow joiner): node0's start-up heartbeat and first events are then

@@ -35,7 +35,7 @@ import msgpack
 
 from zkv.clock import HybridClock, physical, wall_ms
 from zkv.commands import ACKS, FRONTEND_ID, INVALIDATE, MAX_VALUE, WRITE_OPS
-from zkv.config import Config
+from zkv.config import DEFAULT_HEARTBEAT_MS, Config
 from zkv.events import (
     BATCH_BYTES, TOPIC_ACK, TOPIC_ACKREQ, TOPIC_CATCHUP, TOPIC_EVENTS, TOPIC_HEARTBEAT, Batch,
     DecodeError, Heartbeat, check_int, check_name, check_vv, decode_ack, decode_ackreq,
@@ -172,8 +172,12 @@ class Replica:
         # What a peer's claims about other nodes' events are believed up to (the trust model)
         self.claims = Claims(origin, self.peer_ids | {self.id}, started=now,
                              silent_s=max(SILENT_S, 3 * cfg.heartbeat_ms / 1000))
-        self.hb_budget = HeartbeatBudget(cfg.heartbeat_ms / 1000)  # bytes each peer may send
-        self.hb_limit = RateLimit(HB_RATE_FACTOR * 1000 / cfg.heartbeat_ms, HB_BURST,
+        # Peers' heartbeats are limited to what a peer announcing at our pace, or at the
+        # default pace if ours is slower, may send: a store set to announce rarely still hears
+        # a peer that announces at the default pace (a restarted one, say) at once.
+        peer_period = min(cfg.heartbeat_ms, DEFAULT_HEARTBEAT_MS) / 1000
+        self.hb_budget = HeartbeatBudget(peer_period)  # bytes each peer may send
+        self.hb_limit = RateLimit(HB_RATE_FACTOR / peer_period, HB_BURST,
                                   max_keys=len(self.peer_ids) + 1)
         self.ack_requests = AckRequests()  # origins waiting for our acknowledgement
         # Finished incarnations left out of what goes on the wire (zkv.replication.folds)
