@@ -152,11 +152,18 @@ def test_a_restart_after_a_few_hundred_missed_writes_costs_a_few_requests(make_c
         _write(node, rnd, 10)
         assert node.stop() == 0
         node.start()
+    # A write of each node's new incarnation, heard by the others (over the bus, or by a pull
+    # its heartbeat started): so node0 and node2 hear each other's events as they are written
+    # below, and a pull between them (an event lost to a subscription not yet made after a
+    # restart) is not counted as node1's.
+    for node in c.nodes:
+        _write(node, rnd, 1)
     wait_until(lambda: _converged(c), 20, what="the cluster to converge before the test")
     n1.kill() if crash else n1.stop()
     for node in peers:
         _write(node, rnd, 100)
     received = {n.id: _counter(n, "requests_received") for n in peers}
+    asked = {n.id: _counter(n, "requests_sent") for n in peers}  # (node0 and node2 of each other)
     t0 = time.monotonic()
     n1.start()
     wait_until(lambda: _converged(c), 15, what="node1 to catch up")
@@ -165,7 +172,10 @@ def test_a_restart_after_a_few_hundred_missed_writes_costs_a_few_requests(make_c
     origins = len(n1.info()["vv"].split(","))
     bound = 2 * origins
     sent = _counter(n1, "requests_sent")
-    served = sum(_counter(n, "requests_received") - received[n.id] for n in peers)
+    # what the peers served node1: all they served but what they asked each other (a pull
+    # between them, after an event lost to a full queue, is not node1's cost)
+    served = sum(_counter(n, "requests_received") - received[n.id]
+                 - (_counter(n, "requests_sent") - asked[n.id]) for n in peers)
     assert sent <= bound and served <= bound, (
         f"a restart with 200 missed writes ({origins} origins) cost {sent} catch-up requests "
         f"sent, {served} received by the peers; at most {bound} expected (caught up in {took:.1f}s)")
