@@ -19,6 +19,7 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
 fi
 # Byte-compile zkv's own modules: an editable install leaves them as source only, and where
 # PYTHONDONTWRITEBYTECODE is set every process compiles them again on import, a third of a
-# node's start-up. Files already compiled and unchanged are skipped.
-"$ROOT/.venv/bin/python" -m compileall -q "$ROOT/zkv" >/dev/null
+# node's start-up. Files already compiled and unchanged are skipped; one that cannot be
+# compiled or written (a syntax error, a read-only checkout) is left to the import to report.
+"$ROOT/.venv/bin/python" -m compileall -q "$ROOT/zkv" >/dev/null 2>&1 || true
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -344,6 +344,7 @@ def test_heartbeats_beyond_twice_the_rate_or_their_byte_budget_are_dropped_unrea
         heartbeat(r, "n2", 1.0 + i * 0.1, vv=big)
     assert r.stats["heartbeats_dropped"] - before >= 5
 
+
 def test_a_store_that_announces_rarely_still_hears_peers_at_the_default_pace(tmp_path: Path) -> None:
     """heartbeat_ms = 20000 on this store: a peer announcing every 200 ms (the default) is heard
     at every heartbeat, not once in ten seconds (a restarted peer went unheard that long)."""

@@ -78,7 +78,10 @@ class Supervisor:
         os.close(go_r)
         code = self._wait_ready("store", store)
         if not code:
-            os.write(go_w, b"go\n")
+            try:
+                os.write(go_w, b"go\n")
+            except BrokenPipeError:
+                pass  # the frontend died meanwhile: _wait_ready below reports its exit code
         os.close(go_w)  # without "go" (the store failed), the frontend exits at once
         if code:
             os.close(frontend)
@@ -143,7 +146,11 @@ def run_node(cfg: Config, config_path: str) -> int:
     signal.signal(signal.SIGTERM, lambda *_: setattr(sup, "stopping", True))
     t0 = time.perf_counter()
     try:
-        code = sup.start()
+        try:
+            code = sup.start()
+        except OSError as exc:  # a child could not be spawned (no memory, no pids left)
+            log.error("cannot start the node's processes: %s", exc)
+            code = 1
         if code:
             sup.stop()
             return code

@@ -345,6 +345,44 @@ def test_the_client_port_opens_only_once_the_store_is_ready(make_cluster) -> Non
         assert cl.cmd("SET k v") == b"OK" and cl.cmd("GET k") == b"VALUE v"
 
 
+def test_a_frontend_that_dies_while_the_store_starts_stops_the_node_cleanly(make_cluster) -> None:
+    """The frontend waits for the store beside it; if it dies meanwhile, the supervisor says
+    so once the store is ready, stops the store and exits non-zero (it used to die of a broken
+    pipe, with a traceback, and leave the store running)."""
+    c = make_cluster(1)
+    node = c.nodes[0].seed_clock()
+    node.start(wait=False)
+
+    def store() -> int | None:
+        try:
+            return node.child_pid("store")
+        except (AssertionError, FileNotFoundError, ProcessLookupError):
+            return None
+
+    pid = wait_until(store, 10, interval=0.002, what="the store process")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        frontend = wait_until(lambda: "frontend" in _roles(node) and node.child_pid("frontend"),
+                              10, what="the frontend process")
+        os.kill(frontend, signal.SIGKILL)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert node.proc is not None
+    code = node.proc.wait(30)
+    assert code != 0, node.log()
+    assert "frontend failed to start" in node.log() and "Traceback" not in node.log(), node.log()
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 10,
+               what="the store to exit with the node")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def _roles(node: Node) -> set[str]:
     roles = set()
     for pid in node.children():
