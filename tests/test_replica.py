@@ -61,11 +61,13 @@ def replica(tmp: Path, ks: Keyspace | None = None, vv: dict | None = None, horiz
 
 
 def heartbeat(r: Replica, peer: str, now: float, vv: dict | None = None, hlc: int | None = None,
-              stable: int = 0, digest: bytes | None = None, **extra: object) -> None:
-    hb = Heartbeat(id=peer, seq=(vv or {}).get(f"{peer}@a", 0), hlc=hlc or make(T0 + int(now * 1000)),
+              stable: int = 0, digest: bytes | None = None, skew_ms: int = 0, **extra: object) -> None:
+    """``peer``'s heartbeat at ``now``, from a wall clock ``skew_ms`` off ours."""
+    wall = T0 + int(now * 1000) + skew_ms
+    hb = Heartbeat(id=peer, seq=(vv or {}).get(f"{peer}@a", 0), hlc=hlc or make(wall),
                    vv=dict(vv or {}), stable=stable, digest=digest or r.ks.digest(), keys=0,
                    catchup=f"sim://{peer}/1", peers=["n0", "n1", "n2"], origin=f"{peer}@a",
-                   wall=T0 + int(now * 1000), **extra)  # type: ignore[arg-type]
+                   wall=wall, **extra)  # type: ignore[arg-type]
     r.bus(peer, TOPIC_HEARTBEAT, encode_heartbeat(hb), now)
 
 
@@ -272,6 +274,24 @@ def test_a_clock_echo_beyond_the_bound_refuses_writes_instead_of_jumping(tmp_pat
     reply = [o for o in r.take() if o[0] == CLIENT][0][1]
     assert msgpack.unpackb(reply[1], raw=False)["refused"].startswith("clock skew")
     assert physical(r.clock.last) < T0 + 1000  # the clock did not jump
+
+
+def test_a_refusal_for_skew_ends_when_a_third_clock_is_heard_not_a_heartbeat_later(tmp_path: Path) -> None:
+    """Knowing only its own clock and one an hour behind, a node refuses writes (it cannot tell
+    which is wrong); hearing the third clock, on its side, settles it at once: a write right
+    after is taken, not refused until the node's own next heartbeat."""
+    r, _ = replica(tmp_path)
+    r.tick(0.0)
+    heartbeat(r, "n2", 0.05, skew_ms=-3_600_000)
+    r.tick(0.1)
+    r.take()
+    r.client([[b"c1", pack([["s", b"k", b"v"]])]], 0.12)
+    reply = [o for o in r.take() if o[0] == CLIENT][0][1]
+    assert msgpack.unpackb(reply[1], raw=False)["refused"].startswith("clock skew")
+    heartbeat(r, "n1", 0.15)
+    r.client([[b"c2", pack([["s", b"k", b"v"]])]], 0.16)  # before the next tick (0.2)
+    reply = [o for o in r.take() if o[0] == CLIENT][0][1]
+    assert msgpack.unpackb(reply[1], raw=False) == [None]
 
 
 def test_with_its_clock_file_a_node_believes_no_echo_beyond_what_it_saved(tmp_path: Path) -> None:

@@ -897,6 +897,10 @@ class Replica:
             self._max_stable[hb.id] = hb.stable
         if hb.wall:
             self.offsets.sample(hb.id, hb.wall, self.clock.wall())
+            if self.refuse_writes is not None and self.clock_known:
+                # refusing for skew: a clock just heard may settle it (the third of three, a
+                # peer back on time), and writes should not wait for our next heartbeat
+                self._check_clock_skew()
         self.clock.observe(hb.hlc)  # (not adopted if beyond our bound)
         if hb.hlc > self.seen_hlc.get(hb.id, 0):
             self.seen_hlc[hb.id] = hb.hlc
