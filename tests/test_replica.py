@@ -24,7 +24,7 @@ from zkv.replication import catchup as wire
 from zkv.replication.backlog import Backlog
 from zkv.store.durability import Recovered
 from zkv.store.keyspace import Keyspace, bucket_of
-from zkv.store.outputs import CLIENT, CLOCK, FETCH, PAUSE, PUBLISH
+from zkv.store.outputs import CLIENT, CLOCK, FETCH, LOG, PAUSE, PUBLISH
 from zkv.store.replica import Replica
 from zkv.store.snapshot import encode_chunk
 
@@ -156,6 +156,22 @@ def test_a_transfer_drops_only_keys_below_its_horizon(tmp_path: Path) -> None:
     assert r.ks.get(b"below") is None  # the sender saw it (below its horizon) and deleted it
     assert r.ks.get(b"above") == b"not-seen-there"  # absence above the horizon proves nothing
     assert r.ks.get(b"theirs") == b"t"
+
+
+def test_a_transfer_brings_back_no_key_this_node_deleted_below_its_horizon(tmp_path: Path) -> None:
+    """Our tombstone horizon is the evidence that a key we lack below it was deleted here (as
+    for events and repairs): a sender that recovered less than it had (an older snapshot) must
+    not bring the older write back, nor the log keep it for the next start.  Keys we hold still
+    merge, and entries above the horizon are taken (simulator seed 200000950)."""
+    horizon = make(T0 - 5000)
+    r, _ = replica(tmp_path, ks=_keyspace((b"held", make(T0 - 9000), "n2@old", b"old")), horizon=horizon)
+    _transfer(r, {"vv": {"n1@z": 5}, "gc_horizon": 0, "announced_stable": 0},
+              [[b"gone", make(T0 - 8000), "n1@z", b"stale"], [b"held", make(T0 - 8500), "n1@z", b"newer"],
+               [b"fresh", make(T0 - 1000), "n1@z", b"f"]])
+    assert r.ks.entry(b"gone") is None
+    assert r.ks.get(b"held") == b"newer" and r.ks.get(b"fresh") == b"f"
+    logged = [rec for o in r.take() if o[0] == LOG for rec in o[1]]
+    assert logged and not any(b"gone" in rec for rec in logged) and any(b"fresh" in rec for rec in logged)
 
 
 def test_anti_entropy_merges_and_never_deletes(tmp_path: Path) -> None:

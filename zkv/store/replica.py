@@ -1213,6 +1213,13 @@ class Replica:
         self.tracking.forget()
         self.sync.keys.update(e[0] for e in entries)
         entries = self._not_ours(entries)
+        if self.gc_horizon:
+            # An entry stamped below our tombstone horizon, of a key we hold nothing of, was
+            # deleted here and its tombstone collected, as for events and repairs: a sender
+            # that recovered less than it had must not bring the older write back (nor the log
+            # keep it for the next start).
+            floor, entry = self.gc_horizon, self.ks.entry
+            entries = [e for e in entries if e[1] >= floor or entry(e[0]) is not None]
         self.clock.observe(self.ks.apply_entries(entries))
         self.sync.entries += len(entries)
         self.sync.last_chunk = self.now
