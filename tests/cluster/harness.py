@@ -267,24 +267,23 @@ class Node:
         if self.password is not None:
             pw = self.password.encode()
             req = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(pw), pw) + req
-        with connect(self.host, self.port, 10, self.netns) as s:
-            s.sendall(req)
-            buf = b""
-            if self.password is not None:
-                while b"\r\n" not in buf:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        raise ConnectionError("connection closed")
-                    buf += chunk
-                head, _, buf = buf.partition(b"\r\n")
-                if head != b"+OK":
-                    raise AssertionError(f"AUTH replied {head!r}")
+        def line(s: socket.socket, buf: bytes) -> tuple[bytes, bytes]:  # (a reply's line, the rest)
             while b"\r\n" not in buf:
                 chunk = s.recv(65536)
                 if not chunk:
                     raise ConnectionError("connection closed")
                 buf += chunk
-            head, _, body = buf.partition(b"\r\n")
+            head, _, rest = buf.partition(b"\r\n")
+            return head, rest
+
+        with connect(self.host, self.port, 10, self.netns) as s:
+            s.sendall(req)
+            buf = b""
+            if self.password is not None:
+                head, buf = line(s, buf)
+                if head != b"+OK":
+                    raise AssertionError(f"AUTH replied {head!r}")
+            head, body = line(s, buf)
             if not head.startswith(b"$"):
                 raise AssertionError(f"INFO replied {head!r}")
             size = int(head[1:])

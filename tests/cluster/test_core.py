@@ -315,12 +315,8 @@ def test_a_second_node_on_a_data_dir_in_use_fails_at_start(make_cluster) -> None
     assert first.get("mine") == b"VALUE 1"
 
 
-def test_the_client_port_opens_only_once_the_store_is_ready(make_cluster) -> None:
-    """The frontend starts beside the store (its start-up overlaps the store's) but opens the
-    client port only when the store is ready: a store held (SIGSTOP) during start-up keeps the
-    port closed while the frontend process waits, and the node answers once the store runs."""
-    c = make_cluster(1)
-    node = c.nodes[0].seed_clock()
+def _start_with_the_store_held(node: Node) -> int:
+    """Start ``node`` and SIGSTOP its store as soon as it exists (still starting); its pid."""
     node.start(wait=False)
 
     def store() -> int | None:
@@ -331,6 +327,16 @@ def test_the_client_port_opens_only_once_the_store_is_ready(make_cluster) -> Non
 
     pid = wait_until(store, 10, interval=0.002, what="the store process")
     os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def test_the_client_port_opens_only_once_the_store_is_ready(make_cluster) -> None:
+    """The frontend starts beside the store (its start-up overlaps the store's) but opens the
+    client port only when the store is ready: a store held (SIGSTOP) during start-up keeps the
+    port closed while the frontend process waits, and the node answers once the store runs."""
+    c = make_cluster(1)
+    node = c.nodes[0].seed_clock()
+    pid = _start_with_the_store_held(node)
     try:
         frontend = wait_until(lambda: "frontend" in _roles(node), 10, what="the frontend process")
         assert frontend
@@ -351,16 +357,7 @@ def test_a_frontend_that_dies_while_the_store_starts_stops_the_node_cleanly(make
     pipe, with a traceback, and leave the store running)."""
     c = make_cluster(1)
     node = c.nodes[0].seed_clock()
-    node.start(wait=False)
-
-    def store() -> int | None:
-        try:
-            return node.child_pid("store")
-        except (AssertionError, FileNotFoundError, ProcessLookupError):
-            return None
-
-    pid = wait_until(store, 10, interval=0.002, what="the store process")
-    os.kill(pid, signal.SIGSTOP)
+    pid = _start_with_the_store_held(node)
     try:
         frontend = wait_until(lambda: "frontend" in _roles(node) and node.child_pid("frontend"),
                               10, what="the frontend process")
