@@ -368,16 +368,8 @@ def test_a_frontend_that_dies_while_the_store_starts_stops_the_node_cleanly(make
     code = node.proc.wait(30)
     assert code != 0, node.log()
     assert "frontend failed to start" in node.log() and "Traceback" not in node.log(), node.log()
-    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 10,
+    wait_until(lambda: _gone(pid), 10,
                what="the store to exit with the node")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def _roles(node: Node) -> set[str]:
